@@ -62,7 +62,10 @@ export function decodeFrame(data: Uint8Array): Frame {
   if (buf.readUInt16BE(0) !== FRAME_MAGIC) throw new FrameError(ErrorCode.FrameBadMagic, 'not a wanmig frame');
   const version = buf.readUInt8(2);
   if (version !== FRAME_VERSION) {
-    throw new FrameError(ErrorCode.FrameBadVersion, `frame version ${version} is not supported (want ${FRAME_VERSION})`);
+    throw new FrameError(
+      ErrorCode.FrameBadVersion,
+      `frame version ${version} is not supported (want ${FRAME_VERSION})`,
+    );
   }
   const migrationId = bytesToUuid(buf, 8);
   const seq = readU64(buf, 32);

@@ -1,0 +1,278 @@
+import { AckType, decodeAck, encodeAck, encodeFrame, ErrorCode, Subjects, type AckMessage } from '@wanmig/protocol';
+import type { Subscription } from '@nats-io/nats-core';
+import { StreamClosedError, StreamError } from './errors.js';
+import { DEFAULT_GIVE_UP_MS, DEFAULT_MIN_RTO_MS, DEFAULT_WINDOW_BYTES, type SenderOptions } from './stream.options.js';
+import type { Watermark } from './watermark.store.js';
+
+interface InFlight {
+  seq: number;
+  wire: Buffer;
+  sentAt: number;
+  resent: boolean;
+}
+
+export interface SenderStats {
+  framesSent: number;
+  bytesSent: number;
+  resentFrames: number;
+  resentBytes: number;
+  probes: number;
+  srttMs: number;
+}
+
+/**
+ * Sends frames of one stream with a window of unacknowledged bytes. Frames leave in sequence
+ * order; the receiver acknowledges cumulatively once data is durable. Loss is repaired go-back-N
+ * style, but never blindly: after a silence the sender first asks the receiver for its persisted
+ * watermark and re-sends only from there, so a cut link costs at most the frames in flight.
+ */
+export class StreamSender {
+  private readonly opts: Required<Omit<SenderOptions, 'limiter'>> & Pick<SenderOptions, 'limiter'>;
+  private readonly inflight: InFlight[] = [];
+  private inflightBytes = 0;
+  private nextSeq = 0;
+  private ackedSeq = 0;
+  private lastProgress = performance.now();
+  private srtt = 0;
+  private roomWaiters: Array<() => void> = [];
+  private ackSub?: Subscription;
+  private timer?: NodeJS.Timeout;
+  private probing = false;
+  private pumping = false;
+  private sendSeq = 0;
+  private lastNakSeq = -1;
+  private lastNakAt = 0;
+  private failure?: Error;
+  private closed = false;
+  readonly stats: SenderStats = { framesSent: 0, bytesSent: 0, resentFrames: 0, resentBytes: 0, probes: 0, srttMs: 0 };
+
+  constructor(options: SenderOptions) {
+    this.opts = {
+      windowBytes: DEFAULT_WINDOW_BYTES,
+      minRtoMs: DEFAULT_MIN_RTO_MS,
+      giveUpAfterMs: DEFAULT_GIVE_UP_MS,
+      ...options,
+    };
+  }
+
+  /**
+   * Subscribes to acks and asks the receiver where it stands, waiting for it as long as the
+   * give-up time allows. Returns the receiver's watermark: a resumed sender continues from
+   * `cursor` (its source position) and numbers its next frame `nextSeq`.
+   */
+  async open(): Promise<Watermark> {
+    const { nc, migrationId, streamId } = this.opts;
+    this.ackSub = nc.subscribe(Subjects.ack(migrationId, streamId), {
+      callback: (err, msg) => {
+        if (err) return;
+        let ack: AckMessage;
+        try {
+          ack = decodeAck(msg.data);
+        } catch {
+          return;
+        }
+        this.onAck(ack);
+      },
+    });
+    const mark = await this.queryWatermark(this.opts.giveUpAfterMs);
+    this.nextSeq = mark.nextSeq;
+    this.ackedSeq = mark.nextSeq;
+    this.sendSeq = mark.nextSeq;
+    this.timer = setInterval(() => this.tick(), 50);
+    this.timer.unref();
+    return mark;
+  }
+
+  /** Bytes sent but not yet acknowledged. */
+  get bytesInFlight(): number {
+    return this.inflightBytes;
+  }
+
+  /** Sequence number the next frame will carry. */
+  get sequence(): number {
+    return this.nextSeq;
+  }
+
+  /**
+   * Queues one frame once the window has room; it leaves as soon as the bandwidth budget allows.
+   * `length` is what the frame covers once decoded, `offset` where it lands. Call it from one
+   * producer at a time: frames are numbered in call order.
+   */
+  async send(frame: { offset: number; length: number; flags: number; payload: Uint8Array }): Promise<void> {
+    this.check();
+    const { migrationId, streamId, kind } = this.opts;
+    const seq = this.nextSeq++;
+    const { offset, length, flags, payload } = frame;
+    const wire = encodeFrame({ kind, flags, migrationId, streamId, seq, offset, length }, payload);
+    while (this.inflightBytes > 0 && this.inflightBytes + wire.length > this.opts.windowBytes) {
+      await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+      this.check();
+    }
+    if (this.inflight.length === 0) this.lastProgress = performance.now();
+    this.inflight.push({ seq, wire, sentAt: 0, resent: false });
+    this.inflightBytes += wire.length;
+    this.pump();
+  }
+
+  /** Resolves once every frame sent so far is acknowledged as durable. */
+  async drain(): Promise<void> {
+    while (this.inflight.length > 0) {
+      this.check();
+      await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+    }
+    this.check();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.ackSub?.unsubscribe();
+    this.wakeAll();
+  }
+
+  /**
+   * The one place frames leave, strictly in sequence order, each paying the bandwidth budget
+   * (re-sends too: recovery never exceeds the migration's limit).
+   */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    void (async () => {
+      try {
+        for (;;) {
+          if (this.closed) break;
+          const base = this.inflight.length > 0 ? this.inflight[0].seq : this.sendSeq;
+          if (this.sendSeq < base) this.sendSeq = base;
+          const entry = this.inflight[this.sendSeq - base];
+          if (!entry) break;
+          await this.opts.limiter?.take(entry.wire.length);
+          // An ack or a rewind may have moved things while we waited for tokens.
+          if (this.inflight[this.sendSeq - (this.inflight[0]?.seq ?? this.sendSeq)] !== entry) continue;
+          this.transmit(entry);
+          this.sendSeq = entry.seq + 1;
+        }
+      } catch (err) {
+        this.fail(err);
+      } finally {
+        this.pumping = false;
+      }
+    })();
+  }
+
+  private transmit(entry: InFlight): void {
+    const { nc, migrationId, streamId } = this.opts;
+    nc.publish(Subjects.data(migrationId, streamId), entry.wire);
+    this.stats.framesSent++;
+    this.stats.bytesSent += entry.wire.length;
+    if (entry.sentAt > 0) {
+      entry.resent = true;
+      this.stats.resentFrames++;
+      this.stats.resentBytes += entry.wire.length;
+    }
+    entry.sentAt = performance.now();
+  }
+
+  private onAck(ack: AckMessage): void {
+    // A Nak's nextSeq is where the receiver wants data from, not what it holds durably.
+    if (ack.type === AckType.Ack) this.release(ack.nextSeq);
+    else if (ack.type === AckType.Nak) this.onNak(ack.nextSeq);
+  }
+
+  /** Drops every frame below `nextSeq`: the receiver holds it durably. */
+  private release(nextSeq: number): void {
+    if (nextSeq <= this.ackedSeq) return;
+    const now = performance.now();
+    while (this.inflight.length > 0 && this.inflight[0].seq < nextSeq) {
+      const done = this.inflight.shift()!;
+      this.inflightBytes -= done.wire.length;
+      // Karn: only frames sent once give an honest round-trip sample.
+      if (!done.resent && done.sentAt > 0 && done.seq === nextSeq - 1) {
+        const sample = now - done.sentAt;
+        this.srtt = this.srtt === 0 ? sample : this.srtt * 0.875 + sample * 0.125;
+        this.stats.srttMs = Math.round(this.srtt);
+      }
+    }
+    this.ackedSeq = nextSeq;
+    this.lastProgress = now;
+    this.wakeAll();
+  }
+
+  /** The receiver saw a gap or a bad frame: re-send from where it stands, at most once per RTT. */
+  private onNak(fromSeq: number): void {
+    const now = performance.now();
+    if (fromSeq === this.lastNakSeq && now - this.lastNakAt < Math.max(this.srtt * 1.5, 50)) return;
+    this.lastNakSeq = fromSeq;
+    this.lastNakAt = now;
+    this.resendFrom(fromSeq);
+  }
+
+  /** Rewinds the pump to `fromSeq`: every frame from there on leaves again, in order. */
+  private resendFrom(fromSeq: number): void {
+    if (fromSeq < this.sendSeq) this.sendSeq = fromSeq;
+    this.pump();
+  }
+
+  private tick(): void {
+    if (this.closed || this.probing || this.inflight.length === 0) return;
+    const rto = Math.max(this.opts.minRtoMs, this.srtt * 4);
+    if (performance.now() - this.lastProgress < rto) return;
+    this.probing = true;
+    this.stats.probes++;
+    this.queryWatermark(this.opts.giveUpAfterMs)
+      .then((mark) => {
+        this.release(mark.nextSeq);
+        this.resendFrom(mark.nextSeq);
+        this.lastProgress = performance.now();
+      })
+      .catch((err: unknown) => this.fail(err))
+      .finally(() => {
+        this.probing = false;
+      });
+  }
+
+  /** Asks the receiver for its watermark, retrying with backoff while the link is down. */
+  private async queryWatermark(giveUpMs: number): Promise<Watermark> {
+    const { nc, migrationId, streamId } = this.opts;
+    const deadline = performance.now() + giveUpMs;
+    let wait = Math.max(250, this.srtt * 2);
+    for (;;) {
+      if (this.closed) throw new StreamClosedError({ migrationId, streamId });
+      try {
+        const reply = await nc.request(
+          Subjects.streamStatus(migrationId, streamId),
+          encodeAck({ type: AckType.Status, nextSeq: 0, cursor: 0 }),
+          { timeout: Math.max(1000, this.srtt * 4) },
+        );
+        const ack = decodeAck(reply.data);
+        return { nextSeq: ack.nextSeq, cursor: ack.cursor };
+      } catch (err) {
+        if (performance.now() > deadline) {
+          throw new StreamError(ErrorCode.StreamTimeout, `receiver of ${migrationId}/${streamId} did not answer`, {
+            migrationId,
+            streamId,
+            cause: err,
+          });
+        }
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        wait = Math.min(wait * 2, 2000);
+      }
+    }
+  }
+
+  private fail(err: unknown): void {
+    this.failure = err instanceof Error ? err : new Error(String(err));
+    this.close();
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+    if (this.closed) throw new StreamClosedError({ migrationId: this.opts.migrationId, streamId: this.opts.streamId });
+  }
+
+  private wakeAll(): void {
+    const waiters = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const wake of waiters) wake();
+  }
+}
