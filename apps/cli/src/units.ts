@@ -1,0 +1,63 @@
+import { UsageError } from './errors.js';
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  m: 1e6,
+  mb: 1e6,
+  g: 1e9,
+  gb: 1e9,
+  kib: 2 ** 10,
+  mib: 2 ** 20,
+  gib: 2 ** 30,
+  tib: 2 ** 40,
+};
+
+/** "512MiB", "1GiB", "4096" -> bytes. */
+export function parseSize(text: string, what = 'size'): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined)
+    throw new UsageError(`${what}: cannot read ${JSON.stringify(text)} (try 512MiB or 2GiB)`);
+  return Math.round(Number(m[1]) * unit);
+}
+
+const RATE_UNITS: Record<string, number> = {
+  bit: 1,
+  bps: 1,
+  kbit: 1e3,
+  mbit: 1e6,
+  gbit: 1e9,
+  kbps: 1e3,
+  mbps: 1e6,
+  gbps: 1e9,
+};
+
+/** "200mbit", "1gbit", "0" (unlimited) -> bits per second. */
+export function parseBitRate(text: string, what = 'bandwidth'): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z/]*)$/i.exec(text.trim());
+  const unit = m ? (m[2] === '' ? 1e6 : RATE_UNITS[m[2].toLowerCase().replace('/s', 'bps')]) : undefined;
+  if (!m || unit === undefined) throw new UsageError(`${what}: cannot read ${JSON.stringify(text)} (try 200mbit)`);
+  return Number(m[1]) * unit;
+}
+
+/** "50ms", "10s", "50" (ms) -> milliseconds. */
+export function parseDuration(text: string, what = 'duration'): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/i.exec(text.trim());
+  if (!m) throw new UsageError(`${what}: cannot read ${JSON.stringify(text)} (try 50ms or 10s)`);
+  const scale = { ms: 1, s: 1000, m: 60_000 }[(m[2] ?? 'ms').toLowerCase() as 'ms' | 's' | 'm'];
+  return Number(m[1]) * scale;
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let i = 0;
+  while (Math.abs(value) >= 1024 && i < units.length - 1) {
+    value /= 1024;
+    i++;
+  }
+  return `${value.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
