@@ -12,6 +12,7 @@ export const ErrorCode = {
   FrameOutOfRange: 'FRAME_OUT_OF_RANGE',
   RecordCorrupt: 'RECORD_CORRUPT',
   BaseMismatch: 'BASE_MISMATCH',
+  BitmapCorrupt: 'BITMAP_CORRUPT',
   StreamTimeout: 'STREAM_TIMEOUT',
   StreamClosed: 'STREAM_CLOSED',
   NotFound: 'NOT_FOUND',

@@ -12,6 +12,20 @@
  *           holds at the source offset (dedup); the CRC guards against a stale reference
  *   Xbzrle  u32 CRC-32 of the base (the receiver's current bytes at `offset`), u32 CRC-32 of the
  *           result, u32 delta length, delta bytes (XBZRLE runs against the base)
+ *
+ * Details fixed by libs/codec (the only writer and reader):
+ * - Reserved bytes must be zero; a reader rejects anything else, so they stay free for flags.
+ * - `length` is never 0. Raw and Zero records may cover many pages (the encoder merges neighbours,
+ *   so a zero extent is one record); Ref and Xbzrle records cover one page (4 KiB) each.
+ * - A batch has no count or trailer: it ends with its last record. The frame's payload length and
+ *   CRC guard against truncation; a reader still rejects a batch cut inside a record.
+ * - Xbzrle delta, as QEMU's (migration/xbzrle.c): pairs of uleb128 unchanged-run length, uleb128
+ *   changed-run length, changed bytes (new values). Only the first unchanged run may be 0, no
+ *   changed run is 0, a trailing unchanged run is omitted, lengths take at most 3 bytes.
+ * - Records apply in order and a Ref may name bytes written by any earlier record, in the same
+ *   batch or an earlier one. A reader that finds a Ref source or Xbzrle base with the wrong CRC
+ *   skips the record when its range already holds the result (a replay) or when later records of
+ *   the batch overwrite the whole range; otherwise it fails with BASE_MISMATCH.
  */
 export const RECORD_HEADER_BYTES = 16;
 
