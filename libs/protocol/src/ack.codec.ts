@@ -2,10 +2,11 @@ import { ErrorCode } from './error-codes.js';
 import { FrameError } from './errors.js';
 
 /**
- * Receiver -> sender control record (24 bytes, big-endian):
+ * Receiver -> sender control record (32 bytes, big-endian):
  *   0 u16 magic 0x574b ('WK')   2 u8 version   3 u8 type   4 u32 reserved
  *   8 u64 nextSeq: every frame below it is durable at the receiver
  *  16 u64 cursor: the receiver's durable position in the source (end offset of the last applied frame)
+ *  24 u64 received: the next sequence the receiver will accept (frames below it arrived, durable or not)
  */
 export const AckType = {
   /** Cumulative acknowledgement after the data is durable. */
@@ -21,11 +22,13 @@ export interface AckMessage {
   type: AckType;
   nextSeq: number;
   cursor: number;
+  /** Next sequence the receiver accepts; defaults to nextSeq. */
+  received?: number;
 }
 
 const ACK_MAGIC = 0x574b;
 const ACK_VERSION = 1;
-export const ACK_BYTES = 24;
+export const ACK_BYTES = 32;
 
 export function encodeAck(msg: AckMessage): Buffer {
   const out = Buffer.alloc(ACK_BYTES);
@@ -36,6 +39,9 @@ export function encodeAck(msg: AckMessage): Buffer {
   out.writeUInt32BE(msg.nextSeq >>> 0, 12);
   out.writeUInt32BE(Math.floor(msg.cursor / 2 ** 32), 16);
   out.writeUInt32BE(msg.cursor >>> 0, 20);
+  const received = msg.received ?? msg.nextSeq;
+  out.writeUInt32BE(Math.floor(received / 2 ** 32), 24);
+  out.writeUInt32BE(received >>> 0, 28);
   return out;
 }
 
@@ -53,5 +59,6 @@ export function decodeAck(data: Uint8Array): AckMessage {
     type,
     nextSeq: buf.readUInt32BE(8) * 2 ** 32 + buf.readUInt32BE(12),
     cursor: buf.readUInt32BE(16) * 2 ** 32 + buf.readUInt32BE(20),
+    received: buf.readUInt32BE(24) * 2 ** 32 + buf.readUInt32BE(28),
   };
 }

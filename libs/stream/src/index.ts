@@ -5,3 +5,6 @@ export * from './frame.sink.js';
 export * from './stream.options.js';
 export * from './stream.sender.js';
 export * from './stream.receiver.js';
+export * from './file.target.js';
+export * from './record.sink.js';
+export * from './record.writer.js';

@@ -172,7 +172,8 @@ export class StreamReceiver {
         }
         this.failures = 0;
         this.appliedSeq = frame.header.seq + 1;
-        this.cursor = frame.header.offset + frame.header.length;
+        // An empty frame (End, Barrier) moves nothing: keep the cursor where the data left it.
+        if (frame.header.length > 0) this.cursor = frame.header.offset + frame.header.length;
         this.stats.framesApplied++;
         this.stats.bytesApplied += frame.header.length;
         this.unsyncedBytes += frame.header.length;
@@ -252,8 +253,9 @@ export class StreamReceiver {
     } catch {
       return;
     }
-    // Report only what is durable: the sender may discard anything below it.
-    msg.respond(encodeAck({ type: AckType.Status, ...this.durable }));
+    // nextSeq is only what is durable (the sender may discard below it); `received` tells the
+    // sender which frames arrived, so after a silence it re-sends only what was really lost.
+    msg.respond(encodeAck({ type: AckType.Status, ...this.durable, received: this.expectedSeq }));
   }
 
   private nak(force = false): void {

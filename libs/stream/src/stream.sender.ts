@@ -2,7 +2,9 @@ import { AckType, decodeAck, encodeAck, encodeFrame, ErrorCode, Subjects, type A
 import type { Subscription } from '@nats-io/nats-core';
 import { StreamClosedError, StreamError } from './errors.js';
 import { DEFAULT_GIVE_UP_MS, DEFAULT_MIN_RTO_MS, DEFAULT_WINDOW_BYTES, type SenderOptions } from './stream.options.js';
-import type { Watermark } from './watermark.store.js';
+import type { ReceiverPosition, Watermark } from './watermark.store.js';
+
+const YIELD_EVERY_MS = 5;
 
 interface InFlight {
   seq: number;
@@ -40,6 +42,7 @@ export class StreamSender {
   private probing = false;
   private pumping = false;
   private sendSeq = 0;
+  private lastYield = performance.now();
   private lastNakSeq = -1;
   private lastNakAt = 0;
   private failure?: Error;
@@ -74,7 +77,8 @@ export class StreamSender {
         this.onAck(ack);
       },
     });
-    const mark = await this.queryWatermark(this.opts.giveUpAfterMs);
+    const { nextSeq, cursor } = await this.queryWatermark(this.opts.giveUpAfterMs);
+    const mark: Watermark = { nextSeq, cursor };
     this.nextSeq = mark.nextSeq;
     this.ackedSeq = mark.nextSeq;
     this.sendSeq = mark.nextSeq;
@@ -112,6 +116,12 @@ export class StreamSender {
     this.inflight.push({ seq, wire, sentAt: 0, resent: false });
     this.inflightBytes += wire.length;
     this.pump();
+    // A producer whose sends never wait (window open) would starve the event loop: acks and
+    // socket writes would sit unprocessed and a healthy link would look silent. Let I/O run.
+    if (performance.now() - this.lastYield > YIELD_EVERY_MS) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      this.lastYield = performance.now();
+    }
   }
 
   /** Resolves once every frame sent so far is acknowledged as durable. */
@@ -220,9 +230,11 @@ export class StreamSender {
     this.probing = true;
     this.stats.probes++;
     this.queryWatermark(this.opts.giveUpAfterMs)
-      .then((mark) => {
-        this.release(mark.nextSeq);
-        this.resendFrom(mark.nextSeq);
+      .then((position) => {
+        this.release(position.nextSeq);
+        // The probe travelled behind every frame sent before it, on the same ordered path: what the
+        // receiver has not received by then was lost, and go-back-N resends from there.
+        this.resendFrom(Math.max(position.received, this.ackedSeq));
         this.lastProgress = performance.now();
       })
       .catch((err: unknown) => this.fail(err))
@@ -232,7 +244,7 @@ export class StreamSender {
   }
 
   /** Asks the receiver for its watermark, retrying with backoff while the link is down. */
-  private async queryWatermark(giveUpMs: number): Promise<Watermark> {
+  private async queryWatermark(giveUpMs: number): Promise<ReceiverPosition> {
     const { nc, migrationId, streamId } = this.opts;
     const deadline = performance.now() + giveUpMs;
     let wait = Math.max(250, this.srtt * 2);
@@ -245,7 +257,7 @@ export class StreamSender {
           { timeout: Math.max(1000, this.srtt * 4) },
         );
         const ack = decodeAck(reply.data);
-        return { nextSeq: ack.nextSeq, cursor: ack.cursor };
+        return { nextSeq: ack.nextSeq, cursor: ack.cursor, received: ack.received ?? ack.nextSeq };
       } catch (err) {
         if (performance.now() > deadline) {
           throw new StreamError(ErrorCode.StreamTimeout, `receiver of ${migrationId}/${streamId} did not answer`, {

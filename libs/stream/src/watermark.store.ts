@@ -7,6 +7,11 @@ export interface Watermark {
   cursor: number;
 }
 
+/** A live receiver's answer to a probe: its watermark plus the next frame it will accept. */
+export interface ReceiverPosition extends Watermark {
+  received: number;
+}
+
 export interface WatermarkStore {
   load(): Promise<Watermark | null>;
   save(mark: Watermark): Promise<void>;

@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { UsageError } from './errors.js';
+import { formatStreamBench } from './bench/stream-bench.report.js';
+import { runStreamBench } from './bench/stream.bench.js';
+import { streamBenchOptions } from './bench/stream-bench.options.js';
+
+const USAGE = `usage: wanmig <command> [options]
+
+commands:
+  demo                 move a mixed data set across an emulated 50 ms / 200 Mbit/s WAN and report
+  bench stream         data-plane benchmark: stream+codec across the two-site bed
+    --delay 50ms         one-way delay          --bandwidth 200mbit   link rate
+    --size 512MiB        payload size           --mix random|mixed|text|zero
+    --cut-at 0.5         cut the link at this fraction of the payload ...
+    --cut-for 10s        ... for this long      --loopback            no emulator, one server
+    --no-codec           send every page raw    --window 16MiB        stream window
+    --json               last line: the result as one JSON object
+`;
+
+const BENCH_OPTIONS = {
+  delay: { type: 'string' },
+  bandwidth: { type: 'string' },
+  size: { type: 'string' },
+  mix: { type: 'string' },
+  seed: { type: 'string' },
+  'cut-at': { type: 'string' },
+  'cut-for': { type: 'string' },
+  window: { type: 'string' },
+  loopback: { type: 'boolean' },
+  'no-codec': { type: 'boolean' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+async function benchStream(argv: string[], defaults: Record<string, string | boolean> = {}): Promise<boolean> {
+  const { values } = parseArgs({ args: argv, options: BENCH_OPTIONS, strict: true });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return true;
+  }
+  const options = streamBenchOptions({ ...defaults, ...values });
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  const result = await runStreamBench(options, log);
+  process.stdout.write(`${formatStreamBench(result)}\n`);
+  if (options.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  return result.sha256Match;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'demo':
+      // Until the orchestrator lands, the demo is the data plane: a mixed data set across the WAN.
+      return (await benchStream(rest, { mix: 'mixed', size: '256MiB' })) ? 0 : 1;
+    case 'bench':
+      if (rest[0] !== 'stream')
+        throw new UsageError(`unknown benchmark ${JSON.stringify(rest[0] ?? '')} (try: stream)`);
+      return (await benchStream(rest.slice(1))) ? 0 : 1;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    process.stderr.write(`wanmig: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = usage ? 2 : 1;
+  },
+);
