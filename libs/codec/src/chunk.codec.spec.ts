@@ -281,6 +281,19 @@ describe('chunk encoder', () => {
     expect(batch.stats.byEncoding.xbzrle.encodedBytes).toBeLessThan(PAGE_SIZE * 0.3);
   });
 
+  it('with xbzrleCacheFirstSend off, caches a page from its second send on', () => {
+    const rng = createRng(7);
+    const gen = new PageGenerator(rng);
+    const encoder = new ChunkEncoder({ dedup: false, xbzrleCacheFirstSend: false });
+    const first = gen.page(PageKind.Random);
+    const second = mutatePage(rng, first, 0.05);
+    encoder.encode(0, first);
+    encoder.encode(0, second);
+    expect(encoder.takeBatch().stats.byEncoding).toMatchObject({ raw: { pages: 2 }, xbzrle: { pages: 0 } });
+    encoder.encode(0, mutatePage(rng, second, 0.05));
+    expect(encoder.takeBatch().stats.byEncoding.xbzrle.pages).toBe(1);
+  });
+
   it('forgets the receiver on reset and on forget()', () => {
     const page = new PageGenerator(createRng(8)).page(PageKind.Text);
     const encoder = new ChunkEncoder();

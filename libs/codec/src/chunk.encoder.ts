@@ -8,6 +8,7 @@ import { RecordWriter } from './record.writer.js';
 import { DEFAULT_XBZRLE_CACHE_BYTES, SentPageCache } from './sent-page.cache.js';
 import { xbzrleEncode } from './xbzrle.codec.js';
 import { isZero } from './zero.detect.js';
+import roaring, { type RoaringBitmap32 } from 'roaring';
 import { type BatchCompressor, type CompressedPayload } from './zstd/batch.compressor.js';
 
 export interface ChunkEncoderOptions {
@@ -21,6 +22,12 @@ export interface ChunkEncoderOptions {
   dedupEntries?: number;
   /** Byte budget of the last-sent-page cache behind XBZRLE. Default 64 MiB. */
   xbzrleCacheBytes?: number;
+  /**
+   * Cache a page for XBZRLE from its first send (true) or only from its second (false). A bulk
+   * pass sends most pages once; caching them only churns the cache, so, as QEMU does after its
+   * bulk stage, a page earns a cache slot once it has been sent again. Default true.
+   */
+  xbzrleCacheFirstSend?: boolean;
   /** Use a delta only when it is at most this fraction of the page. Default 0.7. */
   xbzrleMaxRatio?: number;
   /** Used by `maybeCompress`; without one, payloads go uncompressed. */
@@ -56,6 +63,8 @@ export class ChunkEncoder {
   private readonly zeroOn: boolean;
   private readonly dedup?: DedupIndex;
   private readonly cache?: SentPageCache;
+  /** Pages sent at least once, when caching starts at the second send. */
+  private readonly sentOnce?: RoaringBitmap32;
   private readonly deltaLimit: number;
   private readonly compressor?: BatchCompressor;
   private readonly writer = new RecordWriter();
@@ -70,7 +79,10 @@ export class ChunkEncoder {
     this.zeroOn = options.zero ?? true;
     if (options.dedup ?? true)
       this.dedup = new DedupIndex({ maxEntries: options.dedupEntries ?? DEFAULT_DEDUP_ENTRIES });
-    if (options.xbzrle ?? true) this.cache = new SentPageCache(options.xbzrleCacheBytes ?? DEFAULT_XBZRLE_CACHE_BYTES);
+    if (options.xbzrle ?? true) {
+      this.cache = new SentPageCache(options.xbzrleCacheBytes ?? DEFAULT_XBZRLE_CACHE_BYTES);
+      if (options.xbzrleCacheFirstSend === false) this.sentOnce = new roaring.RoaringBitmap32();
+    }
     const ratio = options.xbzrleMaxRatio ?? 0.7;
     if (!(ratio > 0 && ratio <= 1)) throw new CodecUsageError(`xbzrleMaxRatio must be in (0, 1], got ${ratio}`);
     this.deltaLimit = Math.floor(PAGE_SIZE * ratio);
@@ -143,6 +155,7 @@ export class ChunkEncoder {
   reset(): void {
     this.dedup?.clear();
     this.cache?.clear();
+    this.sentOnce?.clear();
     this.writer.clear();
     this.stats = emptyStats();
     this.spanStart = Infinity;
@@ -194,6 +207,10 @@ export class ChunkEncoder {
     if (this.dedup && key !== undefined) {
       this.dedup.invalidate(offset, PAGE_SIZE);
       this.dedup.record(key, offset);
+    }
+    if (this.sentOnce && !this.cache?.get(slot)) {
+      // First send of this page: remember that it went, cache it the next time it goes.
+      if (this.sentOnce.tryAdd(slot)) return;
     }
     this.cache?.put(slot, page, crc);
   }

@@ -42,7 +42,7 @@ export const STREAM_BENCH_DEFAULTS: StreamBenchOptions = {
 
 export function streamBenchOptions(values: Record<string, string | boolean | undefined>): StreamBenchOptions {
   const o = { ...STREAM_BENCH_DEFAULTS };
-  const str = (key: string) => (typeof values[key] === 'string' ? (values[key]) : undefined);
+  const str = (key: string) => (typeof values[key] === 'string' ? values[key] : undefined);
   if (str('delay')) o.delayMs = parseDuration(str('delay')!, '--delay');
   if (str('bandwidth')) o.bandwidthBps = parseBitRate(str('bandwidth')!, '--bandwidth');
   if (str('size')) o.size = parseSize(str('size')!, '--size');

@@ -89,7 +89,13 @@ export async function runStreamBench(o: StreamBenchOptions, log: (line: string) 
     });
     await sender.open();
     const encoder = new ChunkEncoder(
-      o.codec ? { compressor: new BatchCompressor({ zstd: o.loopback ? zstd.withLevel(1) : zstd }) } : CODEC_OFF,
+      o.codec
+        ? {
+            compressor: new BatchCompressor({ zstd: o.loopback ? zstd.withLevel(1) : zstd }),
+            // One pass: every page goes once, so a delta cache would only churn.
+            xbzrleCacheFirstSend: false,
+          }
+        : CODEC_OFF,
     );
     const writer = new RecordStreamWriter(sender, encoder);
 
