@@ -20,6 +20,16 @@ export interface SenderOptions extends StreamAddress {
 }
 
 export const DEFAULT_WINDOW_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A window for a link of known rate and round trip: two bandwidth-delay products (acks wait for
+ * fsync and the ack interval) plus 1 MiB of slack. Every byte in flight when a link is cut must be
+ * sent again, so a window much larger than this costs re-sends without buying throughput.
+ */
+export function recommendedWindowBytes(bytesPerSecond: number, rttMs: number): number {
+  if (!Number.isFinite(bytesPerSecond) || bytesPerSecond <= 0 || rttMs <= 0) return DEFAULT_WINDOW_BYTES;
+  return Math.ceil(2 * bytesPerSecond * (rttMs / 1000)) + 1024 * 1024;
+}
 export const DEFAULT_MIN_RTO_MS = 500;
 export const DEFAULT_GIVE_UP_MS = 5 * 60_000;
 export const DEFAULT_ACK_INTERVAL_MS = 20;

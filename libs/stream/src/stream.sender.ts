@@ -87,6 +87,10 @@ export class StreamSender {
     return mark;
   }
 
+  get windowBytes(): number {
+    return this.opts.windowBytes;
+  }
+
   /** Bytes sent but not yet acknowledged. */
   get bytesInFlight(): number {
     return this.inflightBytes;

@@ -17,7 +17,10 @@ export function formatStreamBench(r: StreamBenchResult): string {
     ['time', `${r.seconds.toFixed(2)} s`],
     ['goodput', `${mbit(r.goodputBps)} (${r.goodputMBps.toFixed(1)} MB/s)`],
     ['link rate used', `${mbit(r.linkBitsPerSecond)} = ${pct(r.linkUtilisation)} of the link`],
-    ['re-sent bytes', `${r.resentBytes} (${r.probes} watermark probes, ${r.rejectedFrames} frames rejected)`],
+    [
+      're-sent bytes',
+      `${r.resentBytes} (window ${r.windowBytes}; ${r.probes} watermark probes, ${r.rejectedFrames} frames rejected)`,
+    ],
     ['link cut', r.cut ? `${r.cut.ms} ms at ${(r.cut.atFraction * 100).toFixed(0)} %` : 'none'],
     [
       'CPU seconds',

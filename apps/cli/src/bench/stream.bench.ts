@@ -8,7 +8,7 @@ import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { BatchCompressor, CODEC_OFF, ChunkEncoder, mixedDataset, Zstd } from '@wanmig/codec';
 import { StreamKind } from '@wanmig/protocol';
-import { RecordStreamWriter, StreamSender } from '@wanmig/stream';
+import { DEFAULT_WINDOW_BYTES, RecordStreamWriter, StreamSender, recommendedWindowBytes } from '@wanmig/stream';
 import { startNatsServer, startTwoSites, type NatsServerHandle, type TwoSites } from '@wanmig/testing';
 import { MIXES, type StreamBenchOptions } from './stream-bench.options.js';
 import { ownCpuSeconds, processCpuSeconds } from './process-cpu.js';
@@ -33,6 +33,7 @@ export interface StreamBenchResult {
   linkBitsPerSecond: number | null;
   linkUtilisation: number | null;
   wireToPayload: number | null;
+  windowBytes: number;
   resentBytes: number;
   probes: number;
   rejectedFrames: number;
@@ -78,14 +79,14 @@ export async function runStreamBench(o: StreamBenchOptions, log: (line: string) 
 
     nc = await connect({ servers: senderUrl, maxReconnectAttempts: -1 });
     const zstd = await Zstd.load();
-    const bdp = o.loopback ? 0 : (o.bandwidthBps / 8) * ((2 * o.delayMs) / 1000);
     const sender = new StreamSender({
       nc,
       migrationId,
       streamId: 1,
       kind: StreamKind.Bulk,
-      // Two bandwidth-delay products keep the pipe full while acks wait for fsync.
-      windowBytes: o.windowBytes ?? Math.max(16 * 2 ** 20, Math.ceil(2 * bdp)),
+      windowBytes:
+        o.windowBytes ??
+        (o.loopback ? DEFAULT_WINDOW_BYTES : recommendedWindowBytes(o.bandwidthBps / 8, 2 * o.delayMs)),
     });
     await sender.open();
     const encoder = new ChunkEncoder(
@@ -151,6 +152,7 @@ export async function runStreamBench(o: StreamBenchOptions, log: (line: string) 
       linkBitsPerSecond: wire ? (wire.aToB * 8) / seconds : null,
       linkUtilisation: wire ? (wire.aToB * 8) / seconds / o.bandwidthBps : null,
       wireToPayload: wireBytes === null ? null : wireBytes / o.size,
+      windowBytes: sender.windowBytes,
       resentBytes: sender.stats.resentBytes,
       probes: sender.stats.probes,
       rejectedFrames,
