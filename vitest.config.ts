@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
-const libs = ['protocol', 'blockmap', 'codec', 'stream', 'testing', 'hypervisor', 'nbd'];
+const libs = ['protocol', 'blockmap', 'codec', 'stream', 'testing', 'hypervisor', 'nbd', 'service'];
 const alias = Object.fromEntries(
   libs.map((name) => [`@wanmig/${name}`, fileURLToPath(new URL(`./libs/${name}/src/index.ts`, import.meta.url))]),
 );

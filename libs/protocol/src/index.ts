@@ -7,3 +7,7 @@ export * from './ack.codec.js';
 export * from './uuid.js';
 export * from './validate.js';
 export * from './record.js';
+export * from './control/control.subjects.js';
+export * from './control/disk.dto.js';
+export * from './control/rpc.envelope.js';
+export * from './control/control.client.js';

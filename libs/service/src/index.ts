@@ -1,0 +1,3 @@
+export * from './rpc-exception.filter.js';
+export * from './config.loader.js';
+export * from './service.bootstrap.js';
