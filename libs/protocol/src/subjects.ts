@@ -17,4 +17,6 @@ export const Subjects = {
   /** Request/reply: the receiver's persisted watermark, used to resume. */
   streamStatus: (migrationId: string, streamId: number) =>
     `${SUBJECT_ROOT}.stream.${checkToken(migrationId, 'migration id')}.${streamId}.status`,
+  /** Progress and outcome of one disk transfer, JSON, published by the source side. */
+  diskEvents: (migrationId: string) => `${SUBJECT_ROOT}.events.disk.${checkToken(migrationId, 'migration id')}`,
 } as const;

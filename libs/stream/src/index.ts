@@ -8,3 +8,4 @@ export * from './stream.receiver.js';
 export * from './file.target.js';
 export * from './record.sink.js';
 export * from './record.writer.js';
+export * from './file.digest.js';

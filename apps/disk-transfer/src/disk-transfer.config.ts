@@ -1,0 +1,16 @@
+import { IsString, Matches } from 'class-validator';
+
+export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
+export const DEFAULT_SITE = 'site-a';
+
+/** Validated once at boot from WANMIG_* environment variables and command-line flags. */
+export class DiskTransferConfig {
+  @IsString()
+  natsUrl: string = DEFAULT_NATS_URL;
+
+  @Matches(/^[a-z0-9][a-z0-9-]{0,62}$/)
+  site: string = DEFAULT_SITE;
+}
+
+export const DISK_TRANSFER_CONFIG = Symbol('DISK_TRANSFER_CONFIG');
+export const NATS_CONNECTION = Symbol('NATS_CONNECTION');

@@ -1,0 +1,155 @@
+import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
+import type { NatsConnection } from '@nats-io/nats-core';
+import {
+  ErrorCode,
+  Subjects,
+  validateDto,
+  WanmigError,
+  toWireError,
+  ExportDiskRequest,
+  ExportRef,
+  MigrateDiskRequest,
+  MigrationRef,
+  type ExportDiskReply,
+} from '@wanmig/protocol';
+import { DiskExport } from './disk.export.js';
+import { DiskMigration } from './disk.migration.js';
+import type { DiskMigrationReport, DiskProgress } from './disk-migration.types.js';
+import { NATS_CONNECTION } from './disk-transfer.config.js';
+
+interface MigrationEntry {
+  migration: DiskMigration;
+  exportName?: string;
+  report?: DiskMigrationReport;
+  error?: { code: string; message: string };
+}
+
+export type MigrationState = DiskProgress & {
+  report?: DiskMigrationReport;
+  error?: { code: string; message: string };
+};
+
+/** The source side's disks (exports) and the migrations moving them. */
+@Injectable()
+export class DiskTransferService implements OnApplicationShutdown {
+  private readonly logger = new Logger('disk-transfer');
+  private readonly exports = new Map<string, DiskExport>();
+  private readonly migrations = new Map<string, MigrationEntry>();
+
+  constructor(@Inject(NATS_CONNECTION) private readonly nc: NatsConnection) {}
+
+  async export(body: unknown): Promise<ExportDiskReply> {
+    const req = validateDto(ExportDiskRequest, body);
+    const existing = this.exports.get(req.name);
+    if (existing) {
+      if (existing.imagePath !== req.imagePath) {
+        throw new WanmigError(ErrorCode.Conflict, `export ${req.name} already serves ${existing.imagePath}`);
+      }
+      return { name: req.name, uri: existing.address.uri, sizeBytes: existing.size };
+    }
+    const disk = await DiskExport.open({
+      imagePath: req.imagePath,
+      role: req.role,
+      createSize: req.createSize,
+      blockSize: req.blockSize,
+      name: req.name,
+      listen: req.socket !== undefined ? { path: req.socket } : { host: '127.0.0.1', port: req.port ?? 0 },
+    });
+    this.exports.set(req.name, disk);
+    this.logger.log(`exporting ${req.imagePath} as ${disk.address.uri} (${disk.role})`);
+    return { name: req.name, uri: disk.address.uri, sizeBytes: disk.size };
+  }
+
+  async unexport(body: unknown): Promise<{ name: string }> {
+    const { name } = validateDto(ExportRef, body);
+    const disk = this.exports.get(name);
+    if (!disk) throw new WanmigError(ErrorCode.NotFound, `no export named ${name}`);
+    if ([...this.migrations.values()].some((m) => m.exportName === name && !m.report && !m.error)) {
+      throw new WanmigError(ErrorCode.Conflict, `export ${name} is being migrated`);
+    }
+    this.exports.delete(name);
+    await disk.close();
+    return { name };
+  }
+
+  /** Starts a migration and replies at once; progress is published on its events subject. */
+  migrate(body: unknown): { migrationId: string } {
+    const req = validateDto(MigrateDiskRequest, body);
+    const known = this.migrations.get(req.migrationId);
+    if (known) return { migrationId: req.migrationId }; // idempotent: the same request again
+    const disk = req.exportName !== undefined ? this.exports.get(req.exportName) : undefined;
+    if (req.exportName !== undefined && !disk) {
+      throw new WanmigError(ErrorCode.NotFound, `no export named ${req.exportName}`);
+    }
+    const busy = [...this.migrations.values()].find(
+      (m) => m.exportName !== undefined && m.exportName === req.exportName && !m.report && !m.error,
+    );
+    if (busy) {
+      throw new WanmigError(
+        ErrorCode.Conflict,
+        `export ${req.exportName} is already moving (${busy.migration.migrationId})`,
+      );
+    }
+    const events = Subjects.diskEvents(req.migrationId);
+    const migration = new DiskMigration({
+      migrationId: req.migrationId,
+      nc: this.nc,
+      destSite: req.toSite,
+      imagePath: disk?.imagePath ?? req.imagePath!,
+      blockSize: disk?.dirty.blockSize ?? req.blockSize,
+      disk,
+      bandwidthBps: req.bandwidthBps || undefined,
+      downtimeMs: req.downtimeMs,
+      maxRounds: req.maxRounds,
+      codec: req.codec,
+      verify: req.verify,
+      destPath: req.destPath,
+      keepFrozen: req.keepFrozen,
+      onProgress: (p) => this.nc.publish(events, JSON.stringify({ type: 'progress', ...p })),
+    });
+    const entry: MigrationEntry = { migration, exportName: req.exportName };
+    this.migrations.set(req.migrationId, entry);
+    migration.run().then(
+      (report) => {
+        entry.report = report;
+        this.nc.publish(events, JSON.stringify({ type: 'completed', report }));
+        this.logger.log(
+          `migration ${req.migrationId} done: ${report.rawBytesSent} bytes in ${report.totalSeconds.toFixed(1)} s`,
+        );
+      },
+      (err: unknown) => {
+        entry.error = toWireError(err);
+        this.nc.publish(events, JSON.stringify({ type: 'failed', error: entry.error }));
+        this.logger.error(`migration ${req.migrationId} failed: ${err instanceof Error ? err.message : String(err)}`);
+      },
+    );
+    return { migrationId: req.migrationId };
+  }
+
+  progress(body: unknown): MigrationState {
+    const entry = this.entry(body);
+    return { ...entry.migration.progress(), report: entry.report, error: entry.error };
+  }
+
+  abort(body: unknown): MigrationState {
+    const entry = this.entry(body);
+    if (entry.report)
+      throw new WanmigError(ErrorCode.Conflict, `migration ${entry.migration.migrationId} has finished`);
+    entry.migration.abort();
+    return { ...entry.migration.progress(), error: entry.error };
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    for (const entry of this.migrations.values()) if (!entry.report && !entry.error) entry.migration.abort();
+    for (const disk of this.exports.values()) await disk.close();
+    this.exports.clear();
+    await this.nc.drain();
+  }
+
+  private entry(body: unknown): MigrationEntry {
+    const { migrationId } = validateDto(MigrationRef, body);
+    const entry = this.migrations.get(migrationId);
+    if (!entry) throw new WanmigError(ErrorCode.NotFound, `no migration ${migrationId} on this site`);
+    return entry;
+  }
+}

@@ -1,0 +1,342 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { type BlockMap } from '@wanmig/blockmap';
+import { BatchCompressor, CODEC_OFF, ChunkEncoder, Zstd } from '@wanmig/codec';
+import {
+  callControl,
+  controlSubject,
+  DiskStreamId,
+  DiskVerb,
+  ServiceName,
+  StreamKind,
+  type DiskDigestReply,
+  type PrepareDiskReply,
+} from '@wanmig/protocol';
+import { recommendedWindowBytes, RecordStreamWriter, regionDigests, StreamSender, TokenBucket } from '@wanmig/stream';
+import type { DiskExport } from './disk.export.js';
+import { DiskPhase, type CatchUpRound, type DiskMigrationReport, type DiskProgress } from './disk-migration.types.js';
+import { MigrationAbortedError, VerifyMismatchError } from './errors.js';
+
+export const DEFAULT_DOWNTIME_MS = 300;
+export const DEFAULT_MAX_ROUNDS = 30;
+/** Reads of the source image gather this many bytes (whole blocks). */
+const READ_BYTES = 1024 * 1024;
+/** A round that does not shrink the dirty set by this fraction is "not converging". */
+const SHRINK_NEEDED = 0.9;
+/** Engaged throttle lets the guest write at this fraction of what the link drains. */
+const THROTTLE_SHARE = 0.5;
+
+export interface DiskMigrationOptions {
+  migrationId: string;
+  nc: NatsConnection;
+  destSite: string;
+  imagePath: string;
+  blockSize: number;
+  /** The export whose writes are tracked; absent for an image nobody writes during the copy. */
+  disk?: DiskExport;
+  /** The migration's bandwidth budget in bits per second (also sizes the window and estimates). */
+  bandwidthBps?: number;
+  /** Downtime budget: catch-up stops once what is left would drain within it. */
+  downtimeMs?: number;
+  maxRounds?: number;
+  codec?: boolean;
+  verify?: boolean;
+  destPath?: string;
+  /** Keep writes frozen at the end (a VM switches over next); by default they resume. */
+  keepFrozen?: boolean;
+  onProgress?: (progress: DiskProgress) => void;
+}
+
+/**
+ * Moves one disk to the destination while it is being written (Bradford et al., with Luo et al.'s
+ * block bitmap): a bulk pass that sends every block once, catch-up rounds that re-send the blocks
+ * dirtied meanwhile until the rest would drain within the downtime budget (throttling the guest's
+ * writes when it outruns the link), a final drain with writes frozen, and a digest comparison of
+ * both images.
+ */
+export class DiskMigration {
+  private readonly o: Required<Omit<DiskMigrationOptions, 'disk' | 'destPath' | 'onProgress' | 'bandwidthBps'>> &
+    DiskMigrationOptions;
+  private phase: DiskPhase = DiskPhase.Preparing;
+  private round = 0;
+  private bulkBytes = 0;
+  private started = performance.now();
+  private aborted = false;
+  private sender?: StreamSender;
+  private writer?: RecordStreamWriter;
+  private encoder?: ChunkEncoder;
+  private fh?: FileHandle;
+  private sizeBytes = 0;
+
+  constructor(options: DiskMigrationOptions) {
+    this.o = {
+      downtimeMs: DEFAULT_DOWNTIME_MS,
+      maxRounds: DEFAULT_MAX_ROUNDS,
+      codec: true,
+      verify: true,
+      keepFrozen: false,
+      ...options,
+    };
+  }
+
+  get migrationId(): string {
+    return this.o.migrationId;
+  }
+
+  /** Stops at the next block; the source keeps running untouched (writes thawed). */
+  abort(): void {
+    this.aborted = true;
+    this.sender?.close();
+  }
+
+  progress(): DiskProgress {
+    const dirty = this.o.disk?.dirty;
+    return {
+      migrationId: this.o.migrationId,
+      phase: this.phase,
+      round: this.round,
+      sizeBytes: this.sizeBytes,
+      bulkBytes: this.bulkBytes,
+      dirtyBytes: dirty ? dirty.count * dirty.blockSize : 0,
+      rawBytesSent: this.writer?.stats.rawBytes ?? 0,
+      frameBytesSent: this.sender?.stats.bytesSent ?? 0,
+      resentBytes: this.sender?.stats.resentBytes ?? 0,
+      elapsedSeconds: (performance.now() - this.started) / 1000,
+      throttle: { ...(this.o.disk?.throttle.stats ?? emptyThrottle()) },
+    };
+  }
+
+  async run(): Promise<DiskMigrationReport> {
+    const { disk } = this.o;
+    this.started = performance.now();
+    try {
+      return await this.execute();
+    } catch (err) {
+      this.phase = DiskPhase.Failed;
+      this.emit();
+      throw err;
+    } finally {
+      // A failed or finished copy never leaves the source frozen unless asked to.
+      if (disk && !(this.o.keepFrozen && this.phase === DiskPhase.Done)) {
+        disk.gate.thaw();
+        disk.throttle.release();
+      }
+      this.sender?.close();
+      await this.fh?.close();
+    }
+  }
+
+  private async execute(): Promise<DiskMigrationReport> {
+    const { nc, migrationId, destSite, blockSize, disk } = this.o;
+    this.fh = await open(this.o.imagePath, 'r');
+    this.sizeBytes = disk?.size ?? (await this.fh.stat()).size;
+    const subject = (verb: DiskVerb) => controlSubject(destSite, ServiceName.DeltaApply, verb);
+
+    const t0 = performance.now();
+    const prepared = await callControl<PrepareDiskReply>(nc, subject(DiskVerb.Prepare), {
+      migrationId,
+      sizeBytes: this.sizeBytes,
+      blockSize,
+      ...(this.o.destPath ? { path: this.o.destPath } : {}),
+    });
+    const rttMs = Math.max(1, performance.now() - t0);
+    const linkBytesPerSecond = this.o.bandwidthBps ? this.o.bandwidthBps / 8 : undefined;
+    this.sender = new StreamSender({
+      nc,
+      migrationId,
+      streamId: DiskStreamId,
+      kind: StreamKind.Disk,
+      limiter: linkBytesPerSecond ? new TokenBucket(linkBytesPerSecond) : undefined,
+      windowBytes: linkBytesPerSecond ? recommendedWindowBytes(linkBytesPerSecond, rttMs) : undefined,
+    });
+    await this.sender.open();
+    const zstd = await Zstd.load();
+    this.encoder = new ChunkEncoder(
+      this.o.codec ? { compressor: new BatchCompressor({ zstd }), xbzrleCacheFirstSend: false } : CODEC_OFF,
+    );
+    this.writer = new RecordStreamWriter(this.sender, this.encoder);
+
+    // Bulk: every block once, clearing its dirty bit just before it is read.
+    this.phase = DiskPhase.Bulk;
+    const bulkStart = performance.now();
+    for (let offset = 0; offset < this.sizeBytes; offset += READ_BYTES) {
+      const length = Math.min(READ_BYTES, this.sizeBytes - offset);
+      disk?.dirty.clearRange(offset / blockSize, Math.ceil(length / blockSize));
+      await this.sendRange(offset, length);
+      this.bulkBytes = offset + length;
+      this.emitEvery();
+    }
+    await this.writer.flush();
+    const bulkSeconds = (performance.now() - bulkStart) / 1000;
+
+    const { rounds, converged } = await this.catchUp(linkBytesPerSecond, bulkSeconds, rttMs);
+
+    // Final drain: freeze writes (the VM is paused, or writes are held), send what is left.
+    this.phase = DiskPhase.FinalDrain;
+    this.emit();
+    const frozenAt = performance.now();
+    let finalDrainBytes = 0;
+    if (disk) {
+      await disk.gate.freeze();
+      finalDrainBytes = await this.sendDirty(disk.dirty.drain());
+    }
+    await this.writer.finish();
+    const downtimeMs = performance.now() - frozenAt;
+
+    let verified: boolean | null = null;
+    let verifyMs = 0;
+    if (this.o.verify) {
+      this.phase = DiskPhase.Verify;
+      this.emit();
+      const verifyStart = performance.now();
+      await this.verify(subject(DiskVerb.Digest));
+      verified = true;
+      verifyMs = performance.now() - verifyStart;
+    }
+    this.phase = DiskPhase.Done;
+    this.emit();
+    const totals = this.encoder.totals;
+    return {
+      migrationId,
+      sizeBytes: this.sizeBytes,
+      blockSize,
+      destPath: prepared.path,
+      resumed: prepared.resumed,
+      rawBytesSent: this.writer.stats.rawBytes,
+      frameBytesSent: this.sender.stats.bytesSent,
+      resentBytes: this.sender.stats.resentBytes,
+      byEncoding: totals.byEncoding,
+      bulkSeconds,
+      rounds,
+      converged,
+      finalDrainBytes,
+      downtimeMs,
+      verifyMs,
+      verified,
+      totalSeconds: (performance.now() - this.started) / 1000,
+      throttle: { ...(disk?.throttle.stats ?? emptyThrottle()) },
+    };
+  }
+
+  /**
+   * Re-sends dirty blocks in rounds until what is left would drain within the downtime budget. A
+   * round that does not shrink the dirty set engages the write throttle, then tightens it.
+   */
+  private async catchUp(
+    linkBytesPerSecond: number | undefined,
+    bulkSeconds: number,
+    rttMs: number,
+  ): Promise<{ rounds: CatchUpRound[]; converged: boolean }> {
+    const { disk } = this.o;
+    const rounds: CatchUpRound[] = [];
+    if (!disk) return { rounds, converged: true };
+    this.phase = DiskPhase.CatchUp;
+    // What the link carries per second, in frame bytes: configured, or measured over the bulk pass.
+    let wireRate = linkBytesPerSecond ?? this.sender!.stats.bytesSent / Math.max(bulkSeconds, 0.001);
+    // Frame bytes per disk byte of what catch-up sends: the guest's recent writes, which may
+    // compress far worse than the bulk did. Start from the bulk's ratio, then use each round's own.
+    const totals = this.encoder!.totals;
+    let wirePerRaw = totals.rawBytes > 0 ? Math.max(0.05, totals.encodedBytes / totals.rawBytes) : 1;
+    let previousDirty = Infinity;
+    for (;;) {
+      this.check();
+      const dirtyBytes = disk.dirty.count * disk.dirty.blockSize;
+      const drainMs = (dirtyBytes * wirePerRaw * 1000) / wireRate + rttMs;
+      if (drainMs <= this.o.downtimeMs) return { rounds, converged: true };
+      if (this.round >= this.o.maxRounds) return { rounds, converged: false };
+      if (dirtyBytes > previousDirty * SHRINK_NEEDED) {
+        const current = disk.throttle.limitBytesPerSecond;
+        disk.throttle.engage(current === null ? (THROTTLE_SHARE * wireRate) / wirePerRaw : current / 2);
+      }
+      previousDirty = dirtyBytes;
+      this.round++;
+      const start = performance.now();
+      const before = { raw: this.encoder!.totals.rawBytes, wire: this.sender!.stats.bytesSent };
+      const taken = disk.dirty.drain();
+      const rawBytes = await this.sendDirty(taken);
+      await this.writer!.flush();
+      await this.sender!.drain();
+      const seconds = (performance.now() - start) / 1000;
+      const wire = this.sender!.stats.bytesSent - before.wire;
+      const raw = this.encoder!.totals.rawBytes - before.raw;
+      if (raw > 0) wirePerRaw = Math.max(0.05, wire / raw);
+      // A round long enough to measure tells the real rate (the budget may be more than the link).
+      if (seconds > 1) wireRate = Math.min(wireRate, wire / seconds) || wireRate;
+      rounds.push({
+        round: this.round,
+        blocks: taken.count,
+        rawBytes,
+        seconds,
+        dirtyAfter: disk.dirty.count * disk.dirty.blockSize,
+      });
+      this.emit();
+    }
+  }
+
+  private async sendDirty(blocks: BlockMap): Promise<number> {
+    let bytes = 0;
+    for (const range of blocks.byteRanges({ maxBytes: READ_BYTES })) {
+      await this.sendRange(range.offset, range.length);
+      bytes += range.length;
+      this.emitEvery();
+    }
+    return bytes;
+  }
+
+  private async sendRange(offset: number, length: number): Promise<void> {
+    this.check();
+    const buf = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.fh!.read(buf, done, length - done, offset + done);
+      if (bytesRead === 0) {
+        buf.fill(0, done);
+        break;
+      }
+      done += bytesRead;
+    }
+    await this.writer!.write(offset, buf);
+  }
+
+  /** Compares per-region sha256 of both images; any difference is an error. */
+  private async verify(digestSubject: string): Promise<void> {
+    const regionBytes = Math.max(
+      4 * 1024 * 1024,
+      Math.ceil(this.sizeBytes / 4096 / this.o.blockSize) * this.o.blockSize,
+    );
+    const [remote, local] = await Promise.all([
+      callControl<DiskDigestReply>(this.o.nc, digestSubject, { migrationId: this.o.migrationId, regionBytes }, 120_000),
+      regionDigests(this.o.imagePath, regionBytes, 0, this.sizeBytes),
+    ]);
+    const bad = local.map((d, i) => (remote.digests[i] === d ? -1 : i)).filter((i) => i >= 0);
+    if (remote.digests.length !== local.length && bad.length === 0)
+      bad.push(Math.min(local.length, remote.digests.length));
+    if (bad.length > 0) throw new VerifyMismatchError(this.o.migrationId, bad, regionBytes);
+  }
+
+  private lastEmit = 0;
+  private emitEvery(): void {
+    const now = performance.now();
+    if (now - this.lastEmit >= 250) this.emit();
+  }
+
+  private emit(): void {
+    this.lastEmit = performance.now();
+    this.o.onProgress?.(this.progress());
+  }
+
+  private check(): void {
+    if (this.aborted) throw new MigrationAbortedError(this.o.migrationId, this.phase);
+  }
+}
+
+function emptyThrottle() {
+  return {
+    engaged: false,
+    limitBytesPerSecond: null,
+    writesDelayed: 0,
+    totalDelayMs: 0,
+    guestBytes: 0,
+    engagedAtMs: null,
+  };
+}

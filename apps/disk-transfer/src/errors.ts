@@ -1,0 +1,34 @@
+import { ErrorCode, WanmigError } from '@wanmig/protocol';
+
+export class DiskMigrationError extends WanmigError {
+  readonly migrationId: string;
+  readonly phase: string;
+  constructor(code: ErrorCode, message: string, fields: { migrationId: string; phase: string; cause?: unknown }) {
+    super(code, message, { cause: fields.cause });
+    this.name = 'DiskMigrationError';
+    this.migrationId = fields.migrationId;
+    this.phase = fields.phase;
+  }
+}
+
+/** The destination image differs from the source: never ignored. */
+export class VerifyMismatchError extends DiskMigrationError {
+  readonly regions: number[];
+  constructor(migrationId: string, regions: number[], regionBytes: number) {
+    const first = regions.slice(0, 5).map((r) => r * regionBytes);
+    super(
+      ErrorCode.Conflict,
+      `destination image differs from the source in ${regions.length} region(s) of ${regionBytes} bytes (first at ${first.join(', ')})`,
+      { migrationId, phase: 'verify' },
+    );
+    this.name = 'VerifyMismatchError';
+    this.regions = regions;
+  }
+}
+
+export class MigrationAbortedError extends DiskMigrationError {
+  constructor(migrationId: string, phase: string) {
+    super(ErrorCode.Conflict, `migration ${migrationId} was aborted during ${phase}`, { migrationId, phase });
+    this.name = 'MigrationAbortedError';
+  }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+/**
+ * disk-transfer: the source side of storage migration. Serves disks over NBD while tracking every
+ * write, and moves them to another site on request.
+ *
+ *   node dist/apps/disk-transfer/src/main.js [--nats URL] [--site NAME]
+ *   (or WANMIG_NATS_URL, WANMIG_SITE)
+ */
+import { parseArgs } from 'node:util';
+import { connect } from '@nats-io/transport-node';
+import { bootstrapService, loadConfig } from '@wanmig/service';
+import { DiskTransferConfig } from './disk-transfer.config.js';
+import { DiskTransferModule } from './disk-transfer.module.js';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { nats: { type: 'string' }, site: { type: 'string' } }, strict: true });
+  const config = loadConfig(DiskTransferConfig, {
+    ...process.env,
+    ...(values.nats ? { WANMIG_NATS_URL: values.nats } : {}),
+    ...(values.site ? { WANMIG_SITE: values.site } : {}),
+  });
+  const nc = await connect({ servers: config.natsUrl, maxReconnectAttempts: -1, name: `disk-transfer.${config.site}` });
+  await bootstrapService({
+    module: DiskTransferModule.forRoot(config, nc),
+    natsUrl: config.natsUrl,
+    queue: `disk-transfer.${config.site}`,
+  });
+  // Nest's shutdown hooks (SIGTERM, SIGINT) stop the service; it closes its exports and `nc`.
+  process.stderr.write(`disk-transfer ready site=${config.site}\n`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`disk-transfer: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
