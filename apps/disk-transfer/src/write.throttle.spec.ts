@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest';
+import { WriteThrottle } from './write.throttle.js';
+
+describe('WriteThrottle', () => {
+  it('does nothing until engaged', async () => {
+    const throttle = new WriteThrottle();
+    const start = performance.now();
+    for (let i = 0; i < 100; i++) await throttle.beforeReply(64 * 1024);
+    expect(performance.now() - start).toBeLessThan(100);
+    expect(throttle.stats).toMatchObject({ engaged: false, writesDelayed: 0, guestBytes: 6_553_600 });
+  });
+
+  it('paces replies to the engaged rate and counts the delay', async () => {
+    const throttle = new WriteThrottle();
+    throttle.engage(1024 * 1024); // 1 MiB/s
+    const start = performance.now();
+    for (let i = 0; i < 8; i++) await throttle.beforeReply(64 * 1024); // 512 KiB
+    const seconds = (performance.now() - start) / 1000;
+    expect(seconds).toBeGreaterThan(0.4);
+    expect(throttle.stats.writesDelayed).toBeGreaterThan(0);
+    expect(throttle.stats.totalDelayMs).toBeGreaterThan(300);
+    throttle.release();
+    const after = performance.now();
+    await throttle.beforeReply(64 * 1024);
+    expect(performance.now() - after).toBeLessThan(20);
+  });
+});
