@@ -39,3 +39,9 @@ export {
 export { DeliveryQueue } from './delivery.queue.js';
 export { startWanEmulator, WanDirection, WanEmulator, type WanEmulatorOptions, type WanStats } from './wan.emulator.js';
 export { Site, startTwoSites, type TwoSiteOptions, type TwoSites } from './two-site.topology.js';
+export {
+  ServiceProcess,
+  serviceEntry,
+  type ServiceName as WanmigServiceName,
+  type ServiceProcessOptions,
+} from './service.process.js';
