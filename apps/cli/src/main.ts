@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+import { UnitError } from '@wanmig/service';
 import { UsageError } from './errors.js';
 import { formatStreamBench } from './bench/stream-bench.report.js';
 import { runStreamBench } from './bench/stream.bench.js';
@@ -73,7 +74,10 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    const usage =
+      err instanceof UsageError ||
+      err instanceof UnitError ||
+      (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     process.stderr.write(`wanmig: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = usage ? 2 : 1;
   },

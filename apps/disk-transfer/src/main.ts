@@ -5,14 +5,20 @@
  *
  *   node dist/apps/disk-transfer/src/main.js [--nats URL] [--site NAME]
  *   (or WANMIG_NATS_URL, WANMIG_SITE)
+ *   node dist/apps/disk-transfer/src/main.js serve --image PATH (--socket PATH | --port N) [--size SIZE]
  */
 import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
-import { bootstrapService, loadConfig } from '@wanmig/service';
+import { bootstrapService, loadConfig, UnitError } from '@wanmig/service';
 import { DiskTransferConfig } from './disk-transfer.config.js';
 import { DiskTransferModule } from './disk-transfer.module.js';
+import { serveCommand, UsageError } from './serve.command.js';
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'serve') {
+    process.exitCode = await serveCommand(process.argv.slice(3), (line) => process.stdout.write(`${line}\n`));
+    return;
+  }
   const { values } = parseArgs({ options: { nats: { type: 'string' }, site: { type: 'string' } }, strict: true });
   const config = loadConfig(DiskTransferConfig, {
     ...process.env,
@@ -31,5 +37,9 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   process.stderr.write(`disk-transfer: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
+  const usage =
+    err instanceof UsageError ||
+    err instanceof UnitError ||
+    (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+  process.exit(usage ? 2 : 1);
 });

@@ -1,6 +1,6 @@
 import type { DatasetMix } from '@wanmig/codec';
 import { UsageError } from '../errors.js';
-import { parseBitRate, parseDuration, parseSize } from '../units.js';
+import { parseBitRate, parseDuration, parseSize } from '@wanmig/service';
 
 export const MIXES: Record<string, DatasetMix> = {
   random: { random: 1 },

@@ -1,4 +1,4 @@
-import { formatBytes } from '../units.js';
+import { formatBytes } from '@wanmig/service';
 import type { StreamBenchResult } from './stream.bench.js';
 
 const pct = (x: number | null) => (x === null ? 'n/a' : `${(x * 100).toFixed(1)} %`);

@@ -1,4 +1,10 @@
-import { UsageError } from './errors.js';
+/** A size, rate or duration that could not be read: a usage mistake, shown as one line. */
+export class UnitError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnitError';
+  }
+}
 
 const SIZE_UNITS: Record<string, number> = {
   '': 1,
@@ -20,7 +26,7 @@ export function parseSize(text: string, what = 'size'): number {
   const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
   const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
   if (!m || unit === undefined)
-    throw new UsageError(`${what}: cannot read ${JSON.stringify(text)} (try 512MiB or 2GiB)`);
+    throw new UnitError(`${what}: cannot read ${JSON.stringify(text)} (try 512MiB or 2GiB)`);
   return Math.round(Number(m[1]) * unit);
 }
 
@@ -39,14 +45,14 @@ const RATE_UNITS: Record<string, number> = {
 export function parseBitRate(text: string, what = 'bandwidth'): number {
   const m = /^(\d+(?:\.\d+)?)\s*([a-z/]*)$/i.exec(text.trim());
   const unit = m ? (m[2] === '' ? 1e6 : RATE_UNITS[m[2].toLowerCase().replace('/s', 'bps')]) : undefined;
-  if (!m || unit === undefined) throw new UsageError(`${what}: cannot read ${JSON.stringify(text)} (try 200mbit)`);
+  if (!m || unit === undefined) throw new UnitError(`${what}: cannot read ${JSON.stringify(text)} (try 200mbit)`);
   return Number(m[1]) * unit;
 }
 
 /** "50ms", "10s", "50" (ms) -> milliseconds. */
 export function parseDuration(text: string, what = 'duration'): number {
   const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/i.exec(text.trim());
-  if (!m) throw new UsageError(`${what}: cannot read ${JSON.stringify(text)} (try 50ms or 10s)`);
+  if (!m) throw new UnitError(`${what}: cannot read ${JSON.stringify(text)} (try 50ms or 10s)`);
   const scale = { ms: 1, s: 1000, m: 60_000 }[(m[2] ?? 'ms').toLowerCase() as 'ms' | 's' | 'm'];
   return Number(m[1]) * scale;
 }
