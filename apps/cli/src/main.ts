@@ -5,11 +5,14 @@ import { UsageError } from './errors.js';
 import { formatStreamBench } from './bench/stream-bench.report.js';
 import { runStreamBench } from './bench/stream.bench.js';
 import { streamBenchOptions } from './bench/stream-bench.options.js';
+import { DISK_USAGE, diskMigrate, diskServe } from './disk/disk.command.js';
 
 const USAGE = `usage: wanmig <command> [options]
 
 commands:
   demo                 move a mixed data set across an emulated 50 ms / 200 Mbit/s WAN and report
+  disk serve           serve a raw image over NBD, tracking writes (see: wanmig disk serve --help)
+  disk migrate         disk-only migration between the two sites of the local bed
   bench stream         data-plane benchmark: stream+codec across the two-site bed
     --delay 50ms         one-way delay          --bandwidth 200mbit   link rate
     --size 512MiB        payload size           --mix random|mixed|text|zero
@@ -17,7 +20,8 @@ commands:
     --cut-for 10s        ... for this long      --loopback            no emulator, one server
     --no-codec           send every page raw    --window 16MiB        stream window
     --json               last line: the result as one JSON object
-`;
+
+${DISK_USAGE}`;
 
 const BENCH_OPTIONS = {
   delay: { type: 'string' },
@@ -54,6 +58,10 @@ async function main(argv: string[]): Promise<number> {
     case 'demo':
       // Until the orchestrator lands, the demo is the data plane: a mixed data set across the WAN.
       return (await benchStream(rest, { mix: 'mixed', size: '256MiB' })) ? 0 : 1;
+    case 'disk':
+      if (rest[0] === 'serve') return diskServe(rest.slice(1));
+      if (rest[0] === 'migrate') return diskMigrate(rest.slice(1), (text) => process.stdout.write(`${text}\n`));
+      throw new UsageError(`unknown disk command ${JSON.stringify(rest[0] ?? '')} (try: serve, migrate)`);
     case 'bench':
       if (rest[0] !== 'stream')
         throw new UsageError(`unknown benchmark ${JSON.stringify(rest[0] ?? '')} (try: stream)`);

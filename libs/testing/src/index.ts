@@ -45,3 +45,4 @@ export {
   type ServiceName as WanmigServiceName,
   type ServiceProcessOptions,
 } from './service.process.js';
+export { DiskBed } from './disk.bed.js';
