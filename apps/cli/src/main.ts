@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { UnitError } from '@wanmig/service';
+import { parseBitRate, parseDuration, parseSize, UnitError } from '@wanmig/service';
+import { runDiskBench } from './bench/disk.bench.js';
+import { formatDiskBench } from './bench/disk-bench.report.js';
 import { UsageError } from './errors.js';
 import { formatStreamBench } from './bench/stream-bench.report.js';
 import { runStreamBench } from './bench/stream.bench.js';
@@ -13,6 +15,8 @@ commands:
   demo                 move a mixed data set across an emulated 50 ms / 200 Mbit/s WAN and report
   disk serve           serve a raw image over NBD, tracking writes (see: wanmig disk serve --help)
   disk migrate         disk-only migration between the two sites of the local bed
+  bench disk           qemu-img convert vs wanmig for one disk over the same emulated WAN
+    --size 4GiB --written 1GiB --delay 50ms --bandwidth 200mbit --json
   bench stream         data-plane benchmark: stream+codec across the two-site bed
     --delay 50ms         one-way delay          --bandwidth 200mbit   link rate
     --size 512MiB        payload size           --mix random|mixed|text|zero
@@ -52,6 +56,32 @@ async function benchStream(argv: string[], defaults: Record<string, string | boo
   return result.sha256Match;
 }
 
+async function benchDisk(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      size: { type: 'string', default: '4GiB' },
+      written: { type: 'string', default: '1GiB' },
+      delay: { type: 'string', default: '50ms' },
+      bandwidth: { type: 'string', default: '200mbit' },
+      json: { type: 'boolean' },
+    },
+  });
+  const result = await runDiskBench(
+    {
+      sizeBytes: parseSize(values.size, '--size'),
+      writtenBytes: parseSize(values.written, '--written'),
+      delayMs: parseDuration(values.delay, '--delay'),
+      bandwidthBps: parseBitRate(values.bandwidth, '--bandwidth'),
+    },
+    (line) => process.stderr.write(`${line}\n`),
+  );
+  process.stdout.write(`${formatDiskBench(result)}\n`);
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  return result.baseline.sha256Match && result.wanmig.sha256Match ? 0 : 1;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -63,9 +93,9 @@ async function main(argv: string[]): Promise<number> {
       if (rest[0] === 'migrate') return diskMigrate(rest.slice(1), (text) => process.stdout.write(`${text}\n`));
       throw new UsageError(`unknown disk command ${JSON.stringify(rest[0] ?? '')} (try: serve, migrate)`);
     case 'bench':
-      if (rest[0] !== 'stream')
-        throw new UsageError(`unknown benchmark ${JSON.stringify(rest[0] ?? '')} (try: stream)`);
-      return (await benchStream(rest.slice(1))) ? 0 : 1;
+      if (rest[0] === 'stream') return (await benchStream(rest.slice(1))) ? 0 : 1;
+      if (rest[0] === 'disk') return benchDisk(rest.slice(1));
+      throw new UsageError(`unknown benchmark ${JSON.stringify(rest[0] ?? '')} (try: stream, disk)`);
     case undefined:
     case 'help':
     case '--help':
