@@ -13,10 +13,11 @@ export const ServiceName = {
 } as const;
 export type ServiceName = (typeof ServiceName)[keyof typeof ServiceName];
 
-const SITE_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+/** A site name: lower-case letters, digits and dashes (one NATS subject token). */
+export const SITE_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 export function checkSite(site: string): string {
-  if (!SITE_RE.test(site))
+  if (!SITE_PATTERN.test(site))
     throw new TypeError(`site must be lower-case letters, digits and dashes, got ${JSON.stringify(site)}`);
   return site;
 }

@@ -14,6 +14,7 @@ import {
   ValidatorConstraint,
   type ValidatorConstraintInterface,
 } from 'class-validator';
+import type { WireError } from '../errors.js';
 
 export const DEFAULT_BLOCK_SIZE = 64 * 1024;
 export const MIN_BLOCK_SIZE = 4096;
@@ -80,6 +81,8 @@ export interface DiskStatusReply {
   bytesApplied: number;
   finished: boolean;
   rejectedFrames: number;
+  /** Set when the receive failed for good (e.g. a frame that kept failing to apply). */
+  failure?: WireError;
 }
 
 export class DiskDigestRequest {
@@ -118,6 +121,13 @@ export class ReleaseDiskRequest {
   @IsOptional()
   @IsBoolean()
   deleteImage?: boolean;
+}
+
+export interface ReleaseDiskReply {
+  migrationId: string;
+  path: string;
+  /** True when the image was deleted too (`deleteImage`). */
+  imageDeleted: boolean;
 }
 
 export class BlockListDto {

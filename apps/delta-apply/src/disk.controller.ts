@@ -1,0 +1,71 @@
+import { Controller, Inject, type Type } from '@nestjs/common';
+import { MessagePattern, Payload } from '@nestjs/microservices';
+import {
+  controlSubject,
+  DiskDigestRequest,
+  DiskVerb,
+  MigrationRef,
+  PrepareDiskRequest,
+  ReleaseDiskRequest,
+  ServiceName,
+  validateDto,
+  ValidationError,
+  type DiskDigestReply,
+  type DiskStatusReply,
+  type PrepareDiskReply,
+  type ReleaseDiskReply,
+} from '@wanmig/protocol';
+import { DiskReceiverService } from './disk-receiver.service.js';
+
+/**
+ * Builds the controller for one site's disk subjects (`wanmig.v1.<site>.delta-apply.disk.*`).
+ *
+ * Why a factory: `@MessagePattern` takes its pattern when the class is defined, but the subjects
+ * carry the site, which is only known once the config is loaded. Defining the class inside a
+ * function that receives the site gives the decorators their final strings and keeps everything
+ * Nest does for a controller (exception filter, lifecycle, DI); the alternative, calling
+ * `server.addHandler` by hand, would bypass the filter that turns errors into `{ code, message }`.
+ * DeltaApplyModule.forRoot(config) calls it once.
+ */
+export function createDiskController(site: string): Type<unknown> {
+  const subject = (verb: DiskVerb): string => controlSubject(site, ServiceName.DeltaApply, verb);
+
+  @Controller()
+  class DiskController {
+    constructor(@Inject(DiskReceiverService) private readonly disks: DiskReceiverService) {}
+
+    @MessagePattern(subject(DiskVerb.Prepare))
+    prepare(@Payload() body: unknown): Promise<PrepareDiskReply> {
+      return this.disks.prepare(parse(PrepareDiskRequest, body));
+    }
+
+    @MessagePattern(subject(DiskVerb.Status))
+    status(@Payload() body: unknown): DiskStatusReply {
+      return this.disks.status(parse(MigrationRef, body));
+    }
+
+    @MessagePattern(subject(DiskVerb.Digest))
+    digest(@Payload() body: unknown): Promise<DiskDigestReply> {
+      return this.disks.digest(parse(DiskDigestRequest, body));
+    }
+
+    @MessagePattern(subject(DiskVerb.Release))
+    release(@Payload() body: unknown): Promise<ReleaseDiskReply> {
+      return this.disks.release(parse(ReleaseDiskRequest, body));
+    }
+  }
+  return DiskController;
+}
+
+/**
+ * Validates a request body (INVALID_REQUEST listing every bad key). Migration ids must also be
+ * lower-case: frames carry the id as 16 bytes and decode to lower case, and the data subjects use
+ * the id as given, so an upper-case id could never match its own frames.
+ */
+function parse<T extends { migrationId: string }>(dto: new () => T, body: unknown): T {
+  const request = validateDto(dto, body);
+  if (request.migrationId !== request.migrationId.toLowerCase()) {
+    throw new ValidationError(['migrationId: must be lower-case'], dto.name);
+  }
+  return request;
+}
