@@ -166,7 +166,10 @@ export class DiskMigration {
       this.bulkBytes = offset + length;
       this.emitEvery();
     }
+    // The bulk pass ends when the destination holds it: rates measured before that would count
+    // frames still sitting in the window.
     await this.writer.flush();
+    await this.sender.drain();
     const bulkSeconds = (performance.now() - bulkStart) / 1000;
 
     const { rounds, converged } = await this.catchUp(linkBytesPerSecond, bulkSeconds, rttMs);

@@ -51,6 +51,7 @@ export interface DiskRunOptions {
   budgetBps?: number;
   downtimeMs: number;
   workloadBytesPerSecond: number;
+  workloadData?: 'mixed' | 'random';
   codec: boolean;
   verify: boolean;
   /** Kill -9 the destination service once the bulk pass reaches this fraction (0: never). */
@@ -92,7 +93,7 @@ export async function runDiskMigration(bed: DiskBed, o: DiskRunOptions): Promise
     o.workloadBytesPerSecond > 0
       ? await RandomWriteWorkload.start(
           { host: url.hostname, port: Number(url.port) },
-          { bytesPerSecond: o.workloadBytesPerSecond },
+          { bytesPerSecond: o.workloadBytesPerSecond, data: o.workloadData },
         )
       : null;
 

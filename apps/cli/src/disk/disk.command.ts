@@ -9,7 +9,8 @@ import { runDiskMigration, type DiskRunResult } from './disk-migration.runner.js
 export const DISK_USAGE = `usage:
   wanmig disk serve --image PATH (--socket PATH | --port N) [--size SIZE] [--role serve|mirror-target]
   wanmig disk migrate [--image PATH | --size 4GiB --written 1GiB] [--delay 50ms] [--bandwidth 200mbit]
-                      [--budget RATE] [--downtime 300ms] [--workload-rate 0] [--no-codec] [--no-verify]
+                      [--budget RATE] [--downtime 300ms] [--workload-rate 0] [--workload-data mixed|random]
+                      [--no-codec] [--no-verify]
                       [--crash-destination-at 0.5] [--json]
 `;
 
@@ -36,6 +37,7 @@ export async function diskMigrate(argv: string[], out: (text: string) => void): 
       budget: { type: 'string' },
       downtime: { type: 'string', default: '300ms' },
       'workload-rate': { type: 'string', default: '0' },
+      'workload-data': { type: 'string', default: 'mixed' },
       'no-codec': { type: 'boolean' },
       'no-verify': { type: 'boolean' },
       'crash-destination-at': { type: 'string' },
@@ -47,6 +49,8 @@ export async function diskMigrate(argv: string[], out: (text: string) => void): 
     out(DISK_USAGE);
     return 0;
   }
+  const workloadData = values['workload-data'];
+  if (workloadData !== 'mixed' && workloadData !== 'random') throw new UsageError('--workload-data is mixed or random');
   const crashAt = values['crash-destination-at'] === undefined ? 0 : Number(values['crash-destination-at']);
   if (!(crashAt >= 0 && crashAt < 1)) throw new UsageError('--crash-destination-at is a fraction in [0, 1)');
   const bandwidthBps = parseBitRate(values.bandwidth, '--bandwidth');
@@ -62,6 +66,7 @@ export async function diskMigrate(argv: string[], out: (text: string) => void): 
       budgetBps: values.budget === undefined ? undefined : parseBitRate(values.budget, '--budget'),
       downtimeMs: parseDuration(values.downtime, '--downtime'),
       workloadBytesPerSecond: parseSize(values['workload-rate'], '--workload-rate'),
+      workloadData,
       codec: values['no-codec'] !== true,
       verify: values['no-verify'] !== true,
       crashDestinationAt: crashAt,

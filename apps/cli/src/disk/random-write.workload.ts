@@ -36,19 +36,29 @@ export class RandomWriteWorkload {
 
   static async start(
     uri: { host: string; port: number } | { path: string },
-    options: { bytesPerSecond: number; writeBytes?: number; seed?: number; maxSeconds?: number },
+    options: {
+      bytesPerSecond: number;
+      writeBytes?: number;
+      seed?: number;
+      maxSeconds?: number;
+      /** `mixed`: VM-like pages (text, random, duplicate, zero); `random`: incompressible. */
+      data?: 'mixed' | 'random';
+    },
   ): Promise<RandomWriteWorkload> {
     const client = await NbdClient.connect(uri);
     const workload = new RandomWriteWorkload(client, options.writeBytes ?? 64 * 1024, options.seed ?? 7);
     workload.stats.targetBytesPerSecond = options.bytesPerSecond;
-    workload.done = workload.loop(options.bytesPerSecond, options.maxSeconds ?? 600);
+    workload.done = workload.loop(options.bytesPerSecond, options.maxSeconds ?? 600, options.data ?? 'mixed');
     return workload;
   }
 
-  private async loop(rate: number, maxSeconds: number): Promise<void> {
+  private async loop(rate: number, maxSeconds: number, dataKind: 'mixed' | 'random'): Promise<void> {
     const rng = createRng(this.seed);
     const pages = new PageGenerator(rng);
-    const kinds = [PageKind.Text, PageKind.Random, PageKind.Duplicate, PageKind.Zero] as const;
+    const kinds =
+      dataKind === 'random'
+        ? ([PageKind.Random] as const)
+        : ([PageKind.Text, PageKind.Random, PageKind.Duplicate, PageKind.Zero] as const);
     const blocks = Math.floor(this.client.size / this.writeBytes);
     this.started = performance.now();
     const deadline = this.started + maxSeconds * 1000;
