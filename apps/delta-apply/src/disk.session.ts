@@ -7,10 +7,17 @@ import {
   type PrepareDiskReply,
   type WireError,
 } from '@wanmig/protocol';
-import { FileChunkTarget, FileWatermarkStore, RecordSink, StreamReceiver } from '@wanmig/stream';
+import {
+  digestRegions,
+  FileChunkTarget,
+  FileWatermarkStore,
+  RecordSink,
+  StreamReceiver,
+  type DigestRange,
+} from '@wanmig/stream';
 import { ClosableSink } from './closable.sink.js';
 import { MigrationStateError } from './errors.js';
-import { digestRegions, type DigestRange } from './image.digest.js';
+
 import { ManifestStore, type DiskManifest } from './manifest.store.js';
 import type { MigrationPaths } from './migration.paths.js';
 import { PresentMapStore } from './present-map.store.js';

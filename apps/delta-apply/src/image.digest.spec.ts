@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, MAX_DIGEST_REGIONS } from '@wanmig/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { digestRange, digestRegions, maxDigestRegions } from './image.digest.js';
+import { digestRegions } from '@wanmig/stream';
+import { digestRange, maxDigestRegions } from './image.digest.js';
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 const expected = (data: Buffer, regionBytes: number, offset: number, length: number): string[] => {

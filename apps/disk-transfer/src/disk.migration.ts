@@ -12,7 +12,7 @@ import {
   type DiskDigestReply,
   type PrepareDiskReply,
 } from '@wanmig/protocol';
-import { recommendedWindowBytes, RecordStreamWriter, regionDigests, StreamSender, TokenBucket } from '@wanmig/stream';
+import { digestRegions, recommendedWindowBytes, RecordStreamWriter, StreamSender, TokenBucket } from '@wanmig/stream';
 import type { DiskExport } from './disk.export.js';
 import { DiskPhase, type CatchUpRound, type DiskMigrationReport, type DiskProgress } from './disk-migration.types.js';
 import { MigrationAbortedError, VerifyMismatchError } from './errors.js';
@@ -309,7 +309,7 @@ export class DiskMigration {
     );
     const [remote, local] = await Promise.all([
       callControl<DiskDigestReply>(this.o.nc, digestSubject, { migrationId: this.o.migrationId, regionBytes }, 120_000),
-      regionDigests(this.o.imagePath, regionBytes, 0, this.sizeBytes),
+      digestRegions(this.o.imagePath, { offset: 0, length: this.sizeBytes, regionBytes }),
     ]);
     const bad = local.map((d, i) => (remote.digests[i] === d ? -1 : i)).filter((i) => i >= 0);
     if (remote.digests.length !== local.length && bad.length === 0)
