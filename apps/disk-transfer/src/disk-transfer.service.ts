@@ -12,7 +12,9 @@ import {
   MigrationRef,
   type ExportDiskReply,
 } from '@wanmig/protocol';
+import { access, constants } from 'node:fs/promises';
 import { DiskExport } from './disk.export.js';
+import { imageError } from './errors.js';
 import { DiskMigration } from './disk.migration.js';
 import type { DiskMigrationReport, DiskProgress } from './disk-migration.types.js';
 import { NATS_CONNECTION } from './disk-transfer.config.js';
@@ -54,6 +56,8 @@ export class DiskTransferService implements OnApplicationShutdown {
       blockSize: req.blockSize,
       name: req.name,
       listen: req.socket !== undefined ? { path: req.socket } : { host: '127.0.0.1', port: req.port ?? 0 },
+    }).catch((err: unknown) => {
+      throw imageError(req.imagePath, err);
     });
     this.exports.set(req.name, disk);
     this.logger.log(`exporting ${req.imagePath} as ${disk.address.uri} (${disk.role})`);
@@ -73,7 +77,7 @@ export class DiskTransferService implements OnApplicationShutdown {
   }
 
   /** Starts a migration and replies at once; progress is published on its events subject. */
-  migrate(body: unknown): { migrationId: string } {
+  async migrate(body: unknown): Promise<{ migrationId: string }> {
     const req = validateDto(MigrateDiskRequest, body);
     const known = this.migrations.get(req.migrationId);
     if (known) return { migrationId: req.migrationId }; // idempotent: the same request again
@@ -89,6 +93,13 @@ export class DiskTransferService implements OnApplicationShutdown {
         ErrorCode.Conflict,
         `export ${req.exportName} is already moving (${busy.migration.migrationId})`,
       );
+    }
+    if (!disk) {
+      // An image nobody exports: check it now, so a typo fails the request rather than the run.
+      await access(req.imagePath!, constants.R_OK).catch((err: unknown) => {
+        throw imageError(req.imagePath!, err);
+      });
+      if (this.migrations.has(req.migrationId)) return { migrationId: req.migrationId };
     }
     const events = Subjects.diskEvents(req.migrationId);
     const migration = new DiskMigration({

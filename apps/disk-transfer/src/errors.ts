@@ -32,3 +32,20 @@ export class MigrationAbortedError extends DiskMigrationError {
     this.name = 'MigrationAbortedError';
   }
 }
+
+/** A file system error about an image, in terms an operator can act on. */
+export function imageError(path: string, err: unknown): WanmigError {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new WanmigError(ErrorCode.NotFound, `image ${path} does not exist`, { cause: err });
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new WanmigError(ErrorCode.InvalidRequest, `image ${path} cannot be opened: permission denied`, {
+      cause: err,
+    });
+  }
+  if (code === 'EISDIR')
+    return new WanmigError(ErrorCode.InvalidRequest, `image ${path} is a directory`, { cause: err });
+  if (err instanceof WanmigError) return err;
+  return new WanmigError(ErrorCode.InvalidRequest, `image ${path} cannot be used: ${(err as Error).message}`, {
+    cause: err,
+  });
+}
