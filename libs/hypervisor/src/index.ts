@@ -1,0 +1,1 @@
+export * from './hypervisor.driver.js';
