@@ -12,3 +12,4 @@ export * from './control/disk.dto.js';
 export * from './control/rpc.envelope.js';
 export * from './control/control.client.js';
 export * from './control/disk-transfer.dto.js';
+export * from './control/memory.dto.js';
