@@ -72,10 +72,6 @@ export class ResumeVmRequest {
   diskUri?: string;
 
   @IsOptional()
-  @IsString()
-  workload?: string;
-
-  @IsOptional()
   @IsInt()
   @Min(0)
   @Max(65535)
