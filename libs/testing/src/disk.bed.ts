@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { trackDir, untrackDir } from './child-process.registry.js';
 import { ServiceProcess } from './service.process.js';
 import { Site, startTwoSites, type TwoSites } from './two-site.topology.js';
 
@@ -25,6 +26,7 @@ export class DiskBed {
     log?: (line: string) => void;
   }): Promise<DiskBed> {
     const dir = await mkdtemp(join(tmpdir(), 'wanmig-disk-'));
+    trackDir(dir);
     const sites = await startTwoSites({ delayMs: options.delayMs, bandwidthBps: options.bandwidthBps });
     const started: ServiceProcess[] = [];
     try {
@@ -69,5 +71,6 @@ export class DiskBed {
     await this.deltaApply.stop();
     await this.sites.stop();
     await rm(this.dir, { recursive: true, force: true });
+    untrackDir(this.dir);
   }
 }

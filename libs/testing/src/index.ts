@@ -46,3 +46,4 @@ export {
   type ServiceProcessOptions,
 } from './service.process.js';
 export { DiskBed } from './disk.bed.js';
+export { trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { trackPid, untrackPid } from './child-process.registry.js';
 
 export type ServiceName = 'delta-apply' | 'disk-transfer' | 'memory-precopy' | 'orchestrator' | 'net-redirect';
 
@@ -51,6 +52,9 @@ export class ServiceProcess {
       env: { ...process.env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    // Never outlive the process that started it, even if it dies without cleaning up.
+    if (child.pid !== undefined) trackPid(child.pid);
+    child.once('exit', () => child.pid !== undefined && untrackPid(child.pid));
     const proc = new ServiceProcess(options, child);
     await proc.waitReady();
     return proc;
