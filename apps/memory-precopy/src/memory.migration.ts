@@ -1,0 +1,328 @@
+import type { NatsConnection } from '@nats-io/nats-core';
+import { BlockMap } from '@wanmig/blockmap';
+import { BatchCompressor, ChunkEncoder, Zstd } from '@wanmig/codec';
+import type { PageMemory, SourceVm } from '@wanmig/hypervisor';
+import {
+  callControl,
+  controlSubject,
+  DeviceStateStreamId,
+  FrameFlag,
+  MemoryStreamId,
+  MemoryVerb,
+  ServiceName,
+  StreamKind,
+  type PrepareMemoryReply,
+  type ResumeVmReply,
+} from '@wanmig/protocol';
+import { recommendedWindowBytes, RecordStreamWriter, StreamSender, type TokenBucket } from '@wanmig/stream';
+import { decide, PolicyKind, type PolicyDecision, type RoundSample } from './convergence.policy.js';
+import { MemoryAbortedError } from './errors.js';
+import { MemoryPhase, type MemoryMigrationReport, type MemoryProgress } from './memory-migration.types.js';
+
+export const DEFAULT_DOWNTIME_MS = 300;
+const READ_BYTES = 1024 * 1024;
+
+export interface MemoryMigrationOptions {
+  migrationId: string;
+  nc: NatsConnection;
+  destSite: string;
+  vmId: string;
+  vm: SourceVm;
+  policy?: PolicyKind;
+  /** Zero pages are always sent as extents; `codec` adds dedup, XBZRLE deltas and zstd. */
+  codec?: boolean;
+  downtimeMs?: number;
+  /** The migration's budget, shared with its disk stream; also what the link is assumed to carry. */
+  limiter?: TokenBucket;
+  /** Link rate in bits per second when known (window sizing and estimates). */
+  bandwidthBps?: number;
+  /** The VM's disk as the destination will serve it. */
+  diskUri?: string;
+  servicePort?: number;
+  /** Runs with the guest paused, after its memory is sent: the disk's final drain goes here. */
+  whilePaused?: () => Promise<void>;
+  onProgress?: (progress: MemoryProgress) => void;
+}
+
+/**
+ * Pre-copy (Clark et al.) for a VM whose memory the driver exposes page by page: round 1 sends
+ * every page (zero pages as extents), later rounds the pages dirtied since, through the codec,
+ * until the convergence policy says stop; then stop-and-copy: pause, the last dirty pages and the
+ * device state, the disk's last blocks, and the destination resumes. Any failure before the
+ * destination runs the VM rolls back: the source guest resumes as it was.
+ */
+export class MemoryMigration {
+  private readonly o: MemoryMigrationOptions &
+    Required<Pick<MemoryMigrationOptions, 'policy' | 'codec' | 'downtimeMs'>>;
+  private phase: MemoryPhase = MemoryPhase.Preparing;
+  private round = 0;
+  private throttlePercent = 0;
+  private ramBytes = 0;
+  private dirtyBytes = 0;
+  private started = performance.now();
+  private aborted = false;
+  private sender?: StreamSender;
+  private writer?: RecordStreamWriter;
+  private encoder?: ChunkEncoder;
+  private lastEmit = 0;
+
+  constructor(options: MemoryMigrationOptions) {
+    this.o = { policy: PolicyKind.Smart, codec: true, downtimeMs: DEFAULT_DOWNTIME_MS, ...options };
+  }
+
+  get migrationId(): string {
+    return this.o.migrationId;
+  }
+
+  /** Stops before the destination runs the VM; the source keeps running unchanged. */
+  abort(): void {
+    this.aborted = true;
+  }
+
+  progress(): MemoryProgress {
+    return {
+      migrationId: this.o.migrationId,
+      phase: this.phase,
+      round: this.round,
+      ramBytes: this.ramBytes,
+      dirtyBytes: this.dirtyBytes,
+      rawBytesSent: this.writer?.stats.rawBytes ?? 0,
+      frameBytesSent: this.sender?.stats.bytesSent ?? 0,
+      throttlePercent: this.throttlePercent,
+      elapsedSeconds: (performance.now() - this.started) / 1000,
+    };
+  }
+
+  async run(): Promise<MemoryMigrationReport> {
+    this.started = performance.now();
+    let paused = false;
+    let resumed = false;
+    const { vm } = this.o;
+    try {
+      const report = await this.execute(
+        () => (paused = true),
+        () => (resumed = true),
+      );
+      this.phase = MemoryPhase.Done;
+      this.emit();
+      return report;
+    } catch (err) {
+      if (!resumed) await this.rollBack(paused);
+      throw err;
+    } finally {
+      this.sender?.close();
+      if (!resumed) await vm.throttle(0).catch(() => undefined);
+    }
+  }
+
+  private async execute(onPaused: () => void, onResumed: () => void): Promise<MemoryMigrationReport> {
+    const { vm, nc, migrationId, destSite } = this.o;
+    const description = await vm.describe();
+    this.ramBytes = description.ramBytes;
+    const pageSize = description.pageSize;
+    const memory = vm.memory();
+    const subject = (verb: MemoryVerb) => controlSubject(destSite, ServiceName.DeltaApply, verb);
+
+    const t0 = performance.now();
+    await callControl<PrepareMemoryReply>(nc, subject(MemoryVerb.Prepare), {
+      migrationId,
+      ramBytes: this.ramBytes,
+      pageSize,
+    });
+    const rttMs = Math.max(1, performance.now() - t0);
+    const linkBytesPerSecond = this.o.bandwidthBps ? this.o.bandwidthBps / 8 : undefined;
+    const windowBytes = linkBytesPerSecond ? recommendedWindowBytes(linkBytesPerSecond, rttMs) : undefined;
+    this.sender = new StreamSender({
+      nc,
+      migrationId,
+      streamId: MemoryStreamId,
+      kind: StreamKind.Memory,
+      limiter: this.o.limiter,
+      windowBytes,
+    });
+    const stateSender = new StreamSender({
+      nc,
+      migrationId,
+      streamId: DeviceStateStreamId,
+      kind: StreamKind.DeviceState,
+      limiter: this.o.limiter,
+    });
+    await Promise.all([this.sender.open(), stateSender.open()]);
+    this.encoder = new ChunkEncoder(
+      this.o.codec
+        ? { compressor: new BatchCompressor({ zstd: await Zstd.load() }), xbzrleCacheFirstSend: false }
+        : { zero: true, dedup: false, xbzrle: false },
+    );
+    this.writer = new RecordStreamWriter(this.sender, this.encoder);
+
+    // Dirty logging starts now: round 1 reads every page after this, so nothing is missed.
+    this.phase = MemoryPhase.Precopy;
+    await memory.drainDirty();
+    const sentOnce = BlockMap.forSize(this.ramBytes, pageSize);
+    const rounds: RoundSample[] = [];
+    const all = BlockMap.full(sentOnce.geometry);
+    rounds.push(await this.sendRound(memory, all, sentOnce, this.ramBytes));
+
+    let decision: PolicyDecision;
+    let pending: BlockMap;
+    for (;;) {
+      this.check();
+      pending = await memory.drainDirty();
+      this.dirtyBytes = pending.count * pageSize;
+      decision = decide(this.o.policy, {
+        rounds,
+        dirtyBytes: this.dirtyBytes,
+        downtimeMs: this.o.downtimeMs,
+        wireBytesPerSecond: linkBytesPerSecond ?? bestRate(rounds),
+        wirePerRaw: wirePerRaw(rounds),
+        rttMs,
+        throttlePercent: this.throttlePercent,
+      });
+      if (decision.action === 'stop') break;
+      if (decision.action === 'throttle') {
+        this.throttlePercent = decision.percent;
+        await vm.throttle(decision.percent);
+      }
+      rounds.push(await this.sendRound(memory, pending, sentOnce, this.dirtyBytes));
+    }
+    const precopySeconds = (performance.now() - this.started) / 1000;
+
+    // Stop-and-copy.
+    this.check();
+    this.phase = MemoryPhase.StopAndCopy;
+    this.emit();
+    const pausedAt = performance.now();
+    await vm.pause();
+    onPaused();
+    pending.unionInPlace(await memory.drainDirty());
+    const finalPages = pending.count;
+    await this.sendPages(memory, pending, sentOnce);
+    await this.writer.finish();
+    const state = await vm.deviceState();
+    await stateSender.send({ offset: 0, length: state.blob.length, flags: FrameFlag.End, payload: state.blob });
+    await stateSender.drain();
+    stateSender.close();
+    await this.o.whilePaused?.();
+    this.check();
+
+    this.phase = MemoryPhase.Resuming;
+    this.emit();
+    const destination = await callControl<ResumeVmReply>(
+      nc,
+      subject(MemoryVerb.Resume),
+      {
+        migrationId,
+        vmId: this.o.vmId,
+        driver: 'sim',
+        deviceStateSha256: state.sha256,
+        deviceStateBytes: state.blob.length,
+        ...(this.o.diskUri ? { diskUri: this.o.diskUri } : {}),
+        ...(this.o.servicePort !== undefined ? { servicePort: this.o.servicePort } : {}),
+      },
+      30_000,
+    );
+    onResumed();
+    const pausedMs = performance.now() - pausedAt;
+    await memory.stopDirtyLog().catch(() => undefined);
+    const totals = this.encoder.totals;
+    return {
+      migrationId,
+      policy: this.o.policy,
+      codec: this.o.codec,
+      ramBytes: this.ramBytes,
+      rounds,
+      stopReason: decision.reason,
+      estimatedDowntimeMs: decision.estimatedDowntimeMs,
+      throttlePercent: this.throttlePercent,
+      finalPages,
+      deviceStateBytes: state.blob.length,
+      rawBytesSent: this.writer.stats.rawBytes,
+      frameBytesSent: this.sender.stats.bytesSent + stateSender.stats.bytesSent,
+      resentBytes: this.sender.stats.resentBytes,
+      byEncoding: totals.byEncoding,
+      pausedMs,
+      precopySeconds,
+      totalSeconds: (performance.now() - this.started) / 1000,
+      destination: { serviceAddress: destination.serviceAddress, resumedAt: destination.resumedAt },
+    };
+  }
+
+  private async sendRound(
+    memory: PageMemory,
+    pages: BlockMap,
+    sentOnce: BlockMap,
+    dirtyBytes: number,
+  ): Promise<RoundSample> {
+    this.round++;
+    this.emit();
+    const start = performance.now();
+    const before = { raw: this.encoder!.totals.rawBytes, wire: this.sender!.stats.bytesSent };
+    const resentPages = pages.intersection(sentOnce).count;
+    await this.sendPages(memory, pages, sentOnce);
+    await this.writer!.flush();
+    await this.sender!.drain();
+    return {
+      round: this.round,
+      dirtyBytes,
+      rawBytes: this.encoder!.totals.rawBytes - before.raw,
+      wireBytes: this.sender!.stats.bytesSent - before.wire,
+      seconds: (performance.now() - start) / 1000,
+      resentPages,
+      pages: pages.count,
+    };
+  }
+
+  private async sendPages(memory: PageMemory, pages: BlockMap, sentOnce: BlockMap): Promise<void> {
+    for (const range of pages.byteRanges({ maxBytes: READ_BYTES })) {
+      this.check();
+      const data = await memory.read(range.offset, range.length);
+      await this.writer!.write(range.offset, data);
+      this.emitEvery();
+    }
+    sentOnce.unionInPlace(pages);
+  }
+
+  /** Before the destination runs the VM, the source is authoritative: make it run as it was. */
+  private async rollBack(paused: boolean): Promise<void> {
+    this.phase = MemoryPhase.RolledBack;
+    const { vm, nc, migrationId, destSite } = this.o;
+    await callControl(nc, controlSubject(destSite, ServiceName.DeltaApply, MemoryVerb.Release), {
+      migrationId,
+      deleteRam: true,
+    }).catch(() => undefined);
+    await vm.throttle(0).catch(() => undefined);
+    if (paused) await vm.resume();
+    await vm
+      .memory()
+      .stopDirtyLog()
+      .catch(() => undefined);
+    this.emit();
+  }
+
+  private check(): void {
+    if (this.aborted) throw new MemoryAbortedError(this.o.migrationId, this.phase);
+  }
+
+  private emitEvery(): void {
+    if (performance.now() - this.lastEmit >= 250) this.emit();
+  }
+
+  private emit(): void {
+    this.lastEmit = performance.now();
+    this.o.onProgress?.(this.progress());
+  }
+}
+
+/** Frame bytes per second: the best rate a round long enough to measure achieved. */
+function bestRate(rounds: RoundSample[]): number {
+  const measured = rounds.filter((r) => r.seconds >= 0.5).map((r) => r.wireBytes / r.seconds);
+  return measured.length > 0 ? Math.max(...measured) : rounds[0].wireBytes / Math.max(rounds[0].seconds, 0.001);
+}
+
+/** Frame bytes per page byte of the latest round that sent anything (the hot set's, not RAM's). */
+function wirePerRaw(rounds: RoundSample[]): number {
+  for (let i = rounds.length - 1; i >= 0; i--) {
+    if (rounds[i].rawBytes > 0) return Math.max(0.02, rounds[i].wireBytes / rounds[i].rawBytes);
+  }
+  return 1;
+}
