@@ -13,3 +13,4 @@ export * from './control/rpc.envelope.js';
 export * from './control/control.client.js';
 export * from './control/disk-transfer.dto.js';
 export * from './control/memory.dto.js';
+export * from './control/memory-precopy.dto.js';

@@ -19,4 +19,6 @@ export const Subjects = {
     `${SUBJECT_ROOT}.stream.${checkToken(migrationId, 'migration id')}.${streamId}.status`,
   /** Progress and outcome of one disk transfer, JSON, published by the source side. */
   diskEvents: (migrationId: string) => `${SUBJECT_ROOT}.events.disk.${checkToken(migrationId, 'migration id')}`,
+  /** Progress and outcome of one memory pre-copy, JSON, published by the source side. */
+  memoryEvents: (migrationId: string) => `${SUBJECT_ROOT}.events.memory.${checkToken(migrationId, 'migration id')}`,
 } as const;

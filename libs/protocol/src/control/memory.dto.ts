@@ -1,9 +1,12 @@
 import 'reflect-metadata';
 import { IsBoolean, IsIn, IsInt, IsOptional, IsString, IsUUID, Matches, Max, Min } from 'class-validator';
+import type { WireError } from '../errors.js';
 
 /** Stream ids within a migration (disk is 1). */
 export const MemoryStreamId = 2;
 export const DeviceStateStreamId = 3;
+/** Largest device state a destination holds (it is kept in memory until the VM resumes). */
+export const MAX_DEVICE_STATE_BYTES = 64 * 1024 * 1024;
 
 export const MemoryVerb = {
   /** delta-apply: create (or reopen) the destination RAM file and receive pages and device state. */
@@ -40,12 +43,26 @@ export interface MemoryStatusReply {
   migrationId: string;
   ramPath: string;
   ramBytes: number;
+  pageSize: number;
+  /** Memory stream watermark: frames below it are durable in the RAM file. */
   nextSeq: number;
+  cursor: number;
+  /** Since this process opened the migration. */
   bytesApplied: number;
+  /** The memory stream's End frame is durable. */
+  finished: boolean;
+  /** Frames of either stream refused (bad checksum, page outside RAM, ...): counted, never applied. */
+  rejectedFrames: number;
   /** Bytes of device state received and durable (0 until stop-and-copy sends it). */
   deviceStateBytes: number;
+  deviceStateSha256?: string;
+  /** The VM was resumed here from this RAM and has not been stopped by delta-apply. */
   running: boolean;
+  vmId?: string;
   serviceAddress?: string;
+  resumedAt?: number;
+  /** Set when a receive failed for good (e.g. a frame that kept failing to apply). */
+  failure?: WireError;
 }
 
 export class ResumeVmRequest {
@@ -56,7 +73,7 @@ export class ResumeVmRequest {
   vmId!: string;
 
   @IsIn(['sim'])
-  driver: 'sim' = 'sim';
+  driver = 'sim' as const;
 
   /** sha256 (hex) of the device state the source sent; a mismatch refuses the resume. */
   @Matches(/^[0-9a-f]{64}$/)
@@ -64,6 +81,7 @@ export class ResumeVmRequest {
 
   @IsInt()
   @Min(1)
+  @Max(MAX_DEVICE_STATE_BYTES)
   deviceStateBytes!: number;
 
   /** The VM's disk at the destination (NBD URI), when it has one. */
@@ -92,4 +110,13 @@ export class ReleaseMemoryRequest {
   @IsOptional()
   @IsBoolean()
   deleteRam?: boolean;
+}
+
+export interface ReleaseMemoryReply {
+  migrationId: string;
+  ramPath: string;
+  /** True when the RAM file was deleted too (`deleteRam`). */
+  ramDeleted: boolean;
+  /** True when a VM this service started was stopped (never resumed, or `deleteRam` for a rollback). */
+  vmStopped: boolean;
 }

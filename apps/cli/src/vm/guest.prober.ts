@@ -1,0 +1,142 @@
+import { createConnection, type Socket } from 'node:net';
+
+export interface ProbeReport {
+  requests: number;
+  answers: number;
+  /** Longest time between two answers: the pause as a client of the guest saw it. */
+  maxGapMs: number;
+  /** When that gap began and ended (epoch ms). */
+  gapStart: number;
+  gapEnd: number;
+  /** Counter values around the move: the destination must continue from the source. */
+  lastCounterBefore: number;
+  firstCounterAfter: number;
+  switchedAt: number | null;
+  /** Answers from the new address. */
+  answersAfterSwitch: number;
+  counterWentBack: boolean;
+}
+
+/**
+ * A client of the guest's TCP service: sends `PING` every few milliseconds and records the
+ * answers, so the downtime reported is the one a user of the VM saw. When the VM moves, it is told
+ * the new address and carries on there (until network redirection does it transparently).
+ */
+export class GuestProber {
+  private socket?: Socket;
+  private address: string;
+  private stopped = false;
+  private timer?: NodeJS.Timeout;
+  private inFlight = false;
+  private buffer = '';
+  private lastAnswerAt = 0;
+  private lastCounter = -1;
+  private switchedAt: number | null = null;
+  private readonly report: ProbeReport = {
+    requests: 0,
+    answers: 0,
+    maxGapMs: 0,
+    gapStart: 0,
+    gapEnd: 0,
+    lastCounterBefore: -1,
+    firstCounterAfter: -1,
+    switchedAt: null,
+    answersAfterSwitch: 0,
+    counterWentBack: false,
+  };
+
+  constructor(
+    address: string,
+    private readonly intervalMs = 5,
+    private readonly maxSeconds = 600,
+  ) {
+    this.address = address;
+  }
+
+  start(): void {
+    const deadline = Date.now() + this.maxSeconds * 1000;
+    this.connect();
+    this.timer = setInterval(() => {
+      if (this.stopped || Date.now() > deadline) return this.halt();
+      if (!this.inFlight && this.socket && !this.socket.connecting && this.socket.writable) {
+        this.inFlight = true;
+        this.report.requests++;
+        this.socket.write('PING\n');
+      }
+    }, this.intervalMs);
+  }
+
+  /** The VM now answers at `address`: drop the old connection (held by a paused source) and go there. */
+  switchTo(address: string): void {
+    this.address = address;
+    this.switchedAt = Date.now();
+    this.report.switchedAt = this.switchedAt;
+    this.report.lastCounterBefore = this.lastCounter;
+    this.socket?.destroy();
+    this.socket = undefined;
+    this.inFlight = false;
+    this.connect();
+  }
+
+  stop(): ProbeReport {
+    this.stopped = true;
+    this.halt();
+    return { ...this.report };
+  }
+
+  private halt(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    this.socket?.destroy();
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const [host, port] = splitAddress(this.address);
+    const socket = createConnection({ host, port });
+    this.socket = socket;
+    this.buffer = '';
+    socket.setNoDelay(true);
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => this.onData(chunk));
+    const retry = () => {
+      if (this.socket !== socket || this.stopped) return;
+      this.socket = undefined;
+      this.inFlight = false;
+      setTimeout(() => this.connect(), 20);
+    };
+    socket.on('error', retry);
+    socket.on('close', retry);
+  }
+
+  private onData(chunk: string): void {
+    this.buffer += chunk;
+    for (let nl = this.buffer.indexOf('\n'); nl >= 0; nl = this.buffer.indexOf('\n')) {
+      const line = this.buffer.slice(0, nl).trim();
+      this.buffer = this.buffer.slice(nl + 1);
+      const m = /^PONG (\d+)$/.exec(line);
+      if (!m) continue;
+      this.inFlight = false;
+      const now = Date.now();
+      const counter = Number(m[1]);
+      this.report.answers++;
+      if (this.lastAnswerAt > 0 && now - this.lastAnswerAt > this.report.maxGapMs) {
+        this.report.maxGapMs = now - this.lastAnswerAt;
+        this.report.gapStart = this.lastAnswerAt;
+        this.report.gapEnd = now;
+      }
+      if (counter < this.lastCounter) this.report.counterWentBack = true;
+      if (this.switchedAt !== null) {
+        this.report.answersAfterSwitch++;
+        if (this.report.firstCounterAfter < 0) this.report.firstCounterAfter = counter;
+      }
+      this.lastCounter = counter;
+      this.lastAnswerAt = now;
+    }
+  }
+}
+
+function splitAddress(address: string): [string, number] {
+  const at = address.lastIndexOf(':');
+  return [address.slice(0, at), Number(address.slice(at + 1))];
+}

@@ -1,0 +1,50 @@
+import 'reflect-metadata';
+import { IsBoolean, IsIn, IsInt, IsOptional, IsString, IsUUID, Matches, Max, Min } from 'class-validator';
+
+export const MemoryPrecopyVerb = {
+  /** Start moving a running VM's memory (and state) to another site; replies at once. */
+  Migrate: 'mem.migrate',
+  Progress: 'mem.progress',
+  Abort: 'mem.abort',
+} as const;
+export type MemoryPrecopyVerb = (typeof MemoryPrecopyVerb)[keyof typeof MemoryPrecopyVerb];
+
+export class MigrateMemoryRequest {
+  @IsUUID()
+  migrationId!: string;
+
+  @Matches(/^[A-Za-z0-9_-]{1,64}$/)
+  vmId!: string;
+
+  @Matches(/^[a-z0-9][a-z0-9-]{0,62}$/)
+  toSite!: string;
+
+  /** `smart`: wanmig's convergence policy; `kvm`: 30 rounds or two rounds of growth (baseline). */
+  @IsIn(['smart', 'kvm'])
+  policy: 'smart' | 'kvm' = 'smart';
+
+  @IsBoolean()
+  codec: boolean = true;
+
+  @IsInt()
+  @Min(1)
+  @Max(600_000)
+  downtimeMs: number = 300;
+
+  /** Bandwidth budget in bits per second; 0 or absent: the link's own. */
+  @IsOptional()
+  @IsInt()
+  @Min(0)
+  bandwidthBps?: number;
+
+  /** The VM's disk as the destination serves it. */
+  @IsOptional()
+  @IsString()
+  diskUri?: string;
+
+  @IsOptional()
+  @IsInt()
+  @Min(0)
+  @Max(65535)
+  servicePort?: number;
+}
