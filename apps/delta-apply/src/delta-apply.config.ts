@@ -34,7 +34,8 @@ export class DeltaApplyConfig {
 
 export const DELTA_APPLY_USAGE = `usage: delta-apply [--nats URL] [--site NAME] [--data-dir DIR]
 
-Destination side of wanmig's disk migration: receives disk streams into local images.
+Destination side of wanmig's migrations: receives disk streams into local images, memory
+pages and device state into RAM files, and resumes the migrated VM.
 Flags override the environment: WANMIG_NATS_URL, WANMIG_SITE, WANMIG_DATA_DIR
 (and WANMIG_PRESENT_MAP_INTERVAL_MS).
 `;

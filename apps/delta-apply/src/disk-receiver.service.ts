@@ -1,5 +1,5 @@
 import { mkdir, readdir } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import {
   Inject,
   Injectable,
@@ -24,10 +24,11 @@ import { DELTA_APPLY_CONFIG, STAT_FS } from './delta-apply.tokens.js';
 import { DiskProvisioner } from './disk.provisioner.js';
 import { describe, DiskSession } from './disk.session.js';
 import { MigrationConflictError, MigrationNotFoundError, MigrationStateError, ServiceStoppingError } from './errors.js';
-import { deviceOf, unallocatedBytes, type StatFs } from './free-space.check.js';
+import type { StatFs } from './free-space.check.js';
 import { digestRange, maxDigestRegions } from './image.digest.js';
 import { KeyedLock } from './keyed.lock.js';
 import type { DiskManifest } from './manifest.store.js';
+import { RoomLedger } from './room.ledger.js';
 
 /**
  * The destination disks of this site: prepares, resumes, reports on, digests and releases them.
@@ -46,8 +47,14 @@ export class DiskReceiverService implements OnApplicationBootstrap, BeforeApplic
     @Inject(DELTA_APPLY_CONFIG) private readonly config: DeltaApplyConfig,
     @Inject(STAT_FS) statFs: StatFs,
     @Inject(DataPlaneConnection) private readonly dataPlane: DataPlaneConnection,
+    @Inject(RoomLedger) private readonly room: RoomLedger,
   ) {
     this.disks = new DiskProvisioner(config.dataDir, statFs);
+    room.register(() =>
+      [...this.sessions.values()]
+        .filter((session) => !session.isFinished)
+        .map((session) => ({ path: session.path, sizeBytes: session.sizeBytes })),
+    );
   }
 
   /** Migrations this process is serving. */
@@ -194,15 +201,9 @@ export class DiskReceiverService implements OnApplicationBootstrap, BeforeApplic
     return session;
   }
 
-  /** Room the unfinished images on the file system of `path` may still claim as they fill. */
-  private async reservedOn(path: string): Promise<number> {
-    const device = await deviceOf(dirname(path));
-    let reserved = 0;
-    for (const session of this.sessions.values()) {
-      if (session.isFinished || (await deviceOf(session.path)) !== device) continue;
-      reserved += await unallocatedBytes(session.path, session.sizeBytes);
-    }
-    return reserved;
+  /** Room the unfinished images and RAM files on the file system of `path` may still claim as they fill. */
+  private reservedOn(path: string): Promise<number> {
+    return this.room.reservedOn(path);
   }
 
   private session(migrationId: string): DiskSession {

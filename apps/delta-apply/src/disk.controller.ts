@@ -8,14 +8,13 @@ import {
   PrepareDiskRequest,
   ReleaseDiskRequest,
   ServiceName,
-  validateDto,
-  ValidationError,
   type DiskDigestReply,
   type DiskStatusReply,
   type PrepareDiskReply,
   type ReleaseDiskReply,
 } from '@wanmig/protocol';
 import { DiskReceiverService } from './disk-receiver.service.js';
+import { parseRequest as parse } from './request.parser.js';
 
 /**
  * Builds the controller for one site's disk subjects (`wanmig.v1.<site>.delta-apply.disk.*`).
@@ -55,17 +54,4 @@ export function createDiskController(site: string): Type<unknown> {
     }
   }
   return DiskController;
-}
-
-/**
- * Validates a request body (INVALID_REQUEST listing every bad key). Migration ids must also be
- * lower-case: frames carry the id as 16 bytes and decode to lower case, and the data subjects use
- * the id as given, so an upper-case id could never match its own frames.
- */
-function parse<T extends { migrationId: string }>(dto: new () => T, body: unknown): T {
-  const request = validateDto(dto, body);
-  if (request.migrationId !== request.migrationId.toLowerCase()) {
-    throw new ValidationError(['migrationId: must be lower-case'], dto.name);
-  }
-  return request;
 }

@@ -29,8 +29,8 @@ export class NoSpaceError extends DeltaApplyError {
 }
 
 export class MigrationNotFoundError extends DeltaApplyError {
-  constructor(migrationId: string) {
-    super(ErrorCode.NotFound, `no disk migration ${migrationId} at this site`, { migrationId });
+  constructor(migrationId: string, what: 'disk' | 'memory' = 'disk') {
+    super(ErrorCode.NotFound, `no ${what} migration ${migrationId} at this site`, { migrationId });
     this.name = 'MigrationNotFoundError';
   }
 }
@@ -66,7 +66,76 @@ export class ServiceStoppingError extends DeltaApplyError {
 /** A frame or sync reached a session that is closing; the receiver re-requests it from whoever serves next. */
 export class SessionClosedError extends DeltaApplyError {
   constructor(migrationId: string) {
-    super(ErrorCode.StreamClosed, `disk session ${migrationId} is closed`, { migrationId });
+    super(ErrorCode.StreamClosed, `session ${migrationId} is closed`, { migrationId });
     this.name = 'SessionClosedError';
+  }
+}
+
+/** A memory frame addressed outside the RAM file: refused before anything is written. */
+export class PageOutOfRangeError extends DeltaApplyError {
+  readonly seq: number;
+  readonly offset: number;
+  readonly length: number;
+  readonly ramBytes: number;
+  constructor(fields: { migrationId: string; seq: number; offset: number; length: number; ramBytes: number }) {
+    super(
+      ErrorCode.FrameOutOfRange,
+      `memory frame ${fields.seq} covers [${fields.offset}, +${fields.length}), past the ${fields.ramBytes}-byte RAM`,
+      fields,
+    );
+    this.name = 'PageOutOfRangeError';
+    this.seq = fields.seq;
+    this.offset = fields.offset;
+    this.length = fields.length;
+    this.ramBytes = fields.ramBytes;
+  }
+}
+
+/** A device-state frame that cannot be taken as it is (records, a gap, too large, a wrong length). */
+export class DeviceStateFrameError extends DeltaApplyError {
+  readonly seq: number;
+  constructor(code: ErrorCode, message: string, fields: { migrationId: string; seq: number; cause?: unknown }) {
+    super(code, message, fields);
+    this.name = 'DeviceStateFrameError';
+    this.seq = fields.seq;
+  }
+}
+
+/** The device state held here is not the one the resume request describes: nothing is started. */
+export class DeviceStateMismatchError extends DeltaApplyError {
+  /** What differs: nothing was received, the size, or the sha256. */
+  readonly mismatch: 'missing' | 'size' | 'sha256';
+  constructor(fields: { migrationId: string; mismatch: 'missing' | 'size' | 'sha256'; message: string }) {
+    super(ErrorCode.InvalidRequest, fields.message, fields);
+    this.name = 'DeviceStateMismatchError';
+    this.mismatch = fields.mismatch;
+  }
+}
+
+/** The hypervisor driver failed to start or resume the VM; the incoming VM was stopped, the files stay. */
+export class VmResumeError extends DeltaApplyError {
+  readonly vmId: string;
+  readonly driver: string;
+  constructor(fields: { migrationId: string; vmId: string; driver: string; cause: unknown }) {
+    const known = fields.cause instanceof WanmigError ? fields.cause : undefined;
+    super(
+      known?.code ?? ErrorCode.Internal,
+      `the ${fields.driver} driver did not resume VM ${fields.vmId}: ` +
+        (known ? known.message : 'internal error (see the delta-apply log)'),
+      fields,
+    );
+    this.name = 'VmResumeError';
+    this.vmId = fields.vmId;
+    this.driver = fields.driver;
+  }
+}
+
+/** No hypervisor driver of that name runs at this site. */
+export class DriverUnavailableError extends DeltaApplyError {
+  readonly driver: string;
+  constructor(driver: string, reason = `${driver} driver not available`) {
+    super(ErrorCode.Unavailable, reason);
+    this.name = 'DriverUnavailableError';
+    this.driver = driver;
   }
 }

@@ -5,6 +5,7 @@ import { bootstrapService } from '@wanmig/service';
 import { DELTA_APPLY_USAGE, resolveDeltaApplyConfig, type DeltaApplyConfig } from './delta-apply.config.js';
 import { DeltaApplyModule } from './delta-apply.module.js';
 import { DiskReceiverService } from './disk-receiver.service.js';
+import { MemoryReceiverService } from './memory-receiver.service.js';
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
@@ -28,9 +29,11 @@ async function main(argv: string[]): Promise<number> {
     queue: `delta-apply.${config.site}`,
   });
   const sessions = app.get(DiskReceiverService).sessionCount;
-  // One plain line that supervisors and tests wait for.
+  const memory = app.get(MemoryReceiverService).sessionCount;
+  // One plain line that supervisors and tests wait for (migrations= counts disks, memory= RAM files).
   process.stdout.write(
-    `delta-apply ready site=${config.site} nats=${config.natsUrl} data-dir=${config.dataDir} migrations=${sessions}\n`,
+    `delta-apply ready site=${config.site} nats=${config.natsUrl} data-dir=${config.dataDir} ` +
+      `migrations=${sessions} memory=${memory}\n`,
   );
   return 0;
 }
