@@ -43,8 +43,7 @@ export class StreamSender {
   private pumping = false;
   private sendSeq = 0;
   private lastYield = performance.now();
-  private lastNakSeq = -1;
-  private lastNakAt = 0;
+  private lastRewind = { seq: -1, at: 0 };
   private failure?: Error;
   private closed = false;
   readonly stats: SenderStats = { framesSent: 0, bytesSent: 0, resentFrames: 0, resentBytes: 0, probes: 0, srttMs: 0 };
@@ -212,18 +211,22 @@ export class StreamSender {
     this.wakeAll();
   }
 
-  /** The receiver saw a gap or a bad frame: re-send from where it stands, at most once per RTT. */
+  /** The receiver saw a gap or a bad frame: re-send from where it stands. */
   private onNak(fromSeq: number): void {
-    const now = performance.now();
-    if (fromSeq === this.lastNakSeq && now - this.lastNakAt < Math.max(this.srtt * 1.5, 50)) return;
-    this.lastNakSeq = fromSeq;
-    this.lastNakAt = now;
     this.resendFrom(fromSeq);
   }
 
-  /** Rewinds the pump to `fromSeq`: every frame from there on leaves again, in order. */
+  /**
+   * Rewinds the pump to `fromSeq`: every frame from there on leaves again, in order. Naks for the
+   * frames behind a gap and the answer to a probe often ask for the same thing within one round
+   * trip; a rewind to a point the last one already covers, that recently, would send it all twice.
+   */
   private resendFrom(fromSeq: number): void {
-    if (fromSeq < this.sendSeq) this.sendSeq = fromSeq;
+    const now = performance.now();
+    const covered = fromSeq >= this.lastRewind.seq && now - this.lastRewind.at < Math.max(this.srtt * 1.5, 50);
+    if (covered || fromSeq >= this.sendSeq) return;
+    this.lastRewind = { seq: fromSeq, at: now };
+    this.sendSeq = fromSeq;
     this.pump();
   }
 
