@@ -60,6 +60,11 @@ export interface SourceVm {
   deviceState(): Promise<DeviceState>;
   /** The migration committed: the source releases the VM for good. */
   release(): Promise<void>;
+  /**
+   * Lets go of the VM without changing it: closes what this handle holds (control connection, RAM
+   * file). Optional so that stand-ins written for tests need not implement it: call `vm.detach?.()`.
+   */
+  detach?(): Promise<void>;
 }
 
 export interface IncomingVmSpec {
