@@ -43,7 +43,6 @@ export class StreamSender {
   private pumping = false;
   private sendSeq = 0;
   private lastYield = performance.now();
-  private lastRewind = { seq: -1, at: 0 };
   private failure?: Error;
   private closed = false;
   readonly stats: SenderStats = { framesSent: 0, bytesSent: 0, resentFrames: 0, resentBytes: 0, probes: 0, srttMs: 0 };
@@ -213,19 +212,20 @@ export class StreamSender {
 
   /** The receiver saw a gap or a bad frame: re-send from where it stands. */
   private onNak(fromSeq: number): void {
-    this.resendFrom(fromSeq);
+    // The nak left the receiver about half a round trip ago.
+    this.resendFrom(fromSeq, performance.now() - this.srtt / 2);
   }
 
   /**
-   * Rewinds the pump to `fromSeq`: every frame from there on leaves again, in order. Naks for the
-   * frames behind a gap and the answer to a probe often ask for the same thing within one round
-   * trip; a rewind to a point the last one already covers, that recently, would send it all twice.
+   * Rewinds the pump to `fromSeq`: every frame from there on leaves again, in order. `evidenceAt`
+   * is when the receiver was known to lack the frame; if the frame has been sent again since, that
+   * copy is still on its way (naks behind one gap and a probe's answer often ask for the same
+   * frames), and rewinding again would send everything twice.
    */
-  private resendFrom(fromSeq: number): void {
-    const now = performance.now();
-    const covered = fromSeq >= this.lastRewind.seq && now - this.lastRewind.at < Math.max(this.srtt * 1.5, 50);
-    if (covered || fromSeq >= this.sendSeq) return;
-    this.lastRewind = { seq: fromSeq, at: now };
+  private resendFrom(fromSeq: number, evidenceAt: number): void {
+    if (fromSeq >= this.sendSeq) return;
+    const entry = this.inflight[fromSeq - (this.inflight[0]?.seq ?? fromSeq)];
+    if (!entry || entry.sentAt > evidenceAt) return;
     this.sendSeq = fromSeq;
     this.pump();
   }
@@ -241,7 +241,8 @@ export class StreamSender {
         this.release(position.nextSeq);
         // The probe travelled behind every frame sent before it, on the same ordered path: what the
         // receiver has not received by then was lost, and go-back-N resends from there.
-        this.resendFrom(Math.max(position.received, this.ackedSeq));
+        // Frames (re-)sent after the answered request left are not judged by its answer.
+        this.resendFrom(Math.max(position.received, this.ackedSeq), position.askedAt);
         this.lastProgress = performance.now();
       })
       .catch((err: unknown) => this.fail(err))
@@ -251,12 +252,13 @@ export class StreamSender {
   }
 
   /** Asks the receiver for its watermark, retrying with backoff while the link is down. */
-  private async queryWatermark(giveUpMs: number): Promise<ReceiverPosition> {
+  private async queryWatermark(giveUpMs: number): Promise<ReceiverPosition & { askedAt: number }> {
     const { nc, migrationId, streamId } = this.opts;
     const deadline = performance.now() + giveUpMs;
     let wait = Math.max(250, this.srtt * 2);
     for (;;) {
       if (this.closed) throw new StreamClosedError({ migrationId, streamId });
+      const askedAt = performance.now();
       try {
         const reply = await nc.request(
           Subjects.streamStatus(migrationId, streamId),
@@ -264,7 +266,7 @@ export class StreamSender {
           { timeout: Math.max(1000, this.srtt * 4) },
         );
         const ack = decodeAck(reply.data);
-        return { nextSeq: ack.nextSeq, cursor: ack.cursor, received: ack.received ?? ack.nextSeq };
+        return { nextSeq: ack.nextSeq, cursor: ack.cursor, received: ack.received ?? ack.nextSeq, askedAt };
       } catch (err) {
         if (performance.now() > deadline) {
           throw new StreamError(ErrorCode.StreamTimeout, `receiver of ${migrationId}/${streamId} did not answer`, {
