@@ -10,7 +10,7 @@ describe('delta-apply config', () => {
 
   it('lets flags override the environment', () => {
     const { config } = resolveDeltaApplyConfig(
-      ['--site', 'site-c', '--nats', 'nats://10.0.0.1:4333', '--data-dir', 'rel'],
+      ['--site', 'site-c', '--nats', 'nats://10.0.0.1:4333', '--data-dir', 'rel', '--sim-runtime-dir', 'guests'],
       {
         WANMIG_SITE: 'site-b',
         WANMIG_NATS_URL: 'nats://127.0.0.1:1',
@@ -20,6 +20,7 @@ describe('delta-apply config', () => {
     expect(config?.site).toBe('site-c');
     expect(config?.natsUrl).toBe('nats://10.0.0.1:4333');
     expect(config?.dataDir).toMatch(/^\/.*\/rel$/);
+    expect(config?.simRuntimeDir).toMatch(/^\/.*\/guests$/);
   });
 
   it('fails with every bad key, and on unknown flags', () => {

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { IsInt, IsNotEmpty, IsString, Matches, Max, Min } from 'class-validator';
+import { DEFAULT_SIM_RUNTIME_DIR } from '@wanmig/hypervisor';
 import { SITE_PATTERN, ValidationError } from '@wanmig/protocol';
 import { loadConfig, type EnvSource } from '@wanmig/service';
 
@@ -11,7 +12,7 @@ export const DEFAULT_PRESENT_MAP_INTERVAL_MS = 1000;
 
 /**
  * delta-apply's configuration, validated once at boot: `WANMIG_NATS_URL`, `WANMIG_SITE`,
- * `WANMIG_DATA_DIR`, `WANMIG_PRESENT_MAP_INTERVAL_MS`. The site has no default: serving another
+ * `WANMIG_DATA_DIR`, `WANMIG_PRESENT_MAP_INTERVAL_MS`, `WANMIG_SIM_RUNTIME_DIR`. The site has no default: serving another
  * site's subjects by accident would be worse than not starting.
  */
 export class DeltaApplyConfig {
@@ -30,18 +31,28 @@ export class DeltaApplyConfig {
   @Min(0)
   @Max(60_000)
   presentMapIntervalMs: number = DEFAULT_PRESENT_MAP_INTERVAL_MS;
+
+  /** Where the sim driver keeps the control sockets and runtime info of the VMs it starts. */
+  @IsString()
+  @IsNotEmpty()
+  simRuntimeDir: string = DEFAULT_SIM_RUNTIME_DIR;
 }
 
-export const DELTA_APPLY_USAGE = `usage: delta-apply [--nats URL] [--site NAME] [--data-dir DIR]
+export const DELTA_APPLY_USAGE = `usage: delta-apply [--nats URL] [--site NAME] [--data-dir DIR] [--sim-runtime-dir DIR]
 
 Destination side of wanmig's migrations: receives disk streams into local images, memory
 pages and device state into RAM files, and resumes the migrated VM.
-Flags override the environment: WANMIG_NATS_URL, WANMIG_SITE, WANMIG_DATA_DIR
-(and WANMIG_PRESENT_MAP_INTERVAL_MS).
+Flags override the environment: WANMIG_NATS_URL, WANMIG_SITE, WANMIG_DATA_DIR,
+WANMIG_SIM_RUNTIME_DIR (and WANMIG_PRESENT_MAP_INTERVAL_MS).
 `;
 
 /** Command-line flags and the environment variable each one overrides. */
-const FLAG_ENV = { nats: 'WANMIG_NATS_URL', site: 'WANMIG_SITE', 'data-dir': 'WANMIG_DATA_DIR' } as const;
+const FLAG_ENV = {
+  nats: 'WANMIG_NATS_URL',
+  site: 'WANMIG_SITE',
+  'data-dir': 'WANMIG_DATA_DIR',
+  'sim-runtime-dir': 'WANMIG_SIM_RUNTIME_DIR',
+} as const;
 
 export interface ParsedCommandLine {
   help: boolean;
@@ -50,7 +61,7 @@ export interface ParsedCommandLine {
 
 /**
  * Reads the flags, lays them over the environment and validates the result once. A bad flag or
- * value throws ValidationError naming every bad key; `dataDir` comes back absolute.
+ * value throws ValidationError naming every bad key; `dataDir` and `simRuntimeDir` come back absolute.
  */
 export function resolveDeltaApplyConfig(argv: string[], env: EnvSource = process.env): ParsedCommandLine {
   let values: Partial<Record<keyof typeof FLAG_ENV | 'help', string | boolean>>;
@@ -63,6 +74,7 @@ export function resolveDeltaApplyConfig(argv: string[], env: EnvSource = process
         nats: { type: 'string' },
         site: { type: 'string' },
         'data-dir': { type: 'string' },
+        'sim-runtime-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -77,5 +89,6 @@ export function resolveDeltaApplyConfig(argv: string[], env: EnvSource = process
   }
   const config = loadConfig(DeltaApplyConfig, merged);
   config.dataDir = resolve(config.dataDir);
+  config.simRuntimeDir = resolve(config.simRuntimeDir);
   return { help: false, config };
 }

@@ -129,13 +129,3 @@ export class VmResumeError extends DeltaApplyError {
     this.driver = fields.driver;
   }
 }
-
-/** No hypervisor driver of that name runs at this site. */
-export class DriverUnavailableError extends DeltaApplyError {
-  readonly driver: string;
-  constructor(driver: string, reason = `${driver} driver not available`) {
-    super(ErrorCode.Unavailable, reason);
-    this.name = 'DriverUnavailableError';
-    this.driver = driver;
-  }
-}

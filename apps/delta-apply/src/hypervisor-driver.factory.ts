@@ -1,28 +1,32 @@
-import type { HypervisorDriver, IncomingVm, IncomingVmSpec, SourceVm } from '@wanmig/hypervisor';
+import {
+  SimDriver,
+  type HypervisorDriver,
+  type IncomingVm,
+  type IncomingVmSpec,
+  type SourceVm,
+} from '@wanmig/hypervisor';
 import type { DeltaApplyConfig } from './delta-apply.config.js';
-import { DriverUnavailableError } from './errors.js';
 
 /**
- * Stands in for a driver this build does not have: every call fails with UNAVAILABLE, and a resume
- * checks for it before it stops receiving, so asking for it changes nothing.
+ * The sim driver as the destination uses it: its guests are started detached, so a migrated VM
+ * outlives a restart (or a crash) of delta-apply, as a VM outlives a restart of libvirtd. A VM
+ * that never ran is stopped by delta-apply itself (failed resume, release, shutdown).
  */
-export class UnavailableDriver implements HypervisorDriver {
-  constructor(readonly name: string) {}
+export class DestinationSimDriver implements HypervisorDriver {
+  readonly name = 'sim';
 
-  error(): DriverUnavailableError {
-    return new DriverUnavailableError(this.name);
+  constructor(private readonly sim: SimDriver) {}
+
+  attach(vmId: string): Promise<SourceVm> {
+    return this.sim.attach(vmId);
   }
 
-  attach(_vmId: string): Promise<SourceVm> {
-    return Promise.reject(this.error());
-  }
-
-  startIncoming(_spec: IncomingVmSpec): Promise<IncomingVm> {
-    return Promise.reject(this.error());
+  startIncoming(spec: IncomingVmSpec): Promise<IncomingVm> {
+    return this.sim.startIncoming({ ...spec, detached: true });
   }
 }
 
 /** The driver destination VMs are started with. */
-export function createHypervisorDriver(_config: DeltaApplyConfig): HypervisorDriver {
-  return new UnavailableDriver('sim');
+export function createHypervisorDriver(config: DeltaApplyConfig): HypervisorDriver {
+  return new DestinationSimDriver(new SimDriver({ runtimeDir: config.simRuntimeDir }));
 }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Logger } from '@nestjs/common';
 import { ChunkEncoder } from '@wanmig/codec';
-import type { DeviceState, HypervisorDriver, IncomingVm, IncomingVmSpec } from '@wanmig/hypervisor';
+import type { DeviceState, HypervisorDriver, IncomingVm, IncomingVmSpec, SourceVm } from '@wanmig/hypervisor';
 import {
   DeviceStateStreamId,
   encodeFrame,
@@ -23,7 +23,6 @@ import type { DeltaApplyConfig } from './delta-apply.config.js';
 import { sha256 } from './device-state.sink.js';
 import { DeviceStateMismatchError, MigrationConflictError, VmResumeError } from './errors.js';
 import { FakeDataPlane } from './fake-data-plane.spec-helper.js';
-import { UnavailableDriver } from './hypervisor-driver.factory.js';
 import { MemoryReceiverService } from './memory-receiver.service.js';
 import { RoomLedger } from './room.ledger.js';
 
@@ -36,10 +35,20 @@ class FakeDriver implements HypervisorDriver {
   readonly started: IncomingVmSpec[] = [];
   readonly resumed: DeviceState[] = [];
   readonly stopped: string[] = [];
+  /** VMs found by id and released (a rollback after a restart). */
+  readonly released: string[] = [];
   failResume?: Error;
+  /** What attach() answers for a VM that is gone. */
+  gone?: WanmigError;
 
-  attach(): never {
-    throw new Error('not a source');
+  attach(vmId: string): Promise<SourceVm> {
+    if (this.gone) return Promise.reject(this.gone);
+    return Promise.resolve({
+      release: () => {
+        this.released.push(vmId);
+        return Promise.resolve();
+      },
+    } as SourceVm);
   }
 
   startIncoming(spec: IncomingVmSpec): Promise<IncomingVm> {
@@ -76,7 +85,13 @@ describe('MemoryReceiverService', () => {
   let driver: FakeDriver;
   let service: MemoryReceiverService;
   const start = async (withDriver: HypervisorDriver = driver): Promise<MemoryReceiverService> => {
-    const config: DeltaApplyConfig = { dataDir, site: 'site-b', natsUrl: '', presentMapIntervalMs: 0 };
+    const config: DeltaApplyConfig = {
+      dataDir,
+      site: 'site-b',
+      natsUrl: '',
+      presentMapIntervalMs: 0,
+      simRuntimeDir: join(dataDir, 'sim'),
+    };
     const started = new MemoryReceiverService(config, roomy, plane.connection, new RoomLedger(), withDriver);
     await started.onApplicationBootstrap();
     return started;
@@ -176,6 +191,34 @@ describe('MemoryReceiverService', () => {
     });
   });
 
+  it('reports a stream that failed for good, and receives again on the next prepare', async () => {
+    const migrationId = randomUUID();
+    await service.prepare({ migrationId, ramBytes: RAM, pageSize: 4096 });
+    // The same bad frame again and again fails the stream for good.
+    for (let i = 1; i <= 5; i++) {
+      plane.deliver(Subjects.data(migrationId, MemoryStreamId), pageFrame(migrationId, 0, RAM, randomBytes(4096)));
+      await waitUntil(() => service.status({ migrationId }).rejectedFrames === i, {
+        what: `refusal ${i}`,
+        timeoutMs: 5_000,
+      });
+    }
+    await waitUntil(() => service.status({ migrationId }).failure, { what: 'failure reported', timeoutMs: 5_000 });
+    expect(service.status({ migrationId }).failure).toMatchObject({ code: ErrorCode.RecordCorrupt });
+    expect(await service.prepare({ migrationId, ramBytes: RAM, pageSize: 4096 })).toMatchObject({
+      resumed: true,
+      nextSeq: 0,
+    });
+    expect(service.status({ migrationId })).toMatchObject({ rejectedFrames: 0, nextSeq: 0 });
+    expect(service.status({ migrationId }).failure).toBeUndefined();
+    const ram = randomBytes(RAM);
+    plane.deliver(Subjects.data(migrationId, MemoryStreamId), pageFrame(migrationId, 0, 0, ram));
+    await waitUntil(() => service.status({ migrationId }).finished, {
+      what: 'pages after the failure',
+      timeoutMs: 5_000,
+    });
+    expect(await readFile(join(dataDir, migrationId, 'ram.img'))).toEqual(ram);
+  });
+
   it('refuses a resume whose device state differs, and starts nothing', async () => {
     const { migrationId, request } = await prepared();
     const wrongSha = await errorOf(service.resume({ ...request, deviceStateSha256: '0'.repeat(64) }));
@@ -223,16 +266,13 @@ describe('MemoryReceiverService', () => {
       nextSeq: 1,
     });
     expect(plane.subjects.filter((s) => s.includes(migrationId))).toEqual([]);
-    // Without the handle it cannot stop that VM, so a rollback release is refused, and nothing changes.
-    expect(await errorOf(service.release({ migrationId, deleteRam: true }))).toMatchObject({
-      code: ErrorCode.Conflict,
-    });
     expect(await service.release({ migrationId })).toEqual({
       migrationId,
       ramPath: join(dataDir, migrationId, 'ram.img'),
       ramDeleted: false,
       vmStopped: false,
     });
+    expect(driver.released).toEqual([]);
     expect(await readdir(join(dataDir, migrationId))).toEqual(['ram.img']);
   });
 
@@ -263,12 +303,20 @@ describe('MemoryReceiverService', () => {
     expect(existsSync(join(dataDir, migrationId))).toBe(false);
   });
 
-  it('says the sim driver is not available without touching the receivers', async () => {
-    await service.beforeApplicationShutdown();
-    service = await start(new UnavailableDriver('sim'));
-    const { migrationId, request } = await prepared();
-    const err = await errorOf(service.resume(request));
-    expect(err).toMatchObject({ code: ErrorCode.Unavailable, message: 'sim driver not available' });
-    expect(plane.subjects).toContain(Subjects.data(migrationId, MemoryStreamId));
+  it('rolls back a VM an earlier process started by finding it by id, or finds it gone', async () => {
+    for (const gone of [undefined, new WanmigError(ErrorCode.NotFound, "no sim guest 'vm-1'")]) {
+      const { migrationId, request } = await prepared();
+      await service.resume(request);
+      await service.beforeApplicationShutdown();
+      service = await start();
+      driver.gone = gone;
+      expect(await service.release({ migrationId, deleteRam: true })).toMatchObject({
+        ramDeleted: true,
+        vmStopped: gone === undefined,
+      });
+      expect(existsSync(join(dataDir, migrationId))).toBe(false);
+    }
+    expect(driver.released).toEqual(['vm-1']);
+    expect(driver.stopped).toEqual([]);
   });
 });

@@ -26,13 +26,12 @@ import { checkDeviceState } from './device-state.check.js';
 import { describe } from './disk.session.js';
 import { MigrationConflictError, MigrationNotFoundError, MigrationStateError, ServiceStoppingError } from './errors.js';
 import type { StatFs } from './free-space.check.js';
-import { UnavailableDriver } from './hypervisor-driver.factory.js';
 import { KeyedLock } from './keyed.lock.js';
 import type { MemoryManifest } from './memory-manifest.store.js';
 import { checkRamSize, MemoryProvisioner } from './memory.provisioner.js';
 import { MemorySession } from './memory.session.js';
 import { RoomLedger } from './room.ledger.js';
-import { VmStarter } from './vm.starter.js';
+import { VmLifecycle } from './vm.lifecycle.js';
 
 /**
  * The destination memory of this site: prepares RAM files and receives pages and device state into
@@ -46,7 +45,7 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
   private readonly sessions = new Map<string, MemorySession>();
   private readonly lock = new KeyedLock();
   private readonly memory: MemoryProvisioner;
-  private readonly vms: VmStarter;
+  private readonly vms: VmLifecycle;
   private stopping = false;
 
   constructor(
@@ -57,7 +56,7 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
     @Inject(HYPERVISOR_DRIVER) private readonly driver: HypervisorDriver,
   ) {
     this.memory = new MemoryProvisioner(config.dataDir, statFs);
-    this.vms = new VmStarter(driver, this.logger);
+    this.vms = new VmLifecycle(driver, this.logger);
     room.register(() =>
       [...this.sessions.values()]
         .filter((session) => session.isReceiving)
@@ -107,8 +106,9 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
       if (session) {
         checkSame(request, session);
         checkNotRunning(session.resumedVm?.vmId, migrationId);
-        if (!session.isReceiving) {
-          // A resume that failed stopped the receivers: a new prepare receives again, from the watermarks.
+        if (!session.isReceiving || session.hasFailed) {
+          // A resume that failed stopped the receivers, or a stream failed for good: a new prepare
+          // receives again, from the watermarks.
           const manifest = await this.loadManifest(migrationId);
           await session.close();
           this.sessions.delete(migrationId);
@@ -158,7 +158,9 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
         );
       }
       const state = checkDeviceState(session.deviceState, request);
-      if (this.driver instanceof UnavailableDriver) throw this.driver.error();
+      if (!session.isFinished) {
+        this.logger.warn(`resuming ${request.migrationId} before the end of its memory stream: the source decides`);
+      }
       return this.vms.start(session, request, state);
     });
   }
@@ -174,18 +176,10 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
       if (!session && onDisk === undefined) throw new MigrationNotFoundError(migrationId, 'memory');
       const running = session?.resumedVm ?? onDisk?.vm;
       const vm = session?.incomingVm;
-      if (running && deleteRam && !vm) {
-        throw new MigrationConflictError({
-          migrationId,
-          field: 'deleteRam',
-          message:
-            `VM ${running.vmId} runs from the RAM of migration ${migrationId} but was started by an earlier ` +
-            'delta-apply process: stop it first, then release',
-        });
-      }
-      // A VM that never ran is stopped; a running one is the migrated VM now, unless this is a rollback.
-      const vmStopped = vm !== undefined && (!running || deleteRam);
-      if (vmStopped) await vm.stop();
+      // A VM that never ran is stopped; a running one is the migrated VM now, unless this is a rollback
+      // (then it is stopped too, found by id when an earlier delta-apply process started it).
+      const stop = running ? deleteRam : vm !== undefined;
+      const vmStopped = stop && (await this.vms.stop(running?.vmId ?? '', vm));
       if (session) {
         await session.close();
         this.sessions.delete(migrationId);

@@ -83,6 +83,16 @@ export class MemorySession {
     return this.receivers !== undefined;
   }
 
+  /** A stream failed for good (a frame that kept failing to apply): a new prepare receives again. */
+  get hasFailed(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /** The memory stream's End frame is durable. */
+  get isFinished(): boolean {
+    return this.manifest.finished;
+  }
+
   /** The VM that runs from this RAM, once resumed. */
   get resumedVm(): ResumedVm | undefined {
     return this.manifest.vm;

@@ -1,18 +1,20 @@
 import type { HypervisorDriver, IncomingVm } from '@wanmig/hypervisor';
-import type { ResumeVmReply, ResumeVmRequest } from '@wanmig/protocol';
+import { ErrorCode, WanmigError, type ResumeVmReply, type ResumeVmRequest } from '@wanmig/protocol';
 import type { HeldDeviceState } from './device-state.sink.js';
 import { describe, type SessionLogger } from './disk.session.js';
 import { VmResumeError } from './errors.js';
 import type { MemorySession } from './memory.session.js';
 
 /**
- * Starts the destination VM of a migration whose device state was checked: stops receiving (the
+ * Starts and stops the destination VM of a migration.
+ *
+ * Starting, once the device state was checked: stops receiving (the
  * RAM file is made durable and closed: nothing may write into a running guest's memory), starts
  * the VM incoming on the RAM file, resumes it with the device state, and records it as running.
  * Any failure stops the incoming VM and becomes a VmResumeError; the files stay, so the
  * orchestrator can roll back, or prepare and resume again.
  */
-export class VmStarter {
+export class VmLifecycle {
   constructor(
     private readonly driver: HypervisorDriver,
     private readonly logger: SessionLogger,
@@ -53,5 +55,29 @@ export class VmStarter {
       session.attachVm(undefined);
       throw new VmResumeError({ migrationId, vmId, driver, cause: err });
     }
+  }
+
+  /**
+   * Stops a migration's VM: through the handle this process holds, or, for a VM an earlier
+   * delta-apply process started, by finding it by id and releasing it. False when there was
+   * nothing to stop (the VM is gone already).
+   */
+  async stop(vmId: string, handle: IncomingVm | undefined): Promise<boolean> {
+    if (handle) {
+      await handle.stop();
+      return true;
+    }
+    let vm;
+    try {
+      vm = await this.driver.attach(vmId);
+    } catch (err) {
+      if (err instanceof WanmigError && (err.code === ErrorCode.NotFound || err.code === ErrorCode.Unavailable)) {
+        this.logger.warn(`VM ${vmId} is not running any more: ${err.message}`);
+        return false;
+      }
+      throw err;
+    }
+    await vm.release();
+    return true;
   }
 }
