@@ -1,11 +1,13 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat, statfs } from 'node:fs/promises';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { ChunkEncoder, createRng, mixedDataset, mutatePage } from '@wanmig/codec';
+import { SimDriver, SimWorkload, type SimSourceVm } from '@wanmig/hypervisor';
 import {
   callControl,
   controlSubject,
@@ -23,6 +25,7 @@ import {
   type MemoryStatusReply,
   type PrepareMemoryReply,
   type ReleaseMemoryReply,
+  type ResumeVmReply,
   type ResumeVmRequest,
 } from '@wanmig/protocol';
 import { RecordStreamWriter, StreamSender } from '@wanmig/stream';
@@ -44,12 +47,17 @@ const FRAME_SPAN = 256 * 1024;
 /** Pages re-sent with small changes after the first pass (pre-copy's second round). */
 const DIRTY_PAGES = 1024;
 const READY = /delta-apply ready site=site-b .*memory=(\d+)/;
+const SIM_VM = 'sim-e2e';
+const SIM_RAM = 64 * 1024 * 1024;
 const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
 
 describe('delta-apply memory and VM resume (built, behind the emulated WAN at site B)', () => {
   let sites: TwoSites;
   let ncA: NatsConnection;
   let dataDir: string;
+  /** Runtime directories of the sim guests: the source's (this process) and the destination's (delta-apply). */
+  let sourceGuests: string;
+  let destinationGuests: string;
   let service: ServiceProcess;
   /** Everything the current service process printed. */
   let output: string[] = [];
@@ -63,7 +71,7 @@ describe('delta-apply memory and VM resume (built, behind the emulated WAN at si
     output = [];
     return ServiceProcess.start({
       service: 'delta-apply',
-      args: ['--nats', sites.b.url, '--site', SITE, '--data-dir', dataDir],
+      args: ['--nats', sites.b.url, '--site', SITE, '--data-dir', dataDir, '--sim-runtime-dir', destinationGuests],
       readyPattern: READY,
       log: (line) => output.push(line),
     });
@@ -131,6 +139,8 @@ describe('delta-apply memory and VM resume (built, behind the emulated WAN at si
     sites = await startTwoSites({ delayMs: 10, bandwidthBps: 200e6 });
     ncA = await connect({ servers: sites.a.url });
     dataDir = await mkdtemp(join(tmpdir(), 'wanmig-delta-apply-memory-'));
+    sourceGuests = await mkdtemp(join(tmpdir(), 'wanmig-sim-a-'));
+    destinationGuests = await mkdtemp(join(tmpdir(), 'wanmig-sim-b-'));
     source = Buffer.concat([...mixedDataset({ size: RAM, seed: 23, chunkSize: 1024 * 1024 })].map((c) => c.data));
     service = await launch();
     // Site A learns of site B's subscriptions one WAN delay later.
@@ -139,9 +149,15 @@ describe('delta-apply memory and VM resume (built, behind the emulated WAN at si
 
   afterAll(async () => {
     await service?.kill9();
+    // A destination guest outlives delta-apply (detached): stop one a failed test left running.
+    if (destinationGuests) {
+      const leftover = await new SimDriver({ runtimeDir: destinationGuests }).attach(SIM_VM).catch(() => undefined);
+      await leftover?.stop();
+    }
     await ncA?.close();
     await sites?.stop();
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    for (const dir of [dataDir, sourceGuests, destinationGuests])
+      if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it('prepares a sparse RAM file, receives pages (with XBZRLE re-sends) and the device state byte for byte', async () => {
@@ -357,4 +373,130 @@ describe('delta-apply memory and VM resume (built, behind the emulated WAN at si
     expect(sender.stats.resentBytes).toBeLessThanOrEqual(0.1 * RAM);
     await call(MemoryVerb.Release, { migrationId, deleteRam: true });
   });
+
+  it('moves a real sim guest: pre-copy from the running source, stop-and-copy, resume at site B', async () => {
+    const source = await new SimDriver({ runtimeDir: sourceGuests }).launch({
+      vmId: SIM_VM,
+      ramBytes: SIM_RAM,
+      workload: SimWorkload.Web,
+      seed: 5,
+    });
+    try {
+      const migrationId = randomUUID();
+      const ramPath = join(dataDir, migrationId, 'ram.img');
+      await call(MemoryVerb.Prepare, { migrationId, ramBytes: SIM_RAM });
+      const { dirtyPages, sourceRam } = await precopy(migrationId, source);
+      const state = await source.deviceState();
+      const before = { k3: await source.monitor('GET k3'), counter: Number(await source.monitor('COUNTER')) };
+      await pushDeviceState(migrationId, state.blob);
+      await waitUntil(async () => (await status(migrationId)).finished, { what: 'pages durable', timeoutMs: 5_000 });
+      expect(sha(await readFile(ramPath))).toBe(sha(sourceRam));
+
+      const request: ResumeVmRequest = {
+        migrationId,
+        vmId: SIM_VM,
+        driver: 'sim',
+        deviceStateBytes: state.blob.length,
+        deviceStateSha256: state.sha256,
+      };
+      const started = performance.now();
+      const resumed = await call<ResumeVmReply>(MemoryVerb.Resume, request);
+      const resumeMs = performance.now() - started;
+      expect(resumed.vmId).toBe(SIM_VM);
+      expect(resumed.serviceAddress).not.toBe(source.serviceAddress);
+      // The guest at site B answers from the migrated RAM: the same key-value area, the counter goes on.
+      const [k3, counter] = await askGuest(resumed.serviceAddress, ['GET k3', 'COUNTER']);
+      expect(k3).toBe(before.k3);
+      expect(Number(counter)).toBeGreaterThanOrEqual(before.counter);
+      expect(await status(migrationId)).toMatchObject({
+        running: true,
+        vmId: SIM_VM,
+        serviceAddress: resumed.serviceAddress,
+        resumedAt: resumed.resumedAt,
+      });
+      // A retry of the same resume answers the same; nothing more is received into a running VM's RAM.
+      expect(await call(MemoryVerb.Resume, request)).toEqual(resumed);
+      expect((await errorOf(call(MemoryVerb.Prepare, { migrationId, ramBytes: SIM_RAM }))).code).toBe(
+        ErrorCode.Conflict,
+      );
+      console.log(
+        `delta-apply sim guest: ${SIM_RAM >> 20} MiB RAM + ${dirtyPages} dirty pages at stop-and-copy, ` +
+          `${state.blob.length} bytes of device state, vm.resume in ${resumeMs.toFixed(0)} ms`,
+      );
+
+      // The migrated VM does not depend on delta-apply: it outlives a kill -9, and the restarted
+      // service knows it runs and receives nothing into its RAM.
+      await service.kill9();
+      service = await launch();
+      expect(printed()).toContain(`resumed memory of ${migrationId}: VM ${SIM_VM} runs from it, not receiving`);
+      expect(Number((await askGuest(resumed.serviceAddress, ['COUNTER']))[0])).toBeGreaterThanOrEqual(Number(counter));
+      await waitForRemoteInterest(sites.a, subject(MemoryVerb.Release));
+      expect(await status(migrationId)).toMatchObject({ running: true, deviceStateSha256: state.sha256 });
+
+      // A rollback after the move: the VM at site B (found by id) is stopped and its RAM deleted.
+      const released = await call<ReleaseMemoryReply>(MemoryVerb.Release, { migrationId, deleteRam: true });
+      expect(released).toMatchObject({ ramDeleted: true, vmStopped: true });
+      await expect(askGuest(resumed.serviceAddress, ['PING'])).rejects.toThrow();
+      expect(existsSync(join(dataDir, migrationId))).toBe(false);
+    } finally {
+      await source.stop();
+    }
+  });
+
+  /** One pre-copy round while the guest runs, then pause and send what it dirtied meanwhile. */
+  async function precopy(migrationId: string, vm: SimSourceVm) {
+    const memory = vm.memory();
+    await memory.drainDirty(); // starts the dirty log
+    const sender = new StreamSender({
+      nc: ncA,
+      migrationId,
+      streamId: MemoryStreamId,
+      kind: StreamKind.Memory,
+      windowBytes: WINDOW,
+    });
+    const writer = new RecordStreamWriter(sender, new ChunkEncoder(), FRAME_SPAN);
+    await sender.open();
+    for (let offset = 0; offset < SIM_RAM; offset += FRAME_SPAN) {
+      await writer.write(offset, await memory.read(offset, FRAME_SPAN));
+    }
+    await vm.pause();
+    const dirty = await memory.drainDirty();
+    for (const range of dirty.byteRanges({ maxBytes: FRAME_SPAN })) {
+      await writer.write(range.offset, await memory.read(range.offset, range.length));
+    }
+    await writer.finish();
+    sender.close();
+    return { dirtyPages: dirty.count, sourceRam: await memory.read(0, SIM_RAM) };
+  }
 });
+
+/** Sends request lines to a guest's TCP service and returns its reply lines. */
+function askGuest(address: string, lines: string[]): Promise<string[]> {
+  const [host, port] = address.split(':');
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host, port: Number(port) });
+    const replies: string[] = [];
+    let buffered = '';
+    const timer = setTimeout(() => socket.destroy(new Error(`no answer from ${address}`)), 5_000);
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(lines.map((line) => `${line}\n`).join('')));
+    socket.on('data', (chunk: string) => {
+      const parts = (buffered + chunk).split('\n');
+      buffered = parts.pop()!;
+      replies.push(...parts);
+      if (replies.length >= lines.length) {
+        clearTimeout(timer);
+        socket.end();
+        resolve(replies.slice(0, lines.length));
+      }
+    });
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      reject(new Error(`${address} closed after ${replies.length} of ${lines.length} replies`));
+    });
+  });
+}
