@@ -1,4 +1,5 @@
 import type { HypervisorDriver, IncomingVm } from '@wanmig/hypervisor';
+import { digestRegions } from '@wanmig/stream';
 import { ErrorCode, WanmigError, type ResumeVmReply, type ResumeVmRequest } from '@wanmig/protocol';
 import type { HeldDeviceState } from './device-state.sink.js';
 import { describe, type SessionLogger } from './disk.session.js';
@@ -24,6 +25,7 @@ export class VmLifecycle {
     const { migrationId, vmId, diskUri, servicePort } = request;
     const driver = this.driver.name;
     await session.stopReceiving();
+    if (request.ramSha256) await this.verifyRam(session, request.ramSha256, migrationId);
     this.logger.log(
       `starting incoming VM ${vmId} for ${migrationId} (${driver} driver, ${session.ramBytes} bytes of RAM)`,
     );
@@ -42,7 +44,7 @@ export class VmLifecycle {
       const { serviceAddress } = await vm.describe();
       await session.recordResumed({ vmId, driver, serviceAddress, resumedAt });
       this.logger.log(`VM ${vmId} of ${migrationId} runs at ${serviceAddress}`);
-      return { vmId, serviceAddress, resumedAt };
+      return { vmId, serviceAddress, resumedAt, ...(request.ramSha256 ? { ramVerified: true } : {}) };
     } catch (err) {
       this.logger.error(`VM ${vmId} of ${migrationId} did not resume: ${describe(err)}`);
       if (vm) {
@@ -79,5 +81,20 @@ export class VmLifecycle {
     }
     await vm.release();
     return true;
+  }
+
+  /** The RAM about to run must be the source's at pause, byte for byte: never start on a difference. */
+  private async verifyRam(session: MemorySession, expected: string, migrationId: string): Promise<void> {
+    const [actual] = await digestRegions(session.ramPath, {
+      offset: 0,
+      length: session.ramBytes,
+      regionBytes: session.ramBytes,
+    });
+    if (actual !== expected) {
+      throw new WanmigError(
+        ErrorCode.Conflict,
+        `RAM of migration ${migrationId} differs from the source at pause (sha256 ${actual}, source ${expected}): not started`,
+      );
+    }
   }
 }

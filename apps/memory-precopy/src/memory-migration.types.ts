@@ -42,5 +42,6 @@ export interface MemoryMigrationReport {
   precopySeconds: number;
   totalSeconds: number;
   destination: { serviceAddress: string; resumedAt: number };
-  sourceRamSha256AtPause?: string;
+  /** The destination checked its RAM against the source's at pause before running the VM. */
+  ramVerified: boolean;
 }

@@ -1,8 +1,8 @@
 import { IsString, Matches } from 'class-validator';
+import { DEFAULT_SIM_RUNTIME_DIR } from '@wanmig/hypervisor';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_SITE = 'site-a';
-export const DEFAULT_RUNTIME_DIR = '/run/wanmig';
 
 /** Validated once at boot from WANMIG_* environment variables and command-line flags. */
 export class MemoryPrecopyConfig {
@@ -14,7 +14,7 @@ export class MemoryPrecopyConfig {
 
   /** Where the sim driver's guests keep their control sockets. */
   @IsString()
-  runtimeDir: string = DEFAULT_RUNTIME_DIR;
+  runtimeDir: string = DEFAULT_SIM_RUNTIME_DIR;
 }
 
 export const MEMORY_PRECOPY_CONFIG = Symbol('MEMORY_PRECOPY_CONFIG');

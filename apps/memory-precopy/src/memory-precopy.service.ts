@@ -59,6 +59,7 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
       bandwidthBps: req.bandwidthBps || undefined,
       limiter: req.bandwidthBps ? new TokenBucket(req.bandwidthBps / 8) : undefined,
       diskUri: req.diskUri,
+      verifyRam: req.verifyRam,
       servicePort: req.servicePort,
       onProgress: (p) => this.nc.publish(events, JSON.stringify({ type: 'progress', ...p })),
     });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { BlockMap } from '@wanmig/blockmap';
 import { BatchCompressor, ChunkEncoder, Zstd } from '@wanmig/codec';
@@ -39,6 +40,11 @@ export interface MemoryMigrationOptions {
   /** The VM's disk as the destination will serve it. */
   diskUri?: string;
   servicePort?: number;
+  /**
+   * Hash the source's RAM at pause (while the last pages go) and have the destination check its
+   * copy before it runs the VM: a difference refuses the resume and the source rolls back.
+   */
+  verifyRam?: boolean;
   /** Runs with the guest paused, after its memory is sent: the disk's final drain goes here. */
   whilePaused?: () => Promise<void>;
   onProgress?: (progress: MemoryProgress) => void;
@@ -196,6 +202,7 @@ export class MemoryMigration {
     onPaused();
     pending.unionInPlace(await memory.drainDirty());
     const finalPages = pending.count;
+    const hashing = this.o.verifyRam ? hashMemory(memory, this.ramBytes) : undefined;
     await this.sendPages(memory, pending, sentOnce);
     await this.writer.finish();
     const state = await vm.deviceState();
@@ -216,6 +223,7 @@ export class MemoryMigration {
         driver: 'sim',
         deviceStateSha256: state.sha256,
         deviceStateBytes: state.blob.length,
+        ...(hashing ? { ramSha256: await hashing } : {}),
         ...(this.o.diskUri ? { diskUri: this.o.diskUri } : {}),
         ...(this.o.servicePort !== undefined ? { servicePort: this.o.servicePort } : {}),
       },
@@ -244,6 +252,7 @@ export class MemoryMigration {
       precopySeconds,
       totalSeconds: (performance.now() - this.started) / 1000,
       destination: { serviceAddress: destination.serviceAddress, resumedAt: destination.resumedAt },
+      ramVerified: destination.ramVerified === true,
     };
   }
 
@@ -311,6 +320,15 @@ export class MemoryMigration {
     this.lastEmit = performance.now();
     this.o.onProgress?.(this.progress());
   }
+}
+
+/** sha256 of all of RAM, read in large sequential pieces. */
+async function hashMemory(memory: PageMemory, ramBytes: number): Promise<string> {
+  const hash = createHash('sha256');
+  for (let offset = 0; offset < ramBytes; offset += 8 * READ_BYTES) {
+    hash.update(await memory.read(offset, Math.min(8 * READ_BYTES, ramBytes - offset)));
+  }
+  return hash.digest('hex');
 }
 
 /** Frame bytes per second: the best rate a round long enough to measure achieved. */

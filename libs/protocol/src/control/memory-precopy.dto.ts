@@ -42,6 +42,10 @@ export class MigrateMemoryRequest {
   @IsString()
   diskUri?: string;
 
+  /** Check the destination's RAM against the source's at pause before it runs (costs a full read). */
+  @IsBoolean()
+  verifyRam: boolean = false;
+
   @IsOptional()
   @IsInt()
   @Min(0)

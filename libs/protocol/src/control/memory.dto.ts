@@ -85,6 +85,14 @@ export class ResumeVmRequest {
   deviceStateBytes!: number;
 
   /** The VM's disk at the destination (NBD URI), when it has one. */
+  /**
+   * sha256 (hex) of the source's RAM at pause: when given, the destination hashes its RAM file
+   * before starting the VM and refuses to run it on any difference (the source then rolls back).
+   */
+  @IsOptional()
+  @Matches(/^[0-9a-f]{64}$/)
+  ramSha256?: string;
+
   @IsOptional()
   @IsString()
   diskUri?: string;
@@ -98,6 +106,8 @@ export class ResumeVmRequest {
 
 export interface ResumeVmReply {
   vmId: string;
+  /** True when the RAM was hashed against `ramSha256` before the VM ran. */
+  ramVerified?: boolean;
   serviceAddress: string;
   /** Epoch milliseconds when the guest ran again. */
   resumedAt: number;

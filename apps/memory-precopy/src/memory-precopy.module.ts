@@ -1,0 +1,28 @@
+import { Module, type DynamicModule } from '@nestjs/common';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { SimDriver } from '@wanmig/hypervisor';
+import {
+  HYPERVISOR_DRIVER,
+  MEMORY_PRECOPY_CONFIG,
+  NATS_CONNECTION,
+  type MemoryPrecopyConfig,
+} from './memory-precopy.config.js';
+import { memoryPrecopyController } from './memory-precopy.controller.js';
+import { MemoryPrecopyService } from './memory-precopy.service.js';
+
+@Module({})
+export class MemoryPrecopyModule {
+  /** `nc` carries the data plane; Nest's own connection carries control requests. */
+  static forRoot(config: MemoryPrecopyConfig, nc: NatsConnection): DynamicModule {
+    return {
+      module: MemoryPrecopyModule,
+      controllers: [memoryPrecopyController(config.site)],
+      providers: [
+        { provide: MEMORY_PRECOPY_CONFIG, useValue: config },
+        { provide: NATS_CONNECTION, useValue: nc },
+        { provide: HYPERVISOR_DRIVER, useValue: new SimDriver({ runtimeDir: config.runtimeDir }) },
+        MemoryPrecopyService,
+      ],
+    };
+  }
+}
