@@ -39,12 +39,19 @@ export class VmLifecycle {
         servicePort,
       });
       session.attachVm(vm);
+      const answers = await this.answer(vm, request.queries);
       await vm.resume({ blob: state.blob, sha256: state.sha256 });
       const resumedAt = Date.now();
       const { serviceAddress } = await vm.describe();
       await session.recordResumed({ vmId, driver, serviceAddress, resumedAt });
       this.logger.log(`VM ${vmId} of ${migrationId} runs at ${serviceAddress}`);
-      return { vmId, serviceAddress, resumedAt, ...(request.ramSha256 ? { ramVerified: true } : {}) };
+      return {
+        vmId,
+        serviceAddress,
+        resumedAt,
+        ...(request.ramSha256 ? { ramVerified: true } : {}),
+        ...(answers ? { answers } : {}),
+      };
     } catch (err) {
       this.logger.error(`VM ${vmId} of ${migrationId} did not resume: ${describe(err)}`);
       if (vm) {
@@ -81,6 +88,14 @@ export class VmLifecycle {
     }
     await vm.release();
     return true;
+  }
+
+  /** Answers from the received RAM, before the guest's first tick changes anything. */
+  private async answer(vm: IncomingVm, queries: string[] | undefined): Promise<Record<string, string> | undefined> {
+    if (!queries?.length || !vm.query) return undefined;
+    const answers: Record<string, string> = {};
+    for (const q of queries) answers[q] = await vm.query(q);
+    return answers;
   }
 
   /** The RAM about to run must be the source's at pause, byte for byte: never start on a difference. */

@@ -44,4 +44,8 @@ export interface MemoryMigrationReport {
   destination: { serviceAddress: string; resumedAt: number };
   /** The destination checked its RAM against the source's at pause before running the VM. */
   ramVerified: boolean;
+  /** What the source answered at pause to the requested queries. */
+  answersAtPause: Record<string, string>;
+  /** What the destination answered from the received RAM before it ran. */
+  answersAtDestination: Record<string, string>;
 }

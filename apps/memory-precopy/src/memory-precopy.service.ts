@@ -60,6 +60,7 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
       limiter: req.bandwidthBps ? new TokenBucket(req.bandwidthBps / 8) : undefined,
       diskUri: req.diskUri,
       verifyRam: req.verifyRam,
+      queriesAtPause: req.queriesAtPause,
       servicePort: req.servicePort,
       onProgress: (p) => this.nc.publish(events, JSON.stringify({ type: 'progress', ...p })),
     });

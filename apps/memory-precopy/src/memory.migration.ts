@@ -45,6 +45,8 @@ export interface MemoryMigrationOptions {
    * copy before it runs the VM: a difference refuses the resume and the source rolls back.
    */
   verifyRam?: boolean;
+  /** Service queries to answer at pause (through the guest's monitor), reported for comparison. */
+  queriesAtPause?: string[];
   /** Runs with the guest paused, after its memory is sent: the disk's final drain goes here. */
   whilePaused?: () => Promise<void>;
   onProgress?: (progress: MemoryProgress) => void;
@@ -203,6 +205,7 @@ export class MemoryMigration {
     pending.unionInPlace(await memory.drainDirty());
     const finalPages = pending.count;
     const hashing = this.o.verifyRam ? hashMemory(memory, this.ramBytes) : undefined;
+    const answersAtPause = await this.askAtPause();
     await this.sendPages(memory, pending, sentOnce);
     await this.writer.finish();
     const state = await vm.deviceState();
@@ -224,6 +227,7 @@ export class MemoryMigration {
         deviceStateSha256: state.sha256,
         deviceStateBytes: state.blob.length,
         ...(hashing ? { ramSha256: await hashing } : {}),
+        ...(this.o.queriesAtPause?.length ? { queries: this.o.queriesAtPause } : {}),
         ...(this.o.diskUri ? { diskUri: this.o.diskUri } : {}),
         ...(this.o.servicePort !== undefined ? { servicePort: this.o.servicePort } : {}),
       },
@@ -253,6 +257,8 @@ export class MemoryMigration {
       totalSeconds: (performance.now() - this.started) / 1000,
       destination: { serviceAddress: destination.serviceAddress, resumedAt: destination.resumedAt },
       ramVerified: destination.ramVerified === true,
+      answersAtPause,
+      answersAtDestination: destination.answers ?? {},
     };
   }
 
@@ -289,6 +295,14 @@ export class MemoryMigration {
       this.emitEvery();
     }
     sentOnce.unionInPlace(pages);
+  }
+
+  private async askAtPause(): Promise<Record<string, string>> {
+    const answers: Record<string, string> = {};
+    const { vm, queriesAtPause = [] } = this.o;
+    if (!vm.query) return answers;
+    for (const q of queriesAtPause) answers[q] = await vm.query(q);
+    return answers;
   }
 
   /** Before the destination runs the VM, the source is authoritative: make it run as it was. */

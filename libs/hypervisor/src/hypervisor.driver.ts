@@ -61,6 +61,11 @@ export interface SourceVm {
   /** The migration committed: the source releases the VM for good. */
   release(): Promise<void>;
   /**
+   * Asks the guest's service a question and answers at once, even while paused (a monitor): used
+   * to record what the VM answered at pause, to compare with the destination after the move.
+   */
+  query?(command: string): Promise<string>;
+  /**
    * Lets go of the VM without changing it: closes what this handle holds (control connection, RAM
    * file). Optional so that stand-ins written for tests need not implement it: call `vm.detach?.()`.
    */
@@ -82,6 +87,8 @@ export interface IncomingVm {
   describe(): Promise<VmDescription>;
   /** Loads the RAM file and the device state and runs the guest. */
   resume(state: DeviceState): Promise<void>;
+  /** Answers a service query from the received RAM before the guest runs (as `SourceVm.query`). */
+  query?(command: string): Promise<string>;
   stop(): Promise<void>;
 }
 

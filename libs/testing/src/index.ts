@@ -45,5 +45,5 @@ export {
   type ServiceName as WanmigServiceName,
   type ServiceProcessOptions,
 } from './service.process.js';
-export { DiskBed } from './disk.bed.js';
+export { LocalBed, type LocalBedOptions } from './local.bed.js';
 export { trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';

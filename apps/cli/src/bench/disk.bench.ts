@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { DiskBed, getFreePort, startWanEmulator, trackDir, trackPid, untrackDir, waitUntil } from '@wanmig/testing';
+import { LocalBed, getFreePort, startWanEmulator, trackDir, trackPid, untrackDir, waitUntil } from '@wanmig/testing';
 import { generateSparseImage, sha256File } from '../disk/disk-image.generator.js';
 import { runDiskMigration, type DiskRunResult } from '../disk/disk-migration.runner.js';
 
@@ -50,7 +50,7 @@ export async function runDiskBench(o: DiskBenchOptions, log: (line: string) => v
     log(`baseline: ${baseline.seconds.toFixed(1)} s, ${baseline.wireBytes} bytes on the wire`);
 
     log('wanmig: disk migration across the two-site bed');
-    const bed = await DiskBed.start({ delayMs: o.delayMs, bandwidthBps: o.bandwidthBps });
+    const bed = await LocalBed.start({ delayMs: o.delayMs, bandwidthBps: o.bandwidthBps });
     let detail: DiskRunResult;
     try {
       detail = await runDiskMigration(bed, {

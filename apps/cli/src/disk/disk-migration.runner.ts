@@ -8,7 +8,7 @@ import {
   Subjects,
   type ExportDiskReply,
 } from '@wanmig/protocol';
-import { Site, type DiskBed } from '@wanmig/testing';
+import { Site, type LocalBed } from '@wanmig/testing';
 import { generateSparseImage, sha256File } from './disk-image.generator.js';
 import { RandomWriteWorkload, type WorkloadStats } from './random-write.workload.js';
 
@@ -72,7 +72,7 @@ export interface DiskRunResult {
 }
 
 /** One disk migration across the bed, with an optional writing guest, measured end to end. */
-export async function runDiskMigration(bed: DiskBed, o: DiskRunOptions): Promise<DiskRunResult> {
+export async function runDiskMigration(bed: LocalBed, o: DiskRunOptions): Promise<DiskRunResult> {
   const log = o.log ?? (() => undefined);
   let imagePath = o.imagePath;
   let written = o.writtenBytes;
@@ -127,7 +127,7 @@ export async function runDiskMigration(bed: DiskBed, o: DiskRunOptions): Promise
         ) {
           restarts++;
           log(`kill -9 of delta-apply at ${((100 * progress.bulkBytes) / exported.sizeBytes).toFixed(0)} % of bulk`);
-          await bed.crashAndRestartDeltaApply(500, log);
+          await bed.crashAndRestartDeltaApply(500);
           log('delta-apply restarted');
         }
       } else if (event.type === 'completed') {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { formatBytes, parseBitRate, parseDuration, parseSize } from '@wanmig/service';
-import { DiskBed, serviceEntry } from '@wanmig/testing';
+import { LocalBed, serviceEntry } from '@wanmig/testing';
 import { UsageError } from '../errors.js';
 import { ProgressDisplay } from '../progress.display.js';
 import { runDiskMigration, type DiskRunResult } from './disk-migration.runner.js';
@@ -56,7 +56,7 @@ export async function diskMigrate(argv: string[], out: (text: string) => void): 
   const bandwidthBps = parseBitRate(values.bandwidth, '--bandwidth');
   const display = new ProgressDisplay();
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const bed = await DiskBed.start({ delayMs: parseDuration(values.delay, '--delay'), bandwidthBps });
+  const bed = await LocalBed.start({ delayMs: parseDuration(values.delay, '--delay'), bandwidthBps });
   let result: DiskRunResult;
   try {
     result = await runDiskMigration(bed, {

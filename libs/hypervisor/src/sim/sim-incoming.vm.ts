@@ -55,6 +55,10 @@ export class SimIncomingVm implements IncomingVm {
     return this.asSource;
   }
 
+  query(command: string): Promise<string> {
+    return this.asSource.monitor(command);
+  }
+
   /** Ends the guest (release when it answers, SIGTERM / SIGKILL otherwise). */
   async stop(): Promise<void> {
     await this.asSource.release().catch(() => undefined);

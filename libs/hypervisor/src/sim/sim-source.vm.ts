@@ -84,6 +84,10 @@ export class SimSourceVm implements SourceVm {
     return (await this.link.call<{ reply: string }>(ControlOp.Monitor, { command })).reply;
   }
 
+  query(command: string): Promise<string> {
+    return this.monitor(command);
+  }
+
   /**
    * The migration committed: the guest exits, and its RAM file goes with it when the guest created
    * it (the default `<runtimeDir>/<vmId>.ram`; a file given as `ramPath` is left to its owner).

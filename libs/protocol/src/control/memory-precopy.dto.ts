@@ -1,5 +1,17 @@
 import 'reflect-metadata';
-import { IsBoolean, IsIn, IsInt, IsOptional, IsString, IsUUID, Matches, Max, Min } from 'class-validator';
+import {
+  ArrayMaxSize,
+  IsArray,
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsOptional,
+  IsString,
+  IsUUID,
+  Matches,
+  Max,
+  Min,
+} from 'class-validator';
 
 export const MemoryPrecopyVerb = {
   /** Start moving a running VM's memory (and state) to another site; replies at once. */
@@ -45,6 +57,13 @@ export class MigrateMemoryRequest {
   /** Check the destination's RAM against the source's at pause before it runs (costs a full read). */
   @IsBoolean()
   verifyRam: boolean = false;
+
+  /** Service queries the source answers at pause (e.g. `GET k3`), reported to compare after the move. */
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(64)
+  @IsString({ each: true })
+  queriesAtPause?: string[];
 
   @IsOptional()
   @IsInt()

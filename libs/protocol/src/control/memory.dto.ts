@@ -1,5 +1,17 @@
 import 'reflect-metadata';
-import { IsBoolean, IsIn, IsInt, IsOptional, IsString, IsUUID, Matches, Max, Min } from 'class-validator';
+import {
+  ArrayMaxSize,
+  IsArray,
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsOptional,
+  IsString,
+  IsUUID,
+  Matches,
+  Max,
+  Min,
+} from 'class-validator';
 import type { WireError } from '../errors.js';
 
 /** Stream ids within a migration (disk is 1). */
@@ -93,6 +105,13 @@ export class ResumeVmRequest {
   @Matches(/^[0-9a-f]{64}$/)
   ramSha256?: string;
 
+  /** Service queries to answer from the received RAM before the VM runs (compare with the source). */
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(64)
+  @IsString({ each: true })
+  queries?: string[];
+
   @IsOptional()
   @IsString()
   diskUri?: string;
@@ -108,6 +127,8 @@ export interface ResumeVmReply {
   vmId: string;
   /** True when the RAM was hashed against `ramSha256` before the VM ran. */
   ramVerified?: boolean;
+  /** Answers to `queries`, from the received RAM, before the VM ran. */
+  answers?: Record<string, string>;
   serviceAddress: string;
   /** Epoch milliseconds when the guest ran again. */
   resumedAt: number;
