@@ -8,6 +8,7 @@ import { formatStreamBench } from './bench/stream-bench.report.js';
 import { runStreamBench } from './bench/stream.bench.js';
 import { streamBenchOptions } from './bench/stream-bench.options.js';
 import { DISK_USAGE, diskMigrate, diskServe } from './disk/disk.command.js';
+import { VM_USAGE, vmMigrate } from './vm/vm.command.js';
 
 const USAGE = `usage: wanmig <command> [options]
 
@@ -15,6 +16,7 @@ commands:
   demo                 move a mixed data set across an emulated 50 ms / 200 Mbit/s WAN and report
   disk serve           serve a raw image over NBD, tracking writes (see: wanmig disk serve --help)
   disk migrate         disk-only migration between the two sites of the local bed
+  vm migrate           move a running embedded guest (memory and state) across the local bed
   bench disk           qemu-img convert vs wanmig for one disk over the same emulated WAN
     --size 4GiB --written 1GiB --delay 50ms --bandwidth 200mbit --json
   bench stream         data-plane benchmark: stream+codec across the two-site bed
@@ -25,7 +27,8 @@ commands:
     --no-codec           send every page raw    --window 16MiB        stream window
     --json               last line: the result as one JSON object
 
-${DISK_USAGE}`;
+${DISK_USAGE}
+${VM_USAGE}`;
 
 const BENCH_OPTIONS = {
   delay: { type: 'string' },
@@ -92,6 +95,9 @@ async function main(argv: string[]): Promise<number> {
       if (rest[0] === 'serve') return diskServe(rest.slice(1));
       if (rest[0] === 'migrate') return diskMigrate(rest.slice(1), (text) => process.stdout.write(`${text}\n`));
       throw new UsageError(`unknown disk command ${JSON.stringify(rest[0] ?? '')} (try: serve, migrate)`);
+    case 'vm':
+      if (rest[0] === 'migrate') return vmMigrate(rest.slice(1), (text) => process.stdout.write(`${text}\n`));
+      throw new UsageError(`unknown vm command ${JSON.stringify(rest[0] ?? '')} (try: migrate)`);
     case 'bench':
       if (rest[0] === 'stream') return (await benchStream(rest.slice(1))) ? 0 : 1;
       if (rest[0] === 'disk') return benchDisk(rest.slice(1));

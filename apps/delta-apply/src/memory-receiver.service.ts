@@ -123,7 +123,9 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
         checkNotRunning(manifest.vm?.vmId, migrationId);
         return (await this.openSession(manifest)).prepareReply(true);
       }
-      return (await this.create(request)).prepareReply(false);
+      const created = await this.create(request);
+      if (request.vmId) await this.vms.startEarly(created, request.vmId, request.diskUri, request.servicePort);
+      return created.prepareReply(false);
     });
   }
 
@@ -157,6 +159,9 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
           'ResumeVmRequest',
         );
       }
+      // The last pages and the state may still be on their way: they travel on the data plane,
+      // this request on the control plane. Wait for both, durable, before judging them.
+      await waitForFinalData(session, request.deviceStateSha256);
       const state = checkDeviceState(session.deviceState, request);
       if (!session.isFinished) {
         this.logger.warn(`resuming ${request.migrationId} before the end of its memory stream: the source decides`);
@@ -301,4 +306,13 @@ function checkNotRunning(vmId: string | undefined, migrationId: string): void {
     field: 'migrationId',
     message: `VM ${vmId} already runs from the RAM of migration ${migrationId}: nothing more can be received into it`,
   });
+}
+
+const FINAL_DATA_TIMEOUT_MS = 15_000;
+
+async function waitForFinalData(session: MemorySession, sha256: string): Promise<void> {
+  const deadline = performance.now() + FINAL_DATA_TIMEOUT_MS;
+  while (!(session.isFinished && session.deviceState?.sha256 === sha256) && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
 }

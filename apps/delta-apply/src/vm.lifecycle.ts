@@ -29,9 +29,9 @@ export class VmLifecycle {
     this.logger.log(
       `starting incoming VM ${vmId} for ${migrationId} (${driver} driver, ${session.ramBytes} bytes of RAM)`,
     );
-    let vm: IncomingVm | undefined;
+    let vm: IncomingVm | undefined = session.incomingVm;
     try {
-      vm = await this.driver.startIncoming({
+      vm ??= await this.driver.startIncoming({
         vmId,
         ramPath: session.ramPath,
         ramBytes: session.ramBytes,
@@ -88,6 +88,27 @@ export class VmLifecycle {
     }
     await vm.release();
     return true;
+  }
+
+  /**
+   * Starts the receiving VM at prepare time (QEMU's -incoming): it holds its service port and
+   * reads nothing until resumed, so the RAM may still be arriving. A failure here is only logged:
+   * the resume will start the VM itself.
+   */
+  async startEarly(session: MemorySession, vmId: string, diskUri?: string, servicePort?: number): Promise<void> {
+    try {
+      const vm = await this.driver.startIncoming({
+        vmId,
+        ramPath: session.ramPath,
+        ramBytes: session.ramBytes,
+        diskUri,
+        servicePort,
+      });
+      session.attachVm(vm);
+      this.logger.log(`incoming VM ${vmId} waits for migration ${session.migrationId}`);
+    } catch (err) {
+      this.logger.warn(`incoming VM ${vmId} not started early: ${describe(err)}`);
+    }
   }
 
   /** Answers from the received RAM, before the guest's first tick changes anything. */

@@ -63,6 +63,7 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
       queriesAtPause: req.queriesAtPause,
       servicePort: req.servicePort,
       onProgress: (p) => this.nc.publish(events, JSON.stringify({ type: 'progress', ...p })),
+      onResumed: (destination) => this.nc.publish(events, JSON.stringify({ type: 'resumed', ...destination })),
     });
     const entry: Entry = { migration, vmId: req.vmId };
     this.migrations.set(req.migrationId, entry);

@@ -50,6 +50,8 @@ export interface MemoryMigrationOptions {
   /** Runs with the guest paused, after its memory is sent: the disk's final drain goes here. */
   whilePaused?: () => Promise<void>;
   onProgress?: (progress: MemoryProgress) => void;
+  /** The destination runs the VM: the moment clients (and the network) should follow. */
+  onResumed?: (destination: { serviceAddress: string; resumedAt: number }) => void;
 }
 
 /**
@@ -132,11 +134,20 @@ export class MemoryMigration {
     const subject = (verb: MemoryVerb) => controlSubject(destSite, ServiceName.DeltaApply, verb);
 
     const t0 = performance.now();
-    await callControl<PrepareMemoryReply>(nc, subject(MemoryVerb.Prepare), {
-      migrationId,
-      ramBytes: this.ramBytes,
-      pageSize,
-    });
+    await callControl<PrepareMemoryReply>(
+      nc,
+      subject(MemoryVerb.Prepare),
+      {
+        migrationId,
+        ramBytes: this.ramBytes,
+        pageSize,
+        // The receiving VM starts now and waits, as QEMU's -incoming does: not inside the downtime.
+        vmId: this.o.vmId,
+        ...(this.o.diskUri ? { diskUri: this.o.diskUri } : {}),
+        ...(this.o.servicePort !== undefined ? { servicePort: this.o.servicePort } : {}),
+      },
+      30_000,
+    );
     const rttMs = Math.max(1, performance.now() - t0);
     const linkBytesPerSecond = this.o.bandwidthBps ? this.o.bandwidthBps / 8 : undefined;
     const windowBytes = linkBytesPerSecond ? recommendedWindowBytes(linkBytesPerSecond, rttMs) : undefined;
@@ -206,12 +217,13 @@ export class MemoryMigration {
     const finalPages = pending.count;
     const hashing = this.o.verifyRam ? hashMemory(memory, this.ramBytes) : undefined;
     const answersAtPause = await this.askAtPause();
-    await this.sendPages(memory, pending, sentOnce);
-    await this.writer.finish();
     const state = await vm.deviceState();
+    // Everything goes back to back: the last pages, the state, the disk's last blocks, then the
+    // resume request. The destination waits for the data to be durable before it resumes, so the
+    // pause costs one round trip, not one per step.
+    await this.sendPages(memory, pending, sentOnce);
+    await this.writer.flush(FrameFlag.End);
     await stateSender.send({ offset: 0, length: state.blob.length, flags: FrameFlag.End, payload: state.blob });
-    await stateSender.drain();
-    stateSender.close();
     await this.o.whilePaused?.();
     this.check();
 
@@ -235,6 +247,10 @@ export class MemoryMigration {
     );
     onResumed();
     const pausedMs = performance.now() - pausedAt;
+    this.o.onResumed?.({ serviceAddress: destination.serviceAddress, resumedAt: destination.resumedAt });
+    // The destination said it holds everything durably; the acks confirm it to this side too.
+    await Promise.all([this.sender.drain(), stateSender.drain()]);
+    stateSender.close();
     await memory.stopDirtyLog().catch(() => undefined);
     const totals = this.encoder.totals;
     return {

@@ -66,6 +66,14 @@ export class GuestProber {
     }, this.intervalMs);
   }
 
+  get switched(): boolean {
+    return this.switchedAt !== null;
+  }
+
+  get answersAfterSwitch(): number {
+    return this.report.answersAfterSwitch;
+  }
+
   /** The VM now answers at `address`: drop the old connection (held by a paused source) and go there. */
   switchTo(address: string): void {
     this.address = address;

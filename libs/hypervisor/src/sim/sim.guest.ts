@@ -206,7 +206,12 @@ export class SimGuest implements GuestView {
       case ControlOp.ResumeIncoming:
         return this.resumeIncoming({ blob: Buffer.from(args.blob as string, 'base64'), sha256: args.sha256 as string });
       case ControlOp.Monitor: {
-        this.require(op, VmRunState.Running, VmRunState.Paused);
+        this.require(op, VmRunState.Running, VmRunState.Paused, VmRunState.Incoming);
+        if (this.runState === VmRunState.Incoming) {
+          // Answer from the RAM file as received: nothing is cached yet that it could contradict.
+          this.ram.dropCache();
+          this.count = decodeRamHeader(this.ram.page(0))?.counter ?? 0;
+        }
         let request: ServiceRequest;
         try {
           request = parseServiceRequest(args.command as string);

@@ -43,6 +43,24 @@ export class PrepareMemoryRequest {
   @IsInt()
   @IsIn([4096])
   pageSize: number = 4096;
+
+  /**
+   * Start the receiving VM now (QEMU's -incoming): it waits, holding its service port, and the
+   * resume at the end only loads the state, instead of starting a process inside the downtime.
+   */
+  @IsOptional()
+  @Matches(/^[A-Za-z0-9_-]{1,64}$/)
+  vmId?: string;
+
+  @IsOptional()
+  @IsString()
+  diskUri?: string;
+
+  @IsOptional()
+  @IsInt()
+  @Min(0)
+  @Max(65535)
+  servicePort?: number;
 }
 
 export interface PrepareMemoryReply {
