@@ -133,7 +133,6 @@ export class MemoryMigration {
     const memory = vm.memory();
     const subject = (verb: MemoryVerb) => controlSubject(destSite, ServiceName.DeltaApply, verb);
 
-    const t0 = performance.now();
     await callControl<PrepareMemoryReply>(
       nc,
       subject(MemoryVerb.Prepare),
@@ -148,6 +147,9 @@ export class MemoryMigration {
       },
       30_000,
     );
+    // A cheap request measures the round trip (the prepare above also started a VM).
+    const t0 = performance.now();
+    await callControl(nc, subject(MemoryVerb.Status), { migrationId });
     const rttMs = Math.max(1, performance.now() - t0);
     const linkBytesPerSecond = this.o.bandwidthBps ? this.o.bandwidthBps / 8 : undefined;
     const windowBytes = linkBytesPerSecond ? recommendedWindowBytes(linkBytesPerSecond, rttMs) : undefined;
