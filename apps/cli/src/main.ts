@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { parseBitRate, parseDuration, parseSize, UnitError } from '@wanmig/service';
 import { runDiskBench } from './bench/disk.bench.js';
 import { formatDiskBench } from './bench/disk-bench.report.js';
+import { formatMemoryBench, runMemoryBench } from './bench/memory.bench.js';
 import { UsageError } from './errors.js';
 import { formatStreamBench } from './bench/stream-bench.report.js';
 import { runStreamBench } from './bench/stream.bench.js';
@@ -19,6 +20,8 @@ commands:
   vm migrate           move a running embedded guest (memory and state) across the local bed
   bench disk           qemu-img convert vs wanmig for one disk over the same emulated WAN
     --size 4GiB --written 1GiB --delay 50ms --bandwidth 200mbit --json
+  bench memory         plain pre-copy vs wanmig for one guest over the same emulated WAN
+    --ram 1GiB --workload web --delay 50ms --bandwidth 200mbit --downtime 300ms --json
   bench stream         data-plane benchmark: stream+codec across the two-site bed
     --delay 50ms         one-way delay          --bandwidth 200mbit   link rate
     --size 512MiB        payload size           --mix random|mixed|text|zero
@@ -85,6 +88,38 @@ async function benchDisk(argv: string[]): Promise<number> {
   return result.baseline.sha256Match && result.wanmig.sha256Match ? 0 : 1;
 }
 
+async function benchMemory(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      ram: { type: 'string', default: '1GiB' },
+      workload: { type: 'string', default: 'web' },
+      delay: { type: 'string', default: '50ms' },
+      bandwidth: { type: 'string', default: '200mbit' },
+      downtime: { type: 'string', default: '300ms' },
+      json: { type: 'boolean' },
+    },
+  });
+  const workload = values.workload as 'idle' | 'web' | 'db' | 'write-heavy';
+  if (!['idle', 'web', 'db', 'write-heavy'].includes(workload)) {
+    throw new UsageError('--workload is idle, web, db or write-heavy');
+  }
+  const result = await runMemoryBench(
+    {
+      ramBytes: parseSize(values.ram, '--ram'),
+      workload,
+      delayMs: parseDuration(values.delay, '--delay'),
+      bandwidthBps: parseBitRate(values.bandwidth, '--bandwidth'),
+      downtimeMs: parseDuration(values.downtime, '--downtime'),
+    },
+    (line) => process.stderr.write(`${line}\n`),
+  );
+  process.stdout.write(`${formatMemoryBench(result)}\n`);
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  return result.plain.verified && result.wanmig.verified ? 0 : 1;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -101,7 +136,8 @@ async function main(argv: string[]): Promise<number> {
     case 'bench':
       if (rest[0] === 'stream') return (await benchStream(rest.slice(1))) ? 0 : 1;
       if (rest[0] === 'disk') return benchDisk(rest.slice(1));
-      throw new UsageError(`unknown benchmark ${JSON.stringify(rest[0] ?? '')} (try: stream, disk)`);
+      if (rest[0] === 'memory') return benchMemory(rest.slice(1));
+      throw new UsageError(`unknown benchmark ${JSON.stringify(rest[0] ?? '')} (try: stream, disk, memory)`);
     case undefined:
     case 'help':
     case '--help':
