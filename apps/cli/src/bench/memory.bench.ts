@@ -48,7 +48,9 @@ export async function runMemoryBench(o: MemoryBenchOptions, log: (line: string) 
         policy,
         codec,
         downtimeMs: o.downtimeMs,
-        verifyRam: true,
+        // Hashing 1 GiB at the destination would sit inside the downtime being compared; the
+        // answers and the counter are checked instead (the test suite checks RAM sha256).
+        verifyRam: false,
         warmupMs: 2000,
         log,
       });
@@ -60,7 +62,7 @@ export async function runMemoryBench(o: MemoryBenchOptions, log: (line: string) 
         pausedMs: r.report.pausedMs,
         rounds: r.report.rounds.length,
         stopReason: r.report.stopReason,
-        verified: r.report.ramVerified && r.answersMatch && r.counterContinued,
+        verified: r.answersMatch && r.counterContinued,
       };
       log(`${label}: ${run.seconds.toFixed(1)} s, ${run.wireBytes} bytes on the wire, downtime ${run.downtimeMs} ms`);
       return [run, r];
@@ -95,6 +97,6 @@ export function formatMemoryBench(r: MemoryBenchResult): string {
     row(r.wanmig),
     '',
     `ratios wanmig / plain: wire bytes ${r.ratios.wireBytes.toFixed(3)}, downtime ${r.ratios.downtime.toFixed(3)}, time ${r.ratios.seconds.toFixed(3)}`,
-    '(downtime: the longest gap between answers a client of the guest saw; verified: RAM sha256, answers, counter)',
+    '(downtime: the longest gap between answers a client of the guest saw; verified: same answers from RAM at both ends, counter continues)',
   ].join('\n');
 }
