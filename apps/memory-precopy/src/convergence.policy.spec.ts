@@ -17,6 +17,7 @@ const round = (n: number, dirtyBytes: number, over: Partial<RoundSample> = {}): 
   wireBytes: dirtyBytes / 2,
   seconds: 1,
   resentPages: 0,
+  zeroRawBytes: 0,
   pages: dirtyBytes / 4096,
   ...over,
 });

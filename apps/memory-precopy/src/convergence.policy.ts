@@ -18,6 +18,8 @@ export interface RoundSample {
   rawBytes: number;
   wireBytes: number;
   seconds: number;
+  /** Bytes of this round sent as zero extents (they cost nothing; dirty pages rarely are zero). */
+  zeroRawBytes: number;
   /** Pages of this round that had been sent in an earlier round. */
   resentPages: number;
   pages: number;

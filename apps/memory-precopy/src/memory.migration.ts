@@ -289,7 +289,8 @@ export class MemoryMigration {
     this.round++;
     this.emit();
     const start = performance.now();
-    const before = { raw: this.encoder!.totals.rawBytes, wire: this.sender!.stats.bytesSent };
+    const totals = this.encoder!.totals;
+    const before = { raw: totals.rawBytes, zero: totals.byEncoding.zero.rawBytes, wire: this.sender!.stats.bytesSent };
     const resentPages = pages.intersection(sentOnce).count;
     await this.sendPages(memory, pages, sentOnce);
     await this.writer!.flush();
@@ -298,6 +299,7 @@ export class MemoryMigration {
       round: this.round,
       dirtyBytes,
       rawBytes: this.encoder!.totals.rawBytes - before.raw,
+      zeroRawBytes: this.encoder!.totals.byEncoding.zero.rawBytes - before.zero,
       wireBytes: this.sender!.stats.bytesSent - before.wire,
       seconds: (performance.now() - start) / 1000,
       resentPages,
@@ -369,10 +371,15 @@ function bestRate(rounds: RoundSample[]): number {
   return measured.length > 0 ? Math.max(...measured) : rounds[0].wireBytes / Math.max(rounds[0].seconds, 0.001);
 }
 
-/** Frame bytes per page byte of the latest round that sent anything (the hot set's, not RAM's). */
+/**
+ * Frame bytes per page byte of the latest round that sent anything, zero pages left out: dirty
+ * pages are the guest's working set, rarely zero, so round 1's zero-rich ratio would promise a
+ * final drain far shorter than it will be.
+ */
 function wirePerRaw(rounds: RoundSample[]): number {
   for (let i = rounds.length - 1; i >= 0; i--) {
-    if (rounds[i].rawBytes > 0) return Math.max(0.02, rounds[i].wireBytes / rounds[i].rawBytes);
+    const paid = rounds[i].rawBytes - rounds[i].zeroRawBytes;
+    if (paid > 0) return Math.max(0.02, rounds[i].wireBytes / paid);
   }
   return 1;
 }
