@@ -308,11 +308,29 @@ function checkNotRunning(vmId: string | undefined, migrationId: string): void {
   });
 }
 
-const FINAL_DATA_TIMEOUT_MS = 15_000;
+/** How long the last data may keep a resume waiting, and how long it may stall before judging. */
+const FINAL_DATA_MAX_WAIT_MS = 8_000;
+const FINAL_DATA_STALL_MS = 1_000;
 
+/**
+ * Waits until the memory stream's End and the expected device state are durable. Stops waiting
+ * when nothing has arrived for a second (nothing more is coming: the checks then say what is
+ * missing) or after a few seconds in all, so the caller always gets an answer before its timeout.
+ */
 async function waitForFinalData(session: MemorySession, sha256: string): Promise<void> {
-  const deadline = performance.now() + FINAL_DATA_TIMEOUT_MS;
-  while (!(session.isFinished && session.deviceState?.sha256 === sha256) && performance.now() < deadline) {
+  const start = performance.now();
+  let lastSeen = '';
+  let lastChange = start;
+  for (;;) {
+    if (session.isFinished && session.deviceState?.sha256 === sha256) return;
+    const now = performance.now();
+    const status = session.status();
+    const seen = `${status.nextSeq}/${status.deviceStateBytes}/${status.deviceStateSha256 ?? ''}`;
+    if (seen !== lastSeen) {
+      lastSeen = seen;
+      lastChange = now;
+    }
+    if (now - lastChange > FINAL_DATA_STALL_MS || now - start > FINAL_DATA_MAX_WAIT_MS) return;
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }
