@@ -14,7 +14,8 @@ import { VM_USAGE, vmMigrate } from './vm/vm.command.js';
 const USAGE = `usage: wanmig <command> [options]
 
 commands:
-  demo                 move a mixed data set across an emulated 50 ms / 200 Mbit/s WAN and report
+  demo                 move a running guest across an emulated 50 ms / 200 Mbit/s WAN and report
+                       (vm migrate --ram 256MiB --workload web --verify-ram; takes its options)
   disk serve           serve a raw image over NBD, tracking writes (see: wanmig disk serve --help)
   disk migrate         disk-only migration between the two sites of the local bed
   vm migrate           move a running embedded guest (memory and state) across the local bed
@@ -124,8 +125,11 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'demo':
-      // Until the orchestrator lands, the demo is the data plane: a mixed data set across the WAN.
-      return (await benchStream(rest, { mix: 'mixed', size: '256MiB' })) ? 0 : 1;
+      // Until the orchestrator moves disk and memory as one migration, the demo moves a running
+      // embedded guest's memory and state, checked byte for byte (vm migrate with demo defaults).
+      return vmMigrate(['--ram', '256MiB', '--workload', 'web', '--verify-ram', ...rest], (text) =>
+        process.stdout.write(`${text}\n`),
+      );
     case 'disk':
       if (rest[0] === 'serve') return diskServe(rest.slice(1));
       if (rest[0] === 'migrate') return diskMigrate(rest.slice(1), (text) => process.stdout.write(`${text}\n`));
