@@ -1,0 +1,136 @@
+import 'reflect-metadata';
+import { IsBoolean, IsIn, IsInt, IsOptional, Matches, Max, Min } from 'class-validator';
+import type { WireError } from '../errors.js';
+
+/**
+ * The phases of one whole migration (disk + memory + network), in order. ROLLING_BACK/ROLLED_BACK are reachable
+ * from any phase before ACTIVATE; after ACTIVATE only forward recovery exists (see ARCHITECTURE.md).
+ */
+export const MigrationPhase = {
+  Planned: 'PLANNED',
+  Preparing: 'PREPARING',
+  DiskBulk: 'DISK_BULK',
+  DiskCatchup: 'DISK_CATCHUP',
+  MemPrecopy: 'MEM_PRECOPY',
+  StopAndCopy: 'STOP_AND_COPY',
+  Redirect: 'REDIRECT',
+  Activate: 'ACTIVATE',
+  Committed: 'COMMITTED',
+  RollingBack: 'ROLLING_BACK',
+  RolledBack: 'ROLLED_BACK',
+} as const;
+export type MigrationPhase = (typeof MigrationPhase)[keyof typeof MigrationPhase];
+
+/** The forward path, in order (rollback phases are not part of it). */
+export const FORWARD_PHASES: readonly MigrationPhase[] = [
+  MigrationPhase.Planned,
+  MigrationPhase.Preparing,
+  MigrationPhase.DiskBulk,
+  MigrationPhase.DiskCatchup,
+  MigrationPhase.MemPrecopy,
+  MigrationPhase.StopAndCopy,
+  MigrationPhase.Redirect,
+  MigrationPhase.Activate,
+  MigrationPhase.Committed,
+];
+
+export const TERMINAL_PHASES: readonly MigrationPhase[] = [MigrationPhase.Committed, MigrationPhase.RolledBack];
+
+export function isTerminalPhase(phase: MigrationPhase): boolean {
+  return TERMINAL_PHASES.includes(phase);
+}
+
+/** Memory convergence policy: `smart` is wanmig's, `kvm` the 30-rounds baseline (as in MigrateMemoryRequest). */
+export const MigrationPolicy = { Smart: 'smart', Kvm: 'kvm' } as const;
+export type MigrationPolicy = (typeof MigrationPolicy)[keyof typeof MigrationPolicy];
+
+export const DEFAULT_MIGRATION_DOWNTIME_MS = 300;
+
+export const MigrationVerb = {
+  Create: 'migration.create',
+  Get: 'migration.get',
+  List: 'migration.list',
+  Abort: 'migration.abort',
+} as const;
+export type MigrationVerb = (typeof MigrationVerb)[keyof typeof MigrationVerb];
+
+/** Start moving a VM (disk, memory, network) from the site that runs it to `toSite`. Get/abort take a MigrationRef. */
+export class CreateMigrationRequest {
+  @Matches(/^[A-Za-z0-9_-]{1,64}$/)
+  vmId!: string;
+
+  @Matches(/^[a-z0-9][a-z0-9-]{0,62}$/)
+  toSite!: string;
+
+  /** Bandwidth budget in bits per second for disk and memory together; 0 or absent: the link's own. */
+  @IsOptional()
+  @IsInt()
+  @Min(0)
+  bandwidthBps?: number;
+
+  @IsInt()
+  @Min(1)
+  @Max(600_000)
+  downtimeMs: number = DEFAULT_MIGRATION_DOWNTIME_MS;
+
+  @IsIn(Object.values(MigrationPolicy))
+  policy: MigrationPolicy = MigrationPolicy.Smart;
+}
+
+export class ListMigrationsRequest {
+  /** Only migrations that have not reached COMMITTED or ROLLED_BACK. */
+  @IsOptional()
+  @IsBoolean()
+  unfinished?: boolean;
+
+  @IsOptional()
+  @Matches(/^[A-Za-z0-9_-]{1,64}$/)
+  vmId?: string;
+}
+
+export interface MigrationOptionsView {
+  bandwidthBps?: number;
+  downtimeMs: number;
+  policy: MigrationPolicy;
+}
+
+export interface MigrationHistoryEntry {
+  phase: MigrationPhase;
+  /** ISO-8601 time the phase was entered. */
+  at: string;
+  note?: string;
+}
+
+/** Figures gathered as the migration runs (all optional until measured). */
+export interface MigrationFigures {
+  diskRawBytes?: number;
+  diskWireBytes?: number;
+  memoryRawBytes?: number;
+  memoryWireBytes?: number;
+  downtimeMs?: number;
+}
+
+/** A migration as the API shows it: the persisted record itself. */
+export interface MigrationView {
+  id: string;
+  vmId: string;
+  fromSite: string;
+  toSite: string;
+  options: MigrationOptionsView;
+  phase: MigrationPhase;
+  /** Incremented on every transition; handlers key their idempotence on (id, epoch). */
+  epoch: number;
+  history: MigrationHistoryEntry[];
+  createdAt: string;
+  updatedAt: string;
+  error?: WireError;
+  figures?: MigrationFigures;
+}
+
+export type CreateMigrationReply = MigrationView;
+export type GetMigrationReply = MigrationView;
+export interface ListMigrationsReply {
+  migrations: MigrationView[];
+}
+/** An abort answers with the record as left by the abort (ROLLING_BACK, or unchanged when already rolling back). */
+export type AbortMigrationReply = MigrationView;
