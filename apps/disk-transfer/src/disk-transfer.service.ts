@@ -16,7 +16,7 @@ import { access, constants } from 'node:fs/promises';
 import { DiskExport } from './disk.export.js';
 import { imageError } from './errors.js';
 import { DiskMigration } from './disk.migration.js';
-import type { DiskMigrationReport, DiskProgress } from './disk-migration.types.js';
+import type { DiskMigrationReport, DiskProgress } from '@wanmig/protocol';
 import { NATS_CONNECTION } from './disk-transfer.config.js';
 
 interface MigrationEntry {

@@ -14,7 +14,7 @@ import {
 } from '@wanmig/protocol';
 import { digestRegions, recommendedWindowBytes, RecordStreamWriter, StreamSender, TokenBucket } from '@wanmig/stream';
 import type { DiskExport } from './disk.export.js';
-import { DiskPhase, type CatchUpRound, type DiskMigrationReport, type DiskProgress } from './disk-migration.types.js';
+import { DiskPhase, type CatchUpRound, type DiskMigrationReport, type DiskProgress } from '@wanmig/protocol';
 import { MigrationAbortedError, VerifyMismatchError } from './errors.js';
 
 export const DEFAULT_DOWNTIME_MS = 300;

@@ -1,15 +1,4 @@
-/** How much the guest's writes were slowed: the report shows it. */
-export interface ThrottleStats {
-  engaged: boolean;
-  /** Guest write rate the throttle allows (bytes/s) while engaged. */
-  limitBytesPerSecond: number | null;
-  writesDelayed: number;
-  totalDelayMs: number;
-  /** Bytes written by the guest, and when the throttle first engaged. */
-  guestBytes: number;
-  engagedAtMs: number | null;
-}
-
+import type { ThrottleStats } from '@wanmig/protocol';
 /**
  * Write throttling (Bradford et al.): when the guest dirties blocks faster than the link can carry
  * them, catch-up never converges. Engaged, the throttle paces write *replies* to a rate below the

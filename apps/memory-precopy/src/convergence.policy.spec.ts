@@ -1,13 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import {
-  decide,
-  MAX_ROUNDS,
-  PolicyKind,
-  StopReason,
-  THROTTLE_MAX,
-  type PolicyInput,
-  type RoundSample,
-} from './convergence.policy.js';
+import { PolicyKind, StopReason, type RoundSample } from '@wanmig/protocol';
+import { decide, MAX_ROUNDS, THROTTLE_MAX, type PolicyInput } from './convergence.policy.js';
 
 const MB = 1_000_000;
 const round = (n: number, dirtyBytes: number, over: Partial<RoundSample> = {}): RoundSample => ({

@@ -1,3 +1,5 @@
+import { PolicyKind, StopReason, type RoundSample } from '@wanmig/protocol';
+
 /**
  * When to stop iterating pre-copy rounds. Two policies share one input:
  * - `smart` (wanmig; CloudNet's smart stop-and-copy, Ibrahim et al.): stop as soon as what is left
@@ -8,22 +10,6 @@
  * - `kvm` (the baseline): stop when the estimate fits, after 30 rounds, or after two rounds in a
  *   row whose dirty set grew; never throttle.
  */
-export const PolicyKind = { Smart: 'smart', Kvm: 'kvm' } as const;
-export type PolicyKind = (typeof PolicyKind)[keyof typeof PolicyKind];
-
-export interface RoundSample {
-  round: number;
-  /** Dirty bytes found at the start of the round (what it set out to send). */
-  dirtyBytes: number;
-  rawBytes: number;
-  wireBytes: number;
-  seconds: number;
-  /** Bytes of this round sent as zero extents (they cost nothing; dirty pages rarely are zero). */
-  zeroRawBytes: number;
-  /** Pages of this round that had been sent in an earlier round. */
-  resentPages: number;
-  pages: number;
-}
 
 export interface PolicyInput {
   /** Rounds done so far (round 1 is the full pass). */
@@ -43,14 +29,6 @@ export type PolicyDecision =
   | { action: 'continue' }
   | { action: 'stop'; reason: StopReason; estimatedDowntimeMs: number }
   | { action: 'throttle'; percent: number; why: string };
-
-export const StopReason = {
-  FitsBudget: 'fits-budget',
-  RoundCap: 'round-cap',
-  NoProgress: 'no-progress',
-  ThrottleCeiling: 'throttle-ceiling',
-} as const;
-export type StopReason = (typeof StopReason)[keyof typeof StopReason];
 
 export const MAX_ROUNDS = 30;
 export const THROTTLE_INITIAL = 20;

@@ -13,7 +13,7 @@ import {
 import { TokenBucket } from '@wanmig/stream';
 import { HYPERVISOR_DRIVER, NATS_CONNECTION } from './memory-precopy.config.js';
 import { MemoryMigration } from './memory.migration.js';
-import type { MemoryMigrationReport, MemoryProgress } from './memory-migration.types.js';
+import type { MemoryMigrationReport, MemoryProgress } from '@wanmig/protocol';
 
 interface Entry {
   migration: MemoryMigration;

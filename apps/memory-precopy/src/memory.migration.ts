@@ -10,15 +10,17 @@ import {
   FrameFlag,
   MemoryStreamId,
   MemoryVerb,
+  PolicyKind,
+  type RoundSample,
   ServiceName,
   StreamKind,
   type PrepareMemoryReply,
   type ResumeVmReply,
 } from '@wanmig/protocol';
 import { recommendedWindowBytes, RecordStreamWriter, StreamSender, type TokenBucket } from '@wanmig/stream';
-import { decide, PolicyKind, type PolicyDecision, type RoundSample } from './convergence.policy.js';
+import { decide, type PolicyDecision } from './convergence.policy.js';
 import { MemoryAbortedError } from './errors.js';
-import { MemoryPhase, type MemoryMigrationReport, type MemoryProgress } from './memory-migration.types.js';
+import { MemoryPhase, type MemoryMigrationReport, type MemoryProgress } from '@wanmig/protocol';
 
 export const DEFAULT_DOWNTIME_MS = 300;
 const READ_BYTES = 1024 * 1024;

@@ -6,43 +6,16 @@ import {
   DiskTransferVerb,
   ServiceName,
   Subjects,
+  type DiskMigrationReport,
+  type DiskProgress,
   type ExportDiskReply,
 } from '@wanmig/protocol';
 import { Site, type LocalBed } from '@wanmig/testing';
 import { generateSparseImage, sha256File } from './disk-image.generator.js';
 import { RandomWriteWorkload, type WorkloadStats } from './random-write.workload.js';
 
-/** What the source service reports when a disk migration ends (see apps/disk-transfer). */
-export interface DiskReport {
-  migrationId: string;
-  sizeBytes: number;
-  destPath: string;
-  rawBytesSent: number;
-  frameBytesSent: number;
-  resentBytes: number;
-  bulkSeconds: number;
-  rounds: Array<{ round: number; blocks: number; rawBytes: number; seconds: number; dirtyAfter: number }>;
-  converged: boolean;
-  finalDrainBytes: number;
-  downtimeMs: number;
-  verifyMs: number;
-  verified: boolean | null;
-  totalSeconds: number;
-  throttle: { engaged: boolean; limitBytesPerSecond: number | null; writesDelayed: number; totalDelayMs: number };
-  byEncoding: Record<string, { pages: number; rawBytes: number; encodedBytes: number }>;
-}
-
-export interface DiskProgressEvent {
-  type: 'progress';
-  phase: string;
-  round: number;
-  sizeBytes: number;
-  bulkBytes: number;
-  dirtyBytes: number;
-  rawBytesSent: number;
-  frameBytesSent: number;
-  elapsedSeconds: number;
-}
+export type DiskReport = DiskMigrationReport;
+export type DiskProgressEvent = DiskProgress & { type: 'progress' };
 
 export interface DiskRunOptions {
   imagePath?: string;

@@ -1,41 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { SimDriver, type SimSourceVm } from '@wanmig/hypervisor';
-import { callControl, controlSubject, MemoryPrecopyVerb, MemoryVerb, ServiceName, Subjects } from '@wanmig/protocol';
+import {
+  callControl,
+  controlSubject,
+  MemoryPrecopyVerb,
+  MemoryVerb,
+  ServiceName,
+  Subjects,
+  type MemoryMigrationReport,
+  type MemoryProgress,
+} from '@wanmig/protocol';
 import { Site, type LocalBed } from '@wanmig/testing';
 import { GuestProber, type ProbeReport } from './guest.prober.js';
 
-/** What the source service reports when a memory migration ends (see apps/memory-precopy). */
-export interface MemoryReport {
-  policy: string;
-  codec: boolean;
-  ramBytes: number;
-  rounds: Array<{ round: number; dirtyBytes: number; rawBytes: number; wireBytes: number; seconds: number }>;
-  stopReason: string;
-  estimatedDowntimeMs: number;
-  throttlePercent: number;
-  finalPages: number;
-  rawBytesSent: number;
-  frameBytesSent: number;
-  pausedMs: number;
-  precopySeconds: number;
-  totalSeconds: number;
-  ramVerified: boolean;
-  answersAtPause: Record<string, string>;
-  answersAtDestination: Record<string, string>;
-  destination: { serviceAddress: string; resumedAt: number };
-}
-
-export interface MemoryProgressEvent {
-  type: 'progress';
-  phase: string;
-  round: number;
-  ramBytes: number;
-  dirtyBytes: number;
-  rawBytesSent: number;
-  frameBytesSent: number;
-  throttlePercent: number;
-  elapsedSeconds: number;
-}
+export type MemoryReport = MemoryMigrationReport;
+export type MemoryProgressEvent = MemoryProgress & { type: 'progress' };
 
 export interface VmRunOptions {
   ramBytes: number;
