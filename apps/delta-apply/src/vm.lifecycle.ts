@@ -25,7 +25,9 @@ export class VmLifecycle {
     const { migrationId, vmId, diskUri, servicePort } = request;
     const driver = this.driver.name;
     await session.stopReceiving();
+    const checkStart = performance.now();
     if (request.ramSha256) await this.verifyRam(session, request.ramSha256, migrationId);
+    const ramCheckMs = request.ramSha256 ? Math.round(performance.now() - checkStart) : undefined;
     this.logger.log(
       `starting incoming VM ${vmId} for ${migrationId} (${driver} driver, ${session.ramBytes} bytes of RAM)`,
     );
@@ -49,7 +51,7 @@ export class VmLifecycle {
         vmId,
         serviceAddress,
         resumedAt,
-        ...(request.ramSha256 ? { ramVerified: true } : {}),
+        ...(request.ramSha256 ? { ramVerified: true, ramCheckMs } : {}),
         ...(answers ? { answers } : {}),
       };
     } catch (err) {

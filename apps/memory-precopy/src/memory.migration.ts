@@ -277,6 +277,7 @@ export class MemoryMigration {
       totalSeconds: (performance.now() - this.started) / 1000,
       destination: { serviceAddress: destination.serviceAddress, resumedAt: destination.resumedAt },
       ramVerified: destination.ramVerified === true,
+      ramCheckMs: destination.ramCheckMs ?? 0,
       answersAtPause,
       answersAtDestination: destination.answers ?? {},
     };

@@ -85,7 +85,11 @@ export function formatVmRun(r: VmRunResult): string {
     ],
     ['throttle', rep.throttlePercent ? `${rep.throttlePercent} % (auto-converge)` : 'not needed'],
     ['stop-and-copy', `${rep.finalPages} pages + device state; paused ${rep.pausedMs.toFixed(0)} ms (source view)`],
-    ['downtime (client)', `${r.probe.maxGapMs} ms longest gap between answers`],
+    [
+      'downtime (client)',
+      `${r.probe.maxGapMs} ms longest gap between answers` +
+        (rep.ramCheckMs ? `, of which ${rep.ramCheckMs} ms hashing RAM at the destination` : ''),
+    ],
     ['total', `${rep.totalSeconds.toFixed(2)} s`],
     ['memory bytes sent', `${rep.rawBytesSent}`],
     ['bytes on the wire', `${wire} (A→B ${r.wire.aToB}, B→A ${r.wire.bToA})`],

@@ -145,6 +145,8 @@ export interface ResumeVmReply {
   vmId: string;
   /** True when the RAM was hashed against `ramSha256` before the VM ran. */
   ramVerified?: boolean;
+  /** How long that check took (it is part of the downtime). */
+  ramCheckMs?: number;
   /** Answers to `queries`, from the received RAM, before the VM ran. */
   answers?: Record<string, string>;
   serviceAddress: string;

@@ -143,6 +143,8 @@ export interface MemoryMigrationReport {
   destination: { serviceAddress: string; resumedAt: number };
   /** The destination checked its RAM against the source's at pause before running the VM. */
   ramVerified: boolean;
+  /** Milliseconds of the pause the destination spent hashing its RAM (0 when not asked). */
+  ramCheckMs: number;
   /** What the source answered at pause to the requested queries. */
   answersAtPause: Record<string, string>;
   /** What the destination answered from the received RAM before it ran. */
