@@ -19,8 +19,8 @@ import { MigrationAbortedError, VerifyMismatchError } from './errors.js';
 
 export const DEFAULT_DOWNTIME_MS = 300;
 export const DEFAULT_MAX_ROUNDS = 30;
-/** Reads of the source image gather this many bytes (whole blocks). */
-const READ_BYTES = 1024 * 1024;
+/** Reads of the source image gather at least this many bytes (always whole blocks). */
+const MIN_READ_BYTES = 1024 * 1024;
 /** A round that does not shrink the dirty set by this fraction is "not converging". */
 const SHRINK_NEEDED = 0.9;
 /** Engaged throttle lets the guest write at this fraction of what the link drains. */
@@ -159,8 +159,9 @@ export class DiskMigration {
     // Bulk: every block once, clearing its dirty bit just before it is read.
     this.phase = DiskPhase.Bulk;
     const bulkStart = performance.now();
-    for (let offset = 0; offset < this.sizeBytes; offset += READ_BYTES) {
-      const length = Math.min(READ_BYTES, this.sizeBytes - offset);
+    const readBytes = Math.max(MIN_READ_BYTES, blockSize);
+    for (let offset = 0; offset < this.sizeBytes; offset += readBytes) {
+      const length = Math.min(readBytes, this.sizeBytes - offset);
       disk?.dirty.clearRange(offset / blockSize, Math.ceil(length / blockSize));
       await this.sendRange(offset, length);
       this.bulkBytes = offset + length;
@@ -278,7 +279,7 @@ export class DiskMigration {
 
   private async sendDirty(blocks: BlockMap): Promise<number> {
     let bytes = 0;
-    for (const range of blocks.byteRanges({ maxBytes: READ_BYTES })) {
+    for (const range of blocks.byteRanges({ maxBytes: Math.max(MIN_READ_BYTES, blocks.blockSize) })) {
       await this.sendRange(range.offset, range.length);
       bytes += range.length;
       this.emitEvery();

@@ -74,6 +74,7 @@ export class MemoryMigration {
   private started = performance.now();
   private aborted = false;
   private sender?: StreamSender;
+  private stateSender?: StreamSender;
   private writer?: RecordStreamWriter;
   private encoder?: ChunkEncoder;
   private lastEmit = 0;
@@ -89,6 +90,11 @@ export class MemoryMigration {
   /** Stops before the destination runs the VM; the source keeps running unchanged. */
   abort(): void {
     this.aborted = true;
+    // Unblocks a send or a drain waiting on the link; run() then rolls back.
+    if (this.phase !== MemoryPhase.Resuming) {
+      this.sender?.close();
+      this.stateSender?.close();
+    }
   }
 
   progress(): MemoryProgress {
@@ -120,9 +126,13 @@ export class MemoryMigration {
       return report;
     } catch (err) {
       if (!resumed) await this.rollBack(paused);
+      // An abort closes the streams: report the abort, not the closed stream it caused.
+      if (this.aborted && !(err instanceof MemoryAbortedError))
+        throw new MemoryAbortedError(this.o.migrationId, this.phase);
       throw err;
     } finally {
       this.sender?.close();
+      this.stateSender?.close();
       if (!resumed) await vm.throttle(0).catch(() => undefined);
     }
   }
@@ -163,13 +173,13 @@ export class MemoryMigration {
       limiter: this.o.limiter,
       windowBytes,
     });
-    const stateSender = new StreamSender({
+    const stateSender = (this.stateSender = new StreamSender({
       nc,
       migrationId,
       streamId: DeviceStateStreamId,
       kind: StreamKind.DeviceState,
       limiter: this.o.limiter,
-    });
+    }));
     await Promise.all([this.sender.open(), stateSender.open()]);
     this.encoder = new ChunkEncoder(
       this.o.codec
@@ -215,11 +225,14 @@ export class MemoryMigration {
     this.phase = MemoryPhase.StopAndCopy;
     this.emit();
     const pausedAt = performance.now();
-    await vm.pause();
+    // Counted as paused before asking: a pause that fails half way must still be undone.
     onPaused();
+    await vm.pause();
     pending.unionInPlace(await memory.drainDirty());
     const finalPages = pending.count;
     const hashing = this.o.verifyRam ? hashMemory(memory, this.ramBytes) : undefined;
+    // Awaited only after the last pages went: a failure meanwhile must not go unhandled.
+    hashing?.catch(() => undefined);
     const answersAtPause = await this.askAtPause();
     const state = await vm.deviceState();
     // Everything goes back to back: the last pages, the state, the disk's last blocks, then the
@@ -252,8 +265,9 @@ export class MemoryMigration {
     onResumed();
     const pausedMs = performance.now() - pausedAt;
     this.o.onResumed?.({ serviceAddress: destination.serviceAddress, resumedAt: destination.resumedAt });
-    // The destination said it holds everything durably; the acks confirm it to this side too.
-    await Promise.all([this.sender.drain(), stateSender.drain()]);
+    // The destination said it holds everything durably; the acks confirm it to this side too. The
+    // VM runs there now: a lost ack must not turn a finished migration into a failed one.
+    await Promise.all([this.sender.drain(), stateSender.drain()]).catch(() => undefined);
     stateSender.close();
     await memory.stopDirtyLog().catch(() => undefined);
     const totals = this.encoder.totals;
@@ -332,17 +346,21 @@ export class MemoryMigration {
   private async rollBack(paused: boolean): Promise<void> {
     this.phase = MemoryPhase.RolledBack;
     const { vm, nc, migrationId, destSite } = this.o;
-    await callControl(nc, controlSubject(destSite, ServiceName.DeltaApply, MemoryVerb.Release), {
-      migrationId,
-      deleteRam: true,
-    }).catch(() => undefined);
+    // The guest first: every step after this may wait on the link.
     await vm.throttle(0).catch(() => undefined);
-    if (paused) await vm.resume();
-    await vm
-      .memory()
-      .stopDirtyLog()
-      .catch(() => undefined);
-    this.emit();
+    try {
+      if (paused) await vm.resume();
+    } finally {
+      await vm
+        .memory()
+        .stopDirtyLog()
+        .catch(() => undefined);
+      await callControl(nc, controlSubject(destSite, ServiceName.DeltaApply, MemoryVerb.Release), {
+        migrationId,
+        deleteRam: true,
+      }).catch(() => undefined);
+      this.emit();
+    }
   }
 
   private check(): void {

@@ -15,6 +15,8 @@ export const AckType = {
   Nak: 2,
   /** Reply to a status request: the receiver's persisted watermark. */
   Status: 3,
+  /** The receiver gave up on the stream (a frame kept failing to apply, or its storage failed). */
+  Failed: 4,
 } as const;
 export type AckType = (typeof AckType)[keyof typeof AckType];
 
@@ -52,7 +54,7 @@ export function decodeAck(data: Uint8Array): AckMessage {
   }
   if (buf.readUInt8(2) !== ACK_VERSION) throw new FrameError(ErrorCode.FrameBadVersion, 'unsupported ack version');
   const type = buf.readUInt8(3);
-  if (type !== AckType.Ack && type !== AckType.Nak && type !== AckType.Status) {
+  if (type !== AckType.Ack && type !== AckType.Nak && type !== AckType.Status && type !== AckType.Failed) {
     throw new FrameError(ErrorCode.FrameBadFlags, `unknown ack type ${type}`);
   }
   return {

@@ -126,7 +126,7 @@ export class StreamReceiver {
     for (const sub of this.subs) sub.unsubscribe();
     this.subs = [];
     if (this.syncTimer) clearTimeout(this.syncTimer);
-    await this.syncing;
+    await this.syncing?.catch(() => undefined);
   }
 
   private onFrame(msg: Msg): void {
@@ -222,8 +222,9 @@ export class StreamReceiver {
   /** fsync the sink, persist the watermark, then acknowledge: in that order, always. */
   private async sync(): Promise<void> {
     if (this.syncing) {
-      await this.syncing;
-      if (this.appliedSeq > this.durable.nextSeq) return this.sync();
+      // The sync in flight reports its own failure; this waiter only follows up.
+      await this.syncing.catch(() => undefined);
+      if (!this.failure && this.appliedSeq > this.durable.nextSeq) return this.sync();
       return;
     }
     if (this.appliedSeq <= this.durable.nextSeq) return;
@@ -255,7 +256,8 @@ export class StreamReceiver {
     }
     // nextSeq is only what is durable (the sender may discard below it); `received` tells the
     // sender which frames arrived, so after a silence it re-sends only what was really lost.
-    msg.respond(encodeAck({ type: AckType.Status, ...this.durable, received: this.expectedSeq }));
+    const type = this.failure ? AckType.Failed : AckType.Status;
+    msg.respond(encodeAck({ type, ...this.durable, received: this.expectedSeq }));
   }
 
   private nak(force = false): void {
@@ -285,6 +287,8 @@ export class StreamReceiver {
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
+    // Tell the sender at once, or it would keep re-sending into a stream that no longer applies.
+    this.sendAck(AckType.Failed);
     for (const waiter of this.endWaiters.splice(0)) waiter.reject(err);
   }
 }

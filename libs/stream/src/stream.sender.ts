@@ -75,8 +75,15 @@ export class StreamSender {
         this.onAck(ack);
       },
     });
-    const { nextSeq, cursor } = await this.queryWatermark(this.opts.giveUpAfterMs);
-    const mark: Watermark = { nextSeq, cursor };
+    let position = await this.queryWatermark(this.opts.giveUpAfterMs);
+    // Frames of an earlier sender may have arrived without being durable yet: their numbers are
+    // taken. Wait for that tail to settle, then number new frames after it, never inside it.
+    for (let i = 0; i < 50 && position.received > position.nextSeq; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      position = await this.queryWatermark(this.opts.giveUpAfterMs);
+    }
+    const nextSeq = Math.max(position.nextSeq, position.received);
+    const mark: Watermark = { nextSeq, cursor: position.cursor };
     this.nextSeq = mark.nextSeq;
     this.ackedSeq = mark.nextSeq;
     this.sendSeq = mark.nextSeq;
@@ -189,6 +196,7 @@ export class StreamSender {
     // A Nak's nextSeq is where the receiver wants data from, not what it holds durably.
     if (ack.type === AckType.Ack) this.release(ack.nextSeq);
     else if (ack.type === AckType.Nak) this.onNak(ack.nextSeq);
+    else if (ack.type === AckType.Failed) this.fail(this.receiverFailed());
   }
 
   /** Drops every frame below `nextSeq`: the receiver holds it durably. */
@@ -259,14 +267,14 @@ export class StreamSender {
     for (;;) {
       if (this.closed) throw new StreamClosedError({ migrationId, streamId });
       const askedAt = performance.now();
+      let ack: AckMessage;
       try {
         const reply = await nc.request(
           Subjects.streamStatus(migrationId, streamId),
           encodeAck({ type: AckType.Status, nextSeq: 0, cursor: 0 }),
           { timeout: Math.max(1000, this.srtt * 4) },
         );
-        const ack = decodeAck(reply.data);
-        return { nextSeq: ack.nextSeq, cursor: ack.cursor, received: ack.received ?? ack.nextSeq, askedAt };
+        ack = decodeAck(reply.data);
       } catch (err) {
         if (performance.now() > deadline) {
           throw new StreamError(ErrorCode.StreamTimeout, `receiver of ${migrationId}/${streamId} did not answer`, {
@@ -277,8 +285,24 @@ export class StreamSender {
         }
         await new Promise((resolve) => setTimeout(resolve, wait));
         wait = Math.min(wait * 2, 2000);
+        continue;
       }
+      // An answer that the stream failed is final: retrying cannot change it.
+      if (ack.type === AckType.Failed) throw this.receiverFailed();
+      return { nextSeq: ack.nextSeq, cursor: ack.cursor, received: ack.received ?? ack.nextSeq, askedAt };
     }
+  }
+
+  private receiverFailed(): StreamError {
+    const { migrationId, streamId } = this.opts;
+    return new StreamError(
+      ErrorCode.RecordCorrupt,
+      `the receiver of ${migrationId}/${streamId} gave up on the stream`,
+      {
+        migrationId,
+        streamId,
+      },
+    );
   }
 
   private fail(err: unknown): void {
