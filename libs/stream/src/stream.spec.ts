@@ -86,6 +86,64 @@ describe('stream sender and receiver', () => {
     expect(receiver.stats.rejected.INTERNAL).toBe(2);
   });
 
+  it('stops the sender when the receiver gives up on the stream, instead of re-sending forever', async () => {
+    const nats = new FakeNats();
+    const migrationId = randomUUID();
+    const sink = new MemorySink();
+    sink.failNext = 1_000;
+    const receiver = new StreamReceiver({
+      nc: nats.connection(),
+      migrationId,
+      streamId: 1,
+      sink,
+      maxApplyFailures: 3,
+    });
+    await receiver.start();
+    const sender = new StreamSender({
+      nc: nats.connection(),
+      migrationId,
+      streamId: 1,
+      kind: StreamKind.Bulk,
+      minRtoMs: 30,
+    });
+    await sender.open();
+    const data = randomBytes(4 * FRAME);
+    const sending = (async () => {
+      for (let offset = 0; offset < data.length; offset += FRAME) {
+        await sender.send({ offset, length: FRAME, flags: 0, payload: data.subarray(offset, offset + FRAME) });
+      }
+      await sender.drain();
+    })();
+    await expect(sending).rejects.toMatchObject({ code: 'RECORD_CORRUPT' });
+    await expect(receiver.finished()).rejects.toMatchObject({ code: 'RECORD_CORRUPT' });
+    await receiver.stop();
+  });
+
+  it("numbers a new sender after an earlier sender's frames that arrived but are not durable yet", async () => {
+    const nats = new FakeNats();
+    const migrationId = randomUUID();
+    const sink = new MemorySink();
+    const receiver = new StreamReceiver({ nc: nats.connection(), migrationId, streamId: 1, sink, ackIntervalMs: 5 });
+    await receiver.start();
+    const first = new StreamSender({ nc: nats.connection(), migrationId, streamId: 1, kind: StreamKind.Bulk });
+    await first.open();
+    const data = randomBytes(6 * FRAME);
+    for (let offset = 0; offset < 3 * FRAME; offset += FRAME) {
+      await first.send({ offset, length: FRAME, flags: 0, payload: data.subarray(offset, offset + FRAME) });
+    }
+    first.close(); // gone before its acks: the receiver may hold frames it has not made durable
+    const second = new StreamSender({ nc: nats.connection(), migrationId, streamId: 1, kind: StreamKind.Bulk });
+    const mark = await second.open();
+    expect(mark.nextSeq).toBe(3);
+    for (let offset = 3 * FRAME; offset < data.length; offset += FRAME) {
+      await second.send({ offset, length: FRAME, flags: 0, payload: data.subarray(offset, offset + FRAME) });
+    }
+    await second.drain();
+    second.close();
+    await receiver.stop();
+    expect(sink.contents().equals(data)).toBe(true);
+  });
+
   it('after a link cut re-sends no more than one window', async () => {
     const nats = new FakeNats();
     const migrationId = randomUUID();
