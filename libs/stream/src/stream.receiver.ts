@@ -67,6 +67,8 @@ export class StreamReceiver {
   private lastNak = { seq: -1, at: 0 };
   private subs: Subscription[] = [];
   private ended = false;
+  /** The End frame is durable (not only applied). */
+  private endDurable = false;
   private endWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private failure?: Error;
   readonly stats: ReceiverStats = {
@@ -118,7 +120,7 @@ export class StreamReceiver {
   /** Resolves when a frame flagged End is durable; rejects if the stream fails. */
   finished(): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.ended) return Promise.resolve();
+    if (this.endDurable) return Promise.resolve();
     return new Promise((resolve, reject) => this.endWaiters.push({ resolve, reject }));
   }
 
@@ -237,7 +239,10 @@ export class StreamReceiver {
       this.durable = mark;
       this.stats.syncs++;
       this.sendAck(AckType.Ack);
-      if (ended) for (const waiter of this.endWaiters.splice(0)) waiter.resolve();
+      if (ended) {
+        this.endDurable = true;
+        for (const waiter of this.endWaiters.splice(0)) waiter.resolve();
+      }
     })();
     try {
       await this.syncing;
