@@ -25,7 +25,7 @@ function planned(): MigrationRecord {
       vmId: 'vm-1',
       fromSite: 'site-a',
       toSite: 'site-b',
-      options: { downtimeMs: 300, policy: 'smart' },
+      options: { downtimeMs: 300, policy: 'smart', verify: true },
     },
     T0,
   );

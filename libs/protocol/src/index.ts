@@ -17,3 +17,4 @@ export * from './control/memory-precopy.dto.js';
 export * from './control/migration.dto.js';
 export * from './control/migration-event.types.js';
 export * from './control/migration-report.types.js';
+export * from './control/vm.dto.js';

@@ -10,6 +10,11 @@ export const DiskTransferVerb = {
   Migrate: 'disk.migrate',
   Progress: 'disk.progress',
   Abort: 'disk.abort',
+  /**
+   * A migration started with `hold`: freeze writes, send the last dirty blocks, wait until the destination holds them
+   * durably (and verify when asked); replies with the report. Sent while the VM is paused.
+   */
+  Finalize: 'disk.finalize',
 } as const;
 export type DiskTransferVerb = (typeof DiskTransferVerb)[keyof typeof DiskTransferVerb];
 
@@ -110,4 +115,11 @@ export class MigrateDiskRequest {
   /** Leave writes frozen at the end (a VM switches over next, or a test compares images). */
   @IsBoolean()
   keepFrozen: boolean = false;
+
+  /**
+   * Once catch-up has converged, keep the destination in step (phase `holding`) instead of draining: the final drain
+   * waits for `disk.finalize`, sent while the VM is paused for its memory's stop-and-copy. Implies keepFrozen.
+   */
+  @IsBoolean()
+  hold: boolean = false;
 }

@@ -70,4 +70,12 @@ export class MigrateMemoryRequest {
   @Min(0)
   @Max(65535)
   servicePort?: number;
+
+  /**
+   * A disk migration of this site's disk-transfer, started with `hold`: finalized (`disk.finalize`) while the VM is
+   * paused, after the last pages and before the destination resumes.
+   */
+  @IsOptional()
+  @IsUUID()
+  diskMigrationId?: string;
 }

@@ -6,6 +6,7 @@
  */
 import { SUBJECT_ROOT } from '../subjects.js';
 import { checkSite } from './control.subjects.js';
+import type { DiskProgress, MemoryProgress } from './migration-report.types.js';
 
 export const MIGRATION_EVENTS_STREAM = 'WANMIG_EVENTS';
 export const CLOUDEVENTS_SPECVERSION = '1.0';
@@ -61,4 +62,23 @@ export const MigrationEventSubjects = {
 function checkMigrationId(id: string): string {
   if (!MIGRATION_ID.test(id)) throw new TypeError(`migration id must be a NATS-safe token, got ${JSON.stringify(id)}`);
   return id;
+}
+
+/** `data` of each event kind. */
+export interface PhaseChangedData {
+  migrationId: string;
+  vmId: string;
+  from: string;
+  to: string;
+  epoch: number;
+  note?: string;
+}
+
+/** `progress`: what the disk and memory engines last reported (each present once its phase began). */
+export interface ProgressData {
+  migrationId: string;
+  vmId: string;
+  phase: string;
+  disk?: DiskProgress;
+  memory?: MemoryProgress;
 }

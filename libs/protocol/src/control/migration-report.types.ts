@@ -19,6 +19,8 @@ export const DiskPhase = {
   Preparing: 'preparing',
   Bulk: 'bulk',
   CatchUp: 'catch-up',
+  /** Converged; keeps the destination in step until `disk.finalize` (a migration started with `hold`). */
+  Holding: 'holding',
   FinalDrain: 'final-drain',
   Verify: 'verify',
   Done: 'done',
@@ -149,4 +151,8 @@ export interface MemoryMigrationReport {
   answersAtPause: Record<string, string>;
   /** What the destination answered from the received RAM before it ran. */
   answersAtDestination: Record<string, string>;
+  /** The disk migration finalized during the pause (`diskMigrationId`), with its own figures. */
+  disk?: DiskMigrationReport;
+  /** Milliseconds of the pause spent finalizing the disk (its final drain, and its verify when asked). */
+  diskFinalizeMs?: number;
 }

@@ -75,6 +75,10 @@ export class CreateMigrationRequest {
 
   @IsIn(Object.values(MigrationPolicy))
   policy: MigrationPolicy = MigrationPolicy.Smart;
+
+  /** Check destination disk and RAM against the source at pause before the VM runs there (costs pause time). */
+  @IsBoolean()
+  verify: boolean = true;
 }
 
 export class ListMigrationsRequest {
@@ -92,6 +96,7 @@ export interface MigrationOptionsView {
   bandwidthBps?: number;
   downtimeMs: number;
   policy: MigrationPolicy;
+  verify: boolean;
 }
 
 export interface MigrationHistoryEntry {
@@ -103,11 +108,27 @@ export interface MigrationHistoryEntry {
 
 /** Figures gathered as the migration runs (all optional until measured). */
 export interface MigrationFigures {
+  diskBytes?: number;
+  ramBytes?: number;
+  /** Disk and memory bytes sent, before the codec. */
   diskRawBytes?: number;
-  diskWireBytes?: number;
   memoryRawBytes?: number;
+  /** What they cost in frames on the data plane (with resends). */
+  diskWireBytes?: number;
   memoryWireBytes?: number;
+  /** The VM paused at the source until it ran at the destination (the source's view). */
   downtimeMs?: number;
+  /** Of the pause: finalizing the disk, and the destination hashing its RAM. */
+  diskFinalizeMs?: number;
+  ramCheckMs?: number;
+  diskVerified?: boolean;
+  ramVerified?: boolean;
+  memoryRounds?: number;
+  diskRounds?: number;
+  stopReason?: string;
+  /** Where the VM's service answers now. */
+  serviceAddress?: string;
+  totalSeconds?: number;
 }
 
 /** A migration as the API shows it: the persisted record itself. */

@@ -1,0 +1,129 @@
+import 'reflect-metadata';
+import { IsIn, IsInt, IsOptional, Matches, Max, Min } from 'class-validator';
+
+/** VM inventory verbs, served by each site's orchestrator for the VMs that run at that site. */
+export const VmVerb = {
+  Create: 'vm.create',
+  Get: 'vm.get',
+  List: 'vm.list',
+  Remove: 'vm.rm',
+  /** Internal: the destination's orchestrator takes over a VM that a committed migration brought. */
+  Adopt: 'vm.adopt',
+} as const;
+export type VmVerb = (typeof VmVerb)[keyof typeof VmVerb];
+
+export const SiteVerb = {
+  /** This site: name, free room, VM and migration counts. */
+  Info: 'site.info',
+  /** This site and its peers, each with whether it answered. */
+  List: 'site.list',
+} as const;
+export type SiteVerb = (typeof SiteVerb)[keyof typeof SiteVerb];
+
+export const VM_WORKLOADS = ['idle', 'web', 'db', 'write-heavy'] as const;
+export type VmWorkload = (typeof VM_WORKLOADS)[number];
+
+export const VM_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+const MIB = 1024 * 1024;
+
+/** A new embedded (sim) guest at the site asked: its disk goes through this site's disk-transfer. */
+export class CreateVmRequest {
+  @Matches(VM_ID_PATTERN)
+  vmId!: string;
+
+  @IsInt()
+  @Min(MIB)
+  @Max(64 * 1024 * MIB)
+  ramBytes: number = 256 * MIB;
+
+  @IsInt()
+  @Min(MIB)
+  @Max(16 * 1024 * 1024 * MIB)
+  diskBytes: number = 256 * MIB;
+
+  @IsIn(VM_WORKLOADS)
+  workload: VmWorkload = 'web';
+
+  @IsOptional()
+  @IsInt()
+  @Min(0)
+  @Max(2 ** 32 - 1)
+  seed?: number;
+}
+
+export class VmRef {
+  @Matches(VM_ID_PATTERN)
+  vmId!: string;
+}
+
+/** Internal (orchestrator to orchestrator): a VM that now runs here after a committed migration. */
+export class AdoptVmRequest {
+  @Matches(VM_ID_PATTERN)
+  vmId!: string;
+
+  @Matches(/^[A-Za-z0-9_-]{1,128}$/)
+  migrationId!: string;
+
+  @IsInt()
+  @Min(1)
+  ramBytes!: number;
+
+  @IsInt()
+  @Min(1)
+  diskBytes!: number;
+
+  @IsIn(VM_WORKLOADS)
+  workload!: VmWorkload;
+}
+
+export const VmState = {
+  Running: 'running',
+  /** A migration is moving it; it still runs here until the migration commits. */
+  Migrating: 'migrating',
+  /** Its process is gone (crashed or stopped outside wanmig). */
+  Stopped: 'stopped',
+} as const;
+export type VmState = (typeof VmState)[keyof typeof VmState];
+
+export interface VmView {
+  vmId: string;
+  site: string;
+  state: VmState;
+  ramBytes: number;
+  diskBytes: number;
+  workload: VmWorkload;
+  /** Where a client reaches the guest's service (host:port). */
+  serviceAddress?: string;
+  /** The disk as this site serves it to the guest. */
+  diskUri?: string;
+  diskPath: string;
+  createdAt: string;
+  /** The migration moving it now, or the one that brought it here. */
+  migrationId?: string;
+}
+
+export interface ListVmsReply {
+  vms: VmView[];
+}
+
+export interface SiteInfo {
+  site: string;
+  /** Free bytes where this site keeps VM disks. */
+  freeDiskBytes: number;
+  /** Memory available for more guests. */
+  freeRamBytes: number;
+  vms: number;
+  migrationsRunning: number;
+  /** HTTP API base URL, when the orchestrator serves one. */
+  httpUrl?: string;
+}
+
+export interface SiteListEntry extends Partial<SiteInfo> {
+  site: string;
+  reachable: boolean;
+  error?: string;
+}
+
+export interface ListSitesReply {
+  sites: SiteListEntry[];
+}
