@@ -35,6 +35,11 @@ export function diskTransferController(site: string): Type<unknown> {
       return this.service.progress(body);
     }
 
+    @MessagePattern(on(DiskTransferVerb.Finalize))
+    finalize(@Payload() body: unknown) {
+      return this.service.finalize(body);
+    }
+
     @MessagePattern(on(DiskTransferVerb.Abort))
     abort(@Payload() body: unknown) {
       return this.service.abort(body);

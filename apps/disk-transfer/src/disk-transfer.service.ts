@@ -11,6 +11,7 @@ import {
   MigrateDiskRequest,
   MigrationRef,
   type ExportDiskReply,
+  type WireError,
 } from '@wanmig/protocol';
 import { access, constants } from 'node:fs/promises';
 import { DiskExport } from './disk.export.js';
@@ -23,7 +24,7 @@ interface MigrationEntry {
   migration: DiskMigration;
   exportName?: string;
   report?: DiskMigrationReport;
-  error?: { code: string; message: string };
+  error?: WireError;
 }
 
 export type MigrationState = DiskProgress & {
@@ -116,6 +117,7 @@ export class DiskTransferService implements OnApplicationShutdown {
       verify: req.verify,
       destPath: req.destPath,
       keepFrozen: req.keepFrozen,
+      hold: req.hold,
       onProgress: (p) => this.nc.publish(events, JSON.stringify({ type: 'progress', ...p })),
     });
     const entry: MigrationEntry = { migration, exportName: req.exportName };
@@ -142,12 +144,37 @@ export class DiskTransferService implements OnApplicationShutdown {
     return { ...entry.migration.progress(), report: entry.report, error: entry.error };
   }
 
+  /**
+   * The final drain of a migration started with `hold` (the VM is paused); replies with the report once the
+   * destination holds every block (verified when asked). Idempotent: while finalizing or after, every call gets the
+   * same report, or the same typed error. A migration without hold: CONFLICT (it drained on its own, and writes may
+   * have gone on after that).
+   */
+  async finalize(body: unknown): Promise<DiskMigrationReport> {
+    const entry = this.entry(body);
+    const known = entry.report !== undefined || entry.error !== undefined;
+    const t0 = performance.now();
+    const report = await entry.migration.finalize();
+    if (!known) {
+      this.logger.log(
+        `migration ${report.migrationId} finalized in ${(performance.now() - t0).toFixed(0)} ms ` +
+          `(${report.finalDrainBytes} bytes in the final drain, writes frozen ${report.downtimeMs.toFixed(0)} ms)`,
+      );
+    }
+    return report;
+  }
+
+  /**
+   * Stops an unfinished migration (the source's writes thaw). A finished one that left writes frozen (keepFrozen,
+   * hold) has its writes thawed: the switch-over did not happen and the VM writes here again. A finished one whose
+   * writes already flow: CONFLICT.
+   */
   abort(body: unknown): MigrationState {
     const entry = this.entry(body);
-    if (entry.report)
-      throw new WanmigError(ErrorCode.Conflict, `migration ${entry.migration.migrationId} has finished`);
-    entry.migration.abort();
-    return { ...entry.migration.progress(), error: entry.error };
+    const id = entry.migration.migrationId;
+    if (!entry.migration.abort()) throw new WanmigError(ErrorCode.Conflict, `migration ${id} has finished`);
+    if (entry.report) this.logger.warn(`migration ${id} rolled back after it finished: the source's writes thaw`);
+    return { ...entry.migration.progress(), report: entry.report, error: entry.error };
   }
 
   async onApplicationShutdown(): Promise<void> {

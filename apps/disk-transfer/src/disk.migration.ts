@@ -15,16 +15,15 @@ import {
 import { digestRegions, recommendedWindowBytes, RecordStreamWriter, StreamSender, TokenBucket } from '@wanmig/stream';
 import type { DiskExport } from './disk.export.js';
 import { DiskPhase, type CatchUpRound, type DiskMigrationReport, type DiskProgress } from '@wanmig/protocol';
-import { MigrationAbortedError, VerifyMismatchError } from './errors.js';
+import { DrainEstimate, SHRINK_NEEDED } from './drain.estimate.js';
+import { MigrationAbortedError, NotHeldError, VerifyMismatchError } from './errors.js';
 
 export const DEFAULT_DOWNTIME_MS = 300;
 export const DEFAULT_MAX_ROUNDS = 30;
 /** Reads of the source image gather at least this many bytes (always whole blocks). */
 const MIN_READ_BYTES = 1024 * 1024;
-/** A round that does not shrink the dirty set by this fraction is "not converging". */
-const SHRINK_NEEDED = 0.9;
-/** Engaged throttle lets the guest write at this fraction of what the link drains. */
-const THROTTLE_SHARE = 0.5;
+/** While holding, a round starts at most this often (sooner only when the last one took longer). */
+export const HOLD_INTERVAL_MS = 200;
 
 export interface DiskMigrationOptions {
   migrationId: string;
@@ -44,6 +43,11 @@ export interface DiskMigrationOptions {
   destPath?: string;
   /** Keep writes frozen at the end (a VM switches over next); by default they resume. */
   keepFrozen?: boolean;
+  /**
+   * Once catch-up ends, keep the destination in step (phase `holding`) until `finalize()`, which does the final
+   * drain. Implies keepFrozen.
+   */
+  hold?: boolean;
   onProgress?: (progress: DiskProgress) => void;
 }
 
@@ -52,7 +56,8 @@ export interface DiskMigrationOptions {
  * block bitmap): a bulk pass that sends every block once, catch-up rounds that re-send the blocks
  * dirtied meanwhile until the rest would drain within the downtime budget (throttling the guest's
  * writes when it outruns the link), a final drain with writes frozen, and a digest comparison of
- * both images.
+ * both images. With `hold`, the final drain waits for `finalize()` (sent while the VM is paused) and
+ * the destination is kept in step meanwhile.
  */
 export class DiskMigration {
   private readonly o: Required<Omit<DiskMigrationOptions, 'disk' | 'destPath' | 'onProgress' | 'bandwidthBps'>> &
@@ -67,6 +72,10 @@ export class DiskMigration {
   private encoder?: ChunkEncoder;
   private fh?: FileHandle;
   private sizeBytes = 0;
+  private outcome?: Promise<DiskMigrationReport>;
+  private finalizeAsked = false;
+  /** Cuts short the pause between holding rounds (finalize, abort). */
+  private wake?: () => void;
 
   constructor(options: DiskMigrationOptions) {
     this.o = {
@@ -75,18 +84,53 @@ export class DiskMigration {
       codec: true,
       verify: true,
       keepFrozen: false,
+      hold: false,
       ...options,
     };
+  }
+
+  /** Whether a finished migration leaves the source's writes frozen (a VM switches over next). */
+  private get keepsFrozen(): boolean {
+    return this.o.keepFrozen || this.o.hold;
   }
 
   get migrationId(): string {
     return this.o.migrationId;
   }
 
-  /** Stops at the next block; the source keeps running untouched (writes thawed). */
-  abort(): void {
+  /**
+   * Unfinished: stops at the next block (or the next look at the dirty map while holding); run()
+   * then fails and thaws the source's writes. Finished with writes kept frozen (`keepFrozen`,
+   * `hold`): thaws them, the rollback of a switch-over that did not happen (the VM stays here and
+   * must write again). Finished with writes flowing: nothing to undo, false.
+   */
+  abort(): boolean {
+    if (this.phase === DiskPhase.Done) {
+      const { disk } = this.o;
+      if (!disk || !this.keepsFrozen) return false;
+      disk.gate.thaw();
+      disk.throttle.release();
+      return true;
+    }
     this.aborted = true;
     this.sender?.close();
+    this.wake?.();
+    return true;
+  }
+
+  /**
+   * Ends a migration started with `hold`; called while the VM is paused, so the dirty set cannot
+   * grow. Holding: the final drain starts now. Earlier: the bulk pass completes (every block must go
+   * once), catch-up stops at the end of its current round, holding is skipped, and the final drain
+   * sends whatever is left: nothing waits for a convergence a paused guest no longer needs.
+   * Resolves with the report once the last block is durable at the destination (and verified when
+   * asked); writes stay frozen. Every call gets the same outcome, a failure included.
+   */
+  finalize(): Promise<DiskMigrationReport> {
+    if (!this.o.hold) return Promise.reject(new NotHeldError(this.o.migrationId, this.phase));
+    this.finalizeAsked = true;
+    this.wake?.();
+    return this.run();
   }
 
   progress(): DiskProgress {
@@ -106,18 +150,29 @@ export class DiskMigration {
     };
   }
 
-  async run(): Promise<DiskMigrationReport> {
+  /** Runs the migration once; later calls get the same outcome. */
+  run(): Promise<DiskMigrationReport> {
+    this.outcome ??= this.runOnce();
+    return this.outcome;
+  }
+
+  private async runOnce(): Promise<DiskMigrationReport> {
     const { disk } = this.o;
     this.started = performance.now();
     try {
       return await this.execute();
     } catch (err) {
+      const phase = this.phase;
       this.phase = DiskPhase.Failed;
       this.emit();
+      // An abort closes the stream: report the abort, not the closed stream it caused.
+      if (this.aborted && !(err instanceof MigrationAbortedError)) {
+        throw new MigrationAbortedError(this.o.migrationId, phase, err);
+      }
       throw err;
     } finally {
       // A failed or finished copy never leaves the source frozen unless asked to.
-      if (disk && !(this.o.keepFrozen && this.phase === DiskPhase.Done)) {
+      if (disk && !(this.keepsFrozen && this.phase === DiskPhase.Done)) {
         disk.gate.thaw();
         disk.throttle.release();
       }
@@ -173,7 +228,16 @@ export class DiskMigration {
     await this.sender.drain();
     const bulkSeconds = (performance.now() - bulkStart) / 1000;
 
-    const { rounds, converged } = await this.catchUp(linkBytesPerSecond, bulkSeconds, rttMs);
+    const estimate = DrainEstimate.afterBulk({
+      linkBytesPerSecond,
+      wireBytes: this.sender.stats.bytesSent,
+      bulkSeconds,
+      rawBytes: this.encoder.totals.rawBytes,
+      encodedBytes: this.encoder.totals.encodedBytes,
+      rttMs,
+    });
+    const { rounds, converged } = await this.catchUp(estimate);
+    if (this.o.hold) await this.holdInStep(estimate);
 
     // Final drain: freeze writes (the VM is paused, or writes are held), send what is left.
     this.phase = DiskPhase.FinalDrain;
@@ -197,6 +261,8 @@ export class DiskMigration {
       verified = true;
       verifyMs = performance.now() - verifyStart;
     }
+    // An abort during the verify still wins: the caller gave the switch-over up.
+    this.check();
     this.phase = DiskPhase.Done;
     this.emit();
     const totals = this.encoder.totals;
@@ -224,57 +290,92 @@ export class DiskMigration {
 
   /**
    * Re-sends dirty blocks in rounds until what is left would drain within the downtime budget. A
-   * round that does not shrink the dirty set engages the write throttle, then tightens it.
+   * round that does not shrink the dirty set engages the write throttle, then tightens it. A
+   * finalize (the guest is paused) ends it after the current round: the final drain sends the rest.
    */
-  private async catchUp(
-    linkBytesPerSecond: number | undefined,
-    bulkSeconds: number,
-    rttMs: number,
-  ): Promise<{ rounds: CatchUpRound[]; converged: boolean }> {
+  private async catchUp(estimate: DrainEstimate): Promise<{ rounds: CatchUpRound[]; converged: boolean }> {
     const { disk } = this.o;
     const rounds: CatchUpRound[] = [];
     if (!disk) return { rounds, converged: true };
     this.phase = DiskPhase.CatchUp;
-    // What the link carries per second, in frame bytes: configured, or measured over the bulk pass.
-    let wireRate = linkBytesPerSecond ?? this.sender!.stats.bytesSent / Math.max(bulkSeconds, 0.001);
-    // Frame bytes per disk byte of what catch-up sends: the guest's recent writes, which may
-    // compress far worse than the bulk did. Start from the bulk's ratio, then use each round's own.
-    const totals = this.encoder!.totals;
-    let wirePerRaw = totals.rawBytes > 0 ? Math.max(0.05, totals.encodedBytes / totals.rawBytes) : 1;
     let previousDirty = Infinity;
     for (;;) {
       this.check();
       const dirtyBytes = disk.dirty.count * disk.dirty.blockSize;
-      const drainMs = (dirtyBytes * wirePerRaw * 1000) / wireRate + rttMs;
-      if (drainMs <= this.o.downtimeMs) return { rounds, converged: true };
-      if (this.round >= this.o.maxRounds) return { rounds, converged: false };
-      if (dirtyBytes > previousDirty * SHRINK_NEEDED) {
-        const current = disk.throttle.limitBytesPerSecond;
-        disk.throttle.engage(current === null ? (THROTTLE_SHARE * wireRate) / wirePerRaw : current / 2);
-      }
+      if (estimate.drainMs(dirtyBytes) <= this.o.downtimeMs) return { rounds, converged: true };
+      if (this.finalizeAsked || this.round >= this.o.maxRounds) return { rounds, converged: false };
+      if (dirtyBytes > previousDirty * SHRINK_NEEDED)
+        disk.throttle.engage(estimate.tighterLimit(disk.throttle.limitBytesPerSecond));
       previousDirty = dirtyBytes;
-      this.round++;
-      const start = performance.now();
-      const before = { raw: this.encoder!.totals.rawBytes, wire: this.sender!.stats.bytesSent };
-      const taken = disk.dirty.drain();
-      const rawBytes = await this.sendDirty(taken);
-      await this.writer!.flush();
-      await this.sender!.drain();
-      const seconds = (performance.now() - start) / 1000;
-      const wire = this.sender!.stats.bytesSent - before.wire;
-      const raw = this.encoder!.totals.rawBytes - before.raw;
-      if (raw > 0) wirePerRaw = Math.max(0.05, wire / raw);
-      // A round long enough to measure tells the real rate (the budget may be more than the link).
-      if (seconds > 1) wireRate = Math.min(wireRate, wire / seconds) || wireRate;
-      rounds.push({
-        round: this.round,
-        blocks: taken.count,
-        rawBytes,
-        seconds,
-        dirtyAfter: disk.dirty.count * disk.dirty.blockSize,
-      });
+      rounds.push(await this.sendRound(disk, estimate));
       this.emit();
     }
+  }
+
+  /**
+   * Phase `holding`: until finalize, sends what the guest dirties every HOLD_INTERVAL_MS, so the
+   * final drain stays within the budget however long the memory's pre-copy takes. A guest that
+   * outruns the link (what piles up would not drain within the budget, and does not shrink) is
+   * throttled as in catch-up. These rounds are not in the report's `rounds` (catch-up only).
+   */
+  private async holdInStep(estimate: DrainEstimate): Promise<void> {
+    const { disk } = this.o;
+    this.phase = DiskPhase.Holding;
+    this.emit();
+    let previousDirty = Infinity;
+    while (!this.finalizeAsked) {
+      this.check();
+      const roundStart = performance.now();
+      if (disk && disk.dirty.count > 0) {
+        const dirtyBytes = disk.dirty.count * disk.dirty.blockSize;
+        if (estimate.drainMs(dirtyBytes) > this.o.downtimeMs && dirtyBytes > previousDirty * SHRINK_NEEDED) {
+          disk.throttle.engage(estimate.tighterLimit(disk.throttle.limitBytesPerSecond));
+        }
+        previousDirty = dirtyBytes;
+        await this.sendRound(disk, estimate);
+        this.emit();
+      } else {
+        previousDirty = Infinity;
+        this.emitEvery();
+      }
+      if (!this.finalizeAsked && !this.aborted) await this.nap(HOLD_INTERVAL_MS - (performance.now() - roundStart));
+    }
+  }
+
+  /** One round: takes the dirty set, sends it, and waits until the destination holds it. */
+  private async sendRound(disk: DiskExport, estimate: DrainEstimate): Promise<CatchUpRound> {
+    this.round++;
+    const start = performance.now();
+    const before = { raw: this.encoder!.totals.rawBytes, wire: this.sender!.stats.bytesSent };
+    const taken = disk.dirty.drain();
+    const rawBytes = await this.sendDirty(taken);
+    await this.writer!.flush();
+    await this.sender!.drain();
+    const seconds = (performance.now() - start) / 1000;
+    estimate.learn({
+      rawBytes: this.encoder!.totals.rawBytes - before.raw,
+      wireBytes: this.sender!.stats.bytesSent - before.wire,
+      seconds,
+    });
+    return {
+      round: this.round,
+      blocks: taken.count,
+      rawBytes,
+      seconds,
+      dirtyAfter: disk.dirty.count * disk.dirty.blockSize,
+    };
+  }
+
+  private nap(ms: number): Promise<void> {
+    if (ms <= 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    }).finally(() => (this.wake = undefined));
   }
 
   private async sendDirty(blocks: BlockMap): Promise<number> {

@@ -27,9 +27,20 @@ export class VerifyMismatchError extends DiskMigrationError {
 }
 
 export class MigrationAbortedError extends DiskMigrationError {
-  constructor(migrationId: string, phase: string) {
-    super(ErrorCode.Conflict, `migration ${migrationId} was aborted during ${phase}`, { migrationId, phase });
+  constructor(migrationId: string, phase: string, cause?: unknown) {
+    super(ErrorCode.Conflict, `migration ${migrationId} was aborted during ${phase}`, { migrationId, phase, cause });
     this.name = 'MigrationAbortedError';
+  }
+}
+
+/** `finalize` of a migration that was not started with `hold`: it drains on its own, with no pause to wait for. */
+export class NotHeldError extends DiskMigrationError {
+  constructor(migrationId: string, phase: string) {
+    super(ErrorCode.Conflict, `migration ${migrationId} was not started with hold: there is nothing to finalize`, {
+      migrationId,
+      phase,
+    });
+    this.name = 'NotHeldError';
   }
 }
 

@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import { DrainEstimate, THROTTLE_SHARE } from './drain.estimate.js';
+
+describe('DrainEstimate', () => {
+  it('starts from the configured link rate and the bulk pass ratio', () => {
+    const estimate = DrainEstimate.afterBulk({
+      linkBytesPerSecond: 1_000_000,
+      wireBytes: 123,
+      bulkSeconds: 10,
+      rawBytes: 4_000_000,
+      encodedBytes: 2_000_000,
+      rttMs: 20,
+    });
+    // 1 MB of dirty blocks at half a frame byte each over 1 MB/s: 500 ms, plus the round trip.
+    expect(estimate.drainMs(1_000_000)).toBeCloseTo(520);
+  });
+
+  it('measures the rate over the bulk pass when no link rate is configured', () => {
+    const estimate = DrainEstimate.afterBulk({
+      linkBytesPerSecond: undefined,
+      wireBytes: 8_000_000,
+      bulkSeconds: 4,
+      rawBytes: 8_000_000,
+      encodedBytes: 8_000_000,
+      rttMs: 1,
+    });
+    expect(estimate.drainMs(2_000_000)).toBeCloseTo(1001);
+  });
+
+  it('learns each round’s ratio, and the rate only from rounds long enough to measure', () => {
+    const estimate = new DrainEstimate(1_000_000, 0.1, 0);
+    estimate.learn({ rawBytes: 1_000_000, wireBytes: 1_000_000, seconds: 0.5 });
+    expect(estimate.drainMs(1_000_000)).toBeCloseTo(1000);
+    estimate.learn({ rawBytes: 1_000_000, wireBytes: 1_000_000, seconds: 2 });
+    expect(estimate.drainMs(1_000_000)).toBeCloseTo(2000);
+    // A faster round never raises the rate above the configured one.
+    estimate.learn({ rawBytes: 4_000_000, wireBytes: 4_000_000, seconds: 1.5 });
+    expect(estimate.drainMs(1_000_000)).toBeCloseTo(2000);
+  });
+
+  it('throttles to a share of the link first, then halves the limit', () => {
+    const estimate = new DrainEstimate(1_000_000, 0.5, 0);
+    const first = estimate.tighterLimit(null);
+    expect(first).toBeCloseTo((THROTTLE_SHARE * 1_000_000) / 0.5);
+    expect(estimate.tighterLimit(first)).toBeCloseTo(first / 2);
+  });
+});
