@@ -2,3 +2,4 @@ export * from './rpc-exception.filter.js';
 export * from './config.loader.js';
 export * from './service.bootstrap.js';
 export * from './units.js';
+export * from './external-request.deserializer.js';

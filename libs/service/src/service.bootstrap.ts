@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { type INestMicroservice, Logger, type LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Transport, type MicroserviceOptions } from '@nestjs/microservices';
+import { ExternalRequestDeserializer } from './external-request.deserializer.js';
 import { WanmigRpcExceptionFilter } from './rpc-exception.filter.js';
 
 export interface ServiceBootstrapOptions {
@@ -21,7 +22,12 @@ export interface ServiceBootstrapOptions {
 export async function bootstrapService(options: ServiceBootstrapOptions): Promise<INestMicroservice> {
   const app = await NestFactory.createMicroservice<MicroserviceOptions>(options.module, {
     transport: Transport.NATS,
-    options: { servers: [options.natsUrl], queue: options.queue, maxReconnectAttempts: -1 },
+    options: {
+      servers: [options.natsUrl],
+      queue: options.queue,
+      maxReconnectAttempts: -1,
+      deserializer: new ExternalRequestDeserializer(),
+    },
     logger: options.logLevels ?? ['log', 'warn', 'error'],
   });
   app.useGlobalFilters(new WanmigRpcExceptionFilter());

@@ -47,3 +47,4 @@ export {
 } from './service.process.js';
 export { LocalBed, type LocalBedOptions } from './local.bed.js';
 export { trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
+export * from './disk-image.generator.js';

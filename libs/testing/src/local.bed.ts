@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
@@ -12,7 +12,24 @@ export interface LocalBedOptions {
   bandwidthBps: number;
   /** Also run memory-precopy at site A (and give each site its own sim runtime dir). */
   memory?: boolean;
+  /**
+   * The whole stack at both sites: disk-transfer, memory-precopy, delta-apply and the orchestrator at each, so VMs
+   * can be created at either site and moved either way through the orchestrators' API.
+   */
+  orchestrator?: boolean;
+  /** With `orchestrator`: serve each orchestrator's HTTP API on a free port. */
+  http?: boolean;
   log?: (line: string) => void;
+}
+
+/** The services of the stack, per site (`orchestrator` mode). */
+export interface SiteStack {
+  site: Site;
+  url: string;
+  diskTransfer: ServiceProcess;
+  memoryPrecopy: ServiceProcess;
+  deltaApply: ServiceProcess;
+  orchestrator: ServiceProcess;
 }
 
 /**
@@ -29,7 +46,68 @@ export class LocalBed {
     readonly diskTransfer: ServiceProcess,
     readonly memoryPrecopy: ServiceProcess | undefined,
     private readonly log?: (line: string) => void,
+    /** Services beyond the three above (orchestrator mode): site A's delta-apply, site B's sources, orchestrators. */
+    private readonly extra: Map<string, ServiceProcess> = new Map(),
+    private readonly options?: LocalBedOptions,
   ) {}
+
+  /** Orchestrator mode: the services of one site. */
+  stack(site: Site): SiteStack {
+    const url = site === Site.A ? this.sites.a.url : this.sites.b.url;
+    const get = (name: string) => {
+      const proc = this.extra.get(`${name}@${site}`);
+      if (!proc) throw new Error(`no ${name} at ${site}: start the bed with { orchestrator: true }`);
+      return proc;
+    };
+    return {
+      site,
+      url,
+      diskTransfer: site === Site.A ? this.diskTransfer : get('disk-transfer'),
+      memoryPrecopy: site === Site.A && this.memoryPrecopy ? this.memoryPrecopy : get('memory-precopy'),
+      deltaApply: site === Site.B ? this.deltaApply : get('delta-apply'),
+      orchestrator: get('orchestrator'),
+    };
+  }
+
+  /** Kill -9 a site's orchestrator (as a crash would) and start it again; it resumes what it was driving. */
+  async crashAndRestartOrchestrator(site: Site, pauseMs = 0): Promise<void> {
+    await this.stack(site).orchestrator.kill9();
+    if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    this.extra.set(`orchestrator@${site}`, await LocalBed.startOrchestrator(this.sites, this.dir, site, this.options));
+  }
+
+  static startOrchestrator(
+    sites: TwoSites,
+    dir: string,
+    site: Site,
+    options?: LocalBedOptions,
+  ): Promise<ServiceProcess> {
+    const other = site === Site.A ? Site.B : Site.A;
+    return ServiceProcess.start({
+      service: 'orchestrator',
+      args: [
+        '--nats',
+        site === Site.A ? sites.a.url : sites.b.url,
+        '--site',
+        site,
+        '--peers',
+        other,
+        '--data-dir',
+        join(dir, site, 'vms'),
+        '--sim-runtime-dir',
+        join(dir, site, 'sim'),
+        '--http-port',
+        options?.http ? '0' : '-1',
+      ],
+      readyPattern: /orchestrator ready/,
+      log: options?.log,
+    });
+  }
+
+  /** The HTTP API base URL of a site's orchestrator (bed started with `http`), from its ready line. */
+  httpUrl(site: Site): string | undefined {
+    return /http=(\S+)/.exec(this.stack(site).orchestrator.logTail())?.[1];
+  }
 
   /** Sim runtime dir of each site (guests' control sockets and default RAM files). */
   get runtimeDirA(): string {
@@ -57,7 +135,7 @@ export class LocalBed {
       });
       started.push(diskTransfer);
       let memoryPrecopy: ServiceProcess | undefined;
-      if (options.memory) {
+      if (options.memory || options.orchestrator) {
         memoryPrecopy = await ServiceProcess.start({
           service: 'memory-precopy',
           args: ['--nats', sites.a.url, '--site', Site.A, '--runtime-dir', join(dir, 'site-a', 'sim')],
@@ -66,8 +144,43 @@ export class LocalBed {
         });
         started.push(memoryPrecopy);
       }
+      const extra = new Map<string, ServiceProcess>();
+      if (options.orchestrator) {
+        if (!memoryPrecopy) throw new Error('orchestrator mode needs memory-precopy');
+        // Site A's receiving side and site B's sending side, so VMs can move back, then both orchestrators.
+        const more: Array<[string, () => Promise<ServiceProcess>]> = [
+          ['delta-apply@site-a', () => LocalBed.startDeltaApply(sites, dir, options.log, Site.A)],
+          [
+            'disk-transfer@site-b',
+            () =>
+              ServiceProcess.start({
+                service: 'disk-transfer',
+                args: ['--nats', sites.b.url, '--site', Site.B],
+                readyPattern: /disk-transfer ready/,
+                log: options.log,
+              }),
+          ],
+          [
+            'memory-precopy@site-b',
+            () =>
+              ServiceProcess.start({
+                service: 'memory-precopy',
+                args: ['--nats', sites.b.url, '--site', Site.B, '--runtime-dir', join(dir, Site.B, 'sim')],
+                readyPattern: /memory-precopy ready/,
+                log: options.log,
+              }),
+          ],
+          ['orchestrator@site-a', () => LocalBed.startOrchestrator(sites, dir, Site.A, options)],
+          ['orchestrator@site-b', () => LocalBed.startOrchestrator(sites, dir, Site.B, options)],
+        ];
+        for (const [name, start] of more) {
+          const proc = await start();
+          started.push(proc);
+          extra.set(name, proc);
+        }
+      }
       const nc = await connect({ servers: sites.a.url, maxReconnectAttempts: -1 });
-      return new LocalBed(sites, nc, dir, deltaApply, diskTransfer, memoryPrecopy, options.log);
+      return new LocalBed(sites, nc, dir, deltaApply, diskTransfer, memoryPrecopy, options.log, extra, options);
     } catch (err) {
       for (const proc of started) await proc.stop();
       await sites.stop();
@@ -77,18 +190,23 @@ export class LocalBed {
     }
   }
 
-  static startDeltaApply(sites: TwoSites, dir: string, log?: (line: string) => void): Promise<ServiceProcess> {
+  static startDeltaApply(
+    sites: TwoSites,
+    dir: string,
+    log?: (line: string) => void,
+    site: Site = Site.B,
+  ): Promise<ServiceProcess> {
     return ServiceProcess.start({
       service: 'delta-apply',
       args: [
         '--nats',
-        sites.b.url,
+        site === Site.B ? sites.b.url : sites.a.url,
         '--site',
-        Site.B,
+        site,
         '--data-dir',
-        join(dir, 'site-b', 'data'),
+        join(dir, site, 'data'),
         '--sim-runtime-dir',
-        join(dir, 'site-b', 'sim'),
+        join(dir, site, 'sim'),
       ],
       readyPattern: /delta-apply ready/,
       log,
@@ -104,11 +222,58 @@ export class LocalBed {
 
   async stop(): Promise<void> {
     await this.nc.close().catch(() => undefined);
+    // Orchestrators first (nothing new starts), then the guests they launched detached, then the services.
+    for (const [name, proc] of this.extra) if (name.startsWith('orchestrator')) await proc.stop();
+    await stopGuests([join(this.dir, Site.A, 'sim'), join(this.dir, Site.B, 'sim')]);
+    for (const [name, proc] of this.extra) if (!name.startsWith('orchestrator')) await proc.stop();
     await this.memoryPrecopy?.stop();
     await this.diskTransfer.stop();
     await this.deltaApply.stop();
     await this.sites.stop();
     await rm(this.dir, { recursive: true, force: true });
     untrackDir(this.dir);
+  }
+}
+
+/** Ends every guest whose runtime info sits in these dirs (guests started detached outlive their launcher). */
+async function stopGuests(dirs: string[]): Promise<void> {
+  const pids: number[] = [];
+  for (const dir of dirs) {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names.filter((n) => n.endsWith('.json'))) {
+      try {
+        const info = JSON.parse(await readFile(join(dir, name), 'utf8')) as { pid?: unknown };
+        if (typeof info.pid === 'number' && info.pid > 1 && (await isSimGuest(info.pid))) pids.push(info.pid);
+      } catch {
+        // A half-written or foreign file: not a guest of ours.
+      }
+    }
+  }
+  for (const pid of pids) signal(pid, 'SIGTERM');
+  const deadline = Date.now() + 3000;
+  while (Date.now() < deadline && pids.some(alive)) await new Promise((resolve) => setTimeout(resolve, 50));
+  for (const pid of pids) if (alive(pid)) signal(pid, 'SIGKILL');
+}
+
+/** A stale info file may name a pid the system has reused: only a live sim guest process is ours to stop. */
+async function isSimGuest(pid: number): Promise<boolean> {
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return cmdline.includes('sim-guest');
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // Gone already.
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { LocalBed, getFreePort, startWanEmulator, trackDir, trackPid, untrackDir, waitUntil } from '@wanmig/testing';
-import { generateSparseImage, sha256File } from '../disk/disk-image.generator.js';
+import { generateSparseImage, sha256File } from '@wanmig/testing';
 import { runDiskMigration, type DiskRunResult } from '../disk/disk-migration.runner.js';
 
 const run = promisify(execFile);

@@ -11,7 +11,7 @@ import {
   type ExportDiskReply,
 } from '@wanmig/protocol';
 import { Site, type LocalBed } from '@wanmig/testing';
-import { generateSparseImage, sha256File } from './disk-image.generator.js';
+import { generateSparseImage, sha256File } from '@wanmig/testing';
 import { RandomWriteWorkload, type WorkloadStats } from './random-write.workload.js';
 
 export type DiskReport = DiskMigrationReport;

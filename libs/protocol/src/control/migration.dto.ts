@@ -51,6 +51,8 @@ export const MigrationVerb = {
   Get: 'migration.get',
   List: 'migration.list',
   Abort: 'migration.abort',
+  /** Every stored event of one migration (CloudEvents), oldest first. */
+  Events: 'migration.events',
 } as const;
 export type MigrationVerb = (typeof MigrationVerb)[keyof typeof MigrationVerb];
 
@@ -126,9 +128,19 @@ export interface MigrationFigures {
   memoryRounds?: number;
   diskRounds?: number;
   stopReason?: string;
+  /** The VM gave the same answers at the destination (before it ran) as at the source at pause. */
+  answersMatch?: boolean;
   /** Where the VM's service answers now. */
   serviceAddress?: string;
   totalSeconds?: number;
+}
+
+/** What the destination set up for the migration (so a restarted orchestrator, or a rollback, finds it). */
+export interface MigrationDestinationView {
+  /** The destination image (delta-apply's). */
+  diskPath?: string;
+  /** The destination image as the destination's disk-transfer serves it to the arriving VM. */
+  diskUri?: string;
 }
 
 /** A migration as the API shows it: the persisted record itself. */
@@ -146,6 +158,7 @@ export interface MigrationView {
   updatedAt: string;
   error?: WireError;
   figures?: MigrationFigures;
+  destination?: MigrationDestinationView;
 }
 
 export type CreateMigrationReply = MigrationView;

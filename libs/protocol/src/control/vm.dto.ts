@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { IsIn, IsInt, IsOptional, Matches, Max, Min } from 'class-validator';
+import { IsIn, IsInt, IsOptional, IsString, Matches, Max, Min } from 'class-validator';
 
 /** VM inventory verbs, served by each site's orchestrator for the VMs that run at that site. */
 export const VmVerb = {
@@ -74,6 +74,15 @@ export class AdoptVmRequest {
 
   @IsIn(VM_WORKLOADS)
   workload!: VmWorkload;
+
+  /** The image delta-apply wrote, on the adopting site. */
+  @IsString()
+  diskPath!: string;
+
+  /** The RAM file the resumed guest runs on, on the adopting site. */
+  @IsOptional()
+  @IsString()
+  ramPath?: string;
 }
 
 export const VmState = {

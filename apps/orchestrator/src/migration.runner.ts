@@ -1,0 +1,571 @@
+/**
+ * Drives one migration through its phases. Every step is: read the record, do the phase's work (idempotent: the data
+ * plane services key everything on the migration id), then write the next phase. A restarted orchestrator builds a
+ * runner for each unfinished record and it picks up from the phase written last: a disk or memory transfer that
+ * kept running in its own service is re-attached to, never restarted.
+ */
+import type { NatsConnection } from '@nats-io/nats-core';
+import {
+  callControl,
+  controlSubject,
+  DEFAULT_BLOCK_SIZE,
+  DiskPhase,
+  DiskTransferVerb,
+  DiskVerb,
+  ErrorCode,
+  isTerminalPhase,
+  MemoryPhase,
+  MemoryPrecopyVerb,
+  MemoryVerb,
+  MigrationEventKind,
+  MigrationPhase,
+  ServiceName,
+  toWireError,
+  VmState,
+  VmVerb,
+  WanmigError,
+  type DiskMigrationReport,
+  type DiskProgress,
+  type ExportDiskReply,
+  type MemoryMigrationReport,
+  type MemoryProgress,
+  type MigrationFigures,
+  type PhaseChangedData,
+  type PrepareDiskReply,
+  type ProgressData,
+  type ReleaseDiskReply,
+  type ReleaseMemoryReply,
+  type WireError,
+} from '@wanmig/protocol';
+import { ConcurrentUpdateError, InvalidTransitionError, StaleEpochError } from './errors.js';
+import type { MigrationEventPublisher } from './migration.events.js';
+import {
+  advanceStep,
+  failureStep,
+  isRollbackable,
+  withError,
+  withFigures,
+  type MigrationRecord,
+} from './migration.state-machine.js';
+import type { MigrationStore } from './migration.store.js';
+import type { VmInventory } from './vm.inventory.js';
+
+/** Local services answer within milliseconds: poll them rather than trust events that a restart would miss. */
+const POLL_MS = 200;
+const PROGRESS_EVENT_MS = 1000;
+/** Requests that cross the WAN, or create files, get more time than local status polls. */
+const REMOTE_TIMEOUT_MS = 30_000;
+/** Forward recovery (after ACTIVATE) and rollback retry with this backoff, capped. */
+const RETRY_MS = [500, 1000, 2000, 5000, 10_000];
+/** How long a rollback waits for the source engines to stop before cleaning the destination anyway. */
+const STOP_WAIT_MS = 60_000;
+
+/** The service queries compared at both ends (sim guests): counter, key-value entries, pages. */
+export const DEFAULT_PAUSE_QUERIES = ['COUNTER', 'GET k0', 'GET k3', 'GET k42', 'GET k255', 'PAGE 1', 'PAGE 100'];
+
+type DiskState = DiskProgress & { report?: DiskMigrationReport; error?: WireError };
+type MemoryState = MemoryProgress & { report?: MemoryMigrationReport; error?: WireError };
+
+export interface RunnerDeps {
+  nc: NatsConnection;
+  site: string;
+  store: MigrationStore;
+  events: MigrationEventPublisher;
+  inventory: VmInventory;
+  log: (line: string) => void;
+  warn: (line: string) => void;
+}
+
+/** Thrown inside a wait when an abort was written: the loop re-reads the record and rolls back. */
+class AbortRequested extends Error {}
+
+const DISK_ORDER: DiskPhase[] = [
+  DiskPhase.Preparing,
+  DiskPhase.Bulk,
+  DiskPhase.CatchUp,
+  DiskPhase.Holding,
+  DiskPhase.FinalDrain,
+  DiskPhase.Verify,
+  DiskPhase.Done,
+];
+const MEMORY_ORDER: MemoryPhase[] = [
+  MemoryPhase.Preparing,
+  MemoryPhase.Precopy,
+  MemoryPhase.StopAndCopy,
+  MemoryPhase.Resuming,
+  MemoryPhase.Done,
+];
+
+function diskAtLeast(state: DiskState, phase: DiskPhase): boolean {
+  return state.report !== undefined || DISK_ORDER.indexOf(state.phase) >= DISK_ORDER.indexOf(phase);
+}
+function memoryAtLeast(state: MemoryState, phase: MemoryPhase): boolean {
+  return state.report !== undefined || MEMORY_ORDER.indexOf(state.phase) >= MEMORY_ORDER.indexOf(phase);
+}
+
+export class MigrationRunner {
+  private abortRequested = false;
+  private wake?: () => void;
+  private lastProgressEvent = 0;
+  private disk?: DiskState;
+  private memory?: MemoryState;
+  private retries = 0;
+
+  constructor(
+    private readonly d: RunnerDeps,
+    readonly id: string,
+  ) {}
+
+  /** The abort is already written (ROLLING_BACK): stop waiting and roll back. */
+  requestAbort(): void {
+    this.abortRequested = true;
+    this.wake?.();
+  }
+
+  async run(): Promise<MigrationRecord> {
+    for (;;) {
+      let record: MigrationRecord;
+      try {
+        record = (await this.d.store.require(this.id)).record;
+      } catch (err) {
+        // The KV is this site's own: a failure here is the local server restarting. Wait for it.
+        this.d.warn(`migration ${this.id}: record not readable: ${toWireError(err).message}`);
+        await this.backoff();
+        continue;
+      }
+      if (isTerminalPhase(record.phase)) return record;
+      if (record.phase === MigrationPhase.RollingBack) this.abortRequested = false;
+      try {
+        await this.step(record);
+        this.retries = 0;
+      } catch (err) {
+        // Someone else moved the record (an abort): read it again and go on from there.
+        if (err instanceof StaleEpochError || err instanceof ConcurrentUpdateError) continue;
+        if (err instanceof InvalidTransitionError || err instanceof AbortRequested) continue;
+        await this.fail(err).catch(async (e: unknown) => {
+          this.d.warn(`migration ${this.id}: failure not recorded: ${toWireError(e).message}`);
+          await this.backoff();
+        });
+      }
+    }
+  }
+
+  private async step(record: MigrationRecord): Promise<void> {
+    switch (record.phase) {
+      case MigrationPhase.Planned:
+        return this.advance(record);
+      case MigrationPhase.Preparing:
+        await this.prepare(record);
+        return this.advance(record);
+      case MigrationPhase.DiskBulk:
+        await this.startDisk(record);
+        await this.waitDisk(record, (s) => diskAtLeast(s, DiskPhase.CatchUp));
+        return this.advance(record, `bulk copy of ${this.disk?.sizeBytes ?? 0} bytes sent`);
+      case MigrationPhase.DiskCatchup:
+        await this.startDisk(record);
+        await this.waitDisk(record, (s) => diskAtLeast(s, DiskPhase.Holding));
+        return this.advance(record, `disk in step after ${this.disk?.round ?? 0} catch-up rounds`);
+      case MigrationPhase.MemPrecopy:
+        await this.startMemory(record);
+        await this.waitMemory(record, (s) => memoryAtLeast(s, MemoryPhase.StopAndCopy));
+        return this.advance(record, `after ${this.memory?.round ?? 0} memory rounds`);
+      case MigrationPhase.StopAndCopy: {
+        await this.startMemory(record);
+        const report = await this.waitMemoryReport(record);
+        const saved = await this.recordOutcome(record, report);
+        return this.advance(
+          saved,
+          `paused ${report.pausedMs.toFixed(0)} ms; runs at ${report.destination.serviceAddress}`,
+        );
+      }
+      case MigrationPhase.Redirect:
+        // The VM answers at its new address (in the figures); moving its network identity is net-redirect's.
+        return this.advance(record, `service at ${record.figures?.serviceAddress ?? 'unknown'}`);
+      case MigrationPhase.Activate:
+        await this.activate(record);
+        return this.advance(record);
+      case MigrationPhase.RollingBack:
+        await this.rollBack(record);
+        return this.advance(record);
+      default:
+        return;
+    }
+  }
+
+  private async advance(record: MigrationRecord, note?: string): Promise<void> {
+    const step = advanceStep(record, note);
+    const { record: next, changed } = await this.d.store.transition(this.id, step);
+    if (!changed) return;
+    const data: PhaseChangedData = {
+      migrationId: this.id,
+      vmId: record.vmId,
+      from: record.phase,
+      to: next.phase,
+      epoch: next.epoch,
+      ...(note ? { note } : {}),
+    };
+    await this.publish(MigrationEventKind.PhaseChanged, data);
+    this.d.log(`migration ${this.id} (${record.vmId}): ${record.phase} → ${next.phase}${note ? ` (${note})` : ''}`);
+    if (next.phase === MigrationPhase.Committed) {
+      await this.publish(MigrationEventKind.Completed, {
+        migrationId: this.id,
+        vmId: next.vmId,
+        figures: next.figures,
+      });
+    } else if (next.phase === MigrationPhase.RolledBack) {
+      await this.publish(MigrationEventKind.RolledBack, { migrationId: this.id, vmId: next.vmId, error: next.error });
+    }
+  }
+
+  /** Before ACTIVATE: roll back. After: keep the error, wait, and go forward again. */
+  private async fail(err: unknown): Promise<void> {
+    const error = toWireError(err);
+    const { record } = await this.d.store.require(this.id);
+    if (isTerminalPhase(record.phase)) return;
+    if (record.phase !== MigrationPhase.RollingBack && isRollbackable(record.phase)) {
+      const step = failureStep(record, error);
+      if (!step) return;
+      this.d.warn(`migration ${this.id} failed in ${record.phase}, rolling back: ${error.message}`);
+      try {
+        await this.d.store.transition(this.id, step);
+      } catch (e) {
+        if (e instanceof StaleEpochError || e instanceof ConcurrentUpdateError) return;
+        throw e;
+      }
+      await this.publish(MigrationEventKind.Failed, {
+        migrationId: this.id,
+        vmId: record.vmId,
+        phase: record.phase,
+        error,
+      });
+      await this.publish(MigrationEventKind.PhaseChanged, {
+        migrationId: this.id,
+        vmId: record.vmId,
+        from: record.phase,
+        to: MigrationPhase.RollingBack,
+        epoch: record.epoch + 1,
+        note: error.message,
+      } satisfies PhaseChangedData);
+      return;
+    }
+    // Forward recovery (after ACTIVATE) or a rollback step that failed: the steps are idempotent, try again.
+    this.d.warn(`migration ${this.id} in ${record.phase}: ${error.message}; retrying`);
+    await this.d.store
+      .save(withError(record, error, new Date()), (await this.d.store.require(this.id)).revision)
+      .catch(() => undefined);
+    await this.backoff();
+  }
+
+  private async backoff(): Promise<void> {
+    const delay = RETRY_MS[Math.min(this.retries++, RETRY_MS.length - 1)];
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+
+  // PREPARING: the destination's image and its export for the arriving VM.
+  private async prepare(record: MigrationRecord): Promise<void> {
+    const vm = await this.d.inventory.require(record.vmId);
+    if (vm.state !== VmState.Migrating || vm.migrationId !== this.id)
+      await this.d.inventory.setMigrating(vm.vmId, this.id);
+    const prepared = await callControl<PrepareDiskReply>(
+      this.d.nc,
+      this.remote(record, ServiceName.DeltaApply, DiskVerb.Prepare),
+      { migrationId: this.id, sizeBytes: vm.diskBytes, blockSize: DEFAULT_BLOCK_SIZE },
+      REMOTE_TIMEOUT_MS,
+    );
+    const exported = await callControl<ExportDiskReply>(
+      this.d.nc,
+      this.remote(record, ServiceName.DiskTransfer, DiskTransferVerb.Export),
+      { name: record.vmId, imagePath: prepared.path, role: 'serve', port: 0 },
+      REMOTE_TIMEOUT_MS,
+    );
+    await this.update((r) => ({ ...r, destination: { diskPath: prepared.path, diskUri: exported.uri } }));
+  }
+
+  private async startDisk(record: MigrationRecord): Promise<void> {
+    const vm = await this.d.inventory.require(record.vmId);
+    await callControl(this.d.nc, this.local(ServiceName.DiskTransfer, DiskTransferVerb.Migrate), {
+      migrationId: this.id,
+      exportName: vm.exportName,
+      toSite: record.toSite,
+      downtimeMs: record.options.downtimeMs,
+      ...(record.options.bandwidthBps ? { bandwidthBps: record.options.bandwidthBps } : {}),
+      verify: record.options.verify,
+      hold: true,
+    });
+  }
+
+  private async startMemory(record: MigrationRecord): Promise<void> {
+    const vm = await this.d.inventory.require(record.vmId);
+    const diskUri = record.destination?.diskUri;
+    if (!diskUri) throw new WanmigError(ErrorCode.Internal, `migration ${this.id} has no destination disk`);
+    await callControl(this.d.nc, this.local(ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Migrate), {
+      migrationId: this.id,
+      vmId: record.vmId,
+      toSite: record.toSite,
+      policy: record.options.policy,
+      codec: true,
+      downtimeMs: record.options.downtimeMs,
+      ...(record.options.bandwidthBps ? { bandwidthBps: record.options.bandwidthBps } : {}),
+      diskUri,
+      verifyRam: record.options.verify,
+      queriesAtPause: DEFAULT_PAUSE_QUERIES.filter(
+        (q) => !q.startsWith('PAGE') || Number(q.split(' ')[1]) * 4096 < vm.ramBytes,
+      ),
+      diskMigrationId: this.id,
+    });
+  }
+
+  private async waitDisk(record: MigrationRecord, done: (state: DiskState) => boolean): Promise<void> {
+    for (;;) {
+      this.checkAbort();
+      const state = await this.pollDisk();
+      if (state.error) throw new WanmigError(state.error.code, `disk: ${state.error.message}`);
+      if (done(state)) return;
+      await this.progressEvent(record);
+      await this.sleep();
+    }
+  }
+
+  private async waitMemory(record: MigrationRecord, done: (state: MemoryState) => boolean): Promise<void> {
+    for (;;) {
+      this.checkAbort();
+      const [memory, disk] = await Promise.all([this.pollMemory(), this.pollDisk()]);
+      if (memory.error) throw new WanmigError(memory.error.code, `memory: ${memory.error.message}`);
+      if (disk.error) throw new WanmigError(disk.error.code, `disk: ${disk.error.message}`);
+      if (done(memory)) return;
+      await this.progressEvent(record);
+      await this.sleep();
+    }
+  }
+
+  private async waitMemoryReport(record: MigrationRecord): Promise<MemoryMigrationReport> {
+    await this.waitMemory(record, (s) => s.report !== undefined);
+    return this.memory!.report!;
+  }
+
+  private async recordOutcome(record: MigrationRecord, report: MemoryMigrationReport): Promise<MigrationRecord> {
+    const answers = Object.keys(report.answersAtPause);
+    const figures: MigrationFigures = {
+      ramBytes: report.ramBytes,
+      memoryRawBytes: report.rawBytesSent,
+      memoryWireBytes: report.frameBytesSent,
+      memoryRounds: report.rounds.length,
+      stopReason: report.stopReason,
+      downtimeMs: Math.round(report.pausedMs),
+      ramCheckMs: report.ramCheckMs,
+      ramVerified: report.ramVerified,
+      answersMatch:
+        answers.length > 0 && answers.every((q) => report.answersAtPause[q] === report.answersAtDestination[q]),
+      serviceAddress: report.destination.serviceAddress,
+      ...(report.diskFinalizeMs !== undefined ? { diskFinalizeMs: Math.round(report.diskFinalizeMs) } : {}),
+      ...(report.disk
+        ? {
+            diskBytes: report.disk.sizeBytes,
+            diskRawBytes: report.disk.rawBytesSent,
+            diskWireBytes: report.disk.frameBytesSent,
+            diskRounds: report.disk.rounds.length,
+            diskVerified: report.disk.verified === true,
+          }
+        : {}),
+    };
+    const saved = await this.update((r) => withFigures(r, figures, new Date()));
+    await this.publish(MigrationEventKind.DowntimeMeasured, {
+      migrationId: this.id,
+      vmId: record.vmId,
+      downtimeMs: figures.downtimeMs,
+      diskFinalizeMs: figures.diskFinalizeMs,
+      ramCheckMs: figures.ramCheckMs,
+    });
+    return saved;
+  }
+
+  // ACTIVATE: the VM runs at the destination; hand it to that site and let the source go. Forward only, idempotent.
+  private async activate(record: MigrationRecord): Promise<void> {
+    const memory = await callControl<ReleaseMemoryReply>(
+      this.d.nc,
+      this.remote(record, ServiceName.DeltaApply, MemoryVerb.Release),
+      { migrationId: this.id },
+      REMOTE_TIMEOUT_MS,
+    ).catch(notFoundAs(undefined));
+    const disk = await callControl<ReleaseDiskReply>(
+      this.d.nc,
+      this.remote(record, ServiceName.DeltaApply, DiskVerb.Release),
+      { migrationId: this.id },
+      REMOTE_TIMEOUT_MS,
+    ).catch(notFoundAs(undefined));
+    const vm = await this.d.inventory.get(record.vmId);
+    const diskPath = disk?.path ?? record.destination?.diskPath;
+    if (!diskPath) throw new WanmigError(ErrorCode.Internal, `migration ${this.id}: destination image unknown`);
+    await callControl(
+      this.d.nc,
+      this.remote(record, ServiceName.Orchestrator, VmVerb.Adopt),
+      {
+        vmId: record.vmId,
+        migrationId: this.id,
+        ramBytes: vm?.ramBytes ?? record.figures?.ramBytes,
+        diskBytes: vm?.diskBytes ?? record.figures?.diskBytes,
+        workload: vm?.workload ?? 'idle',
+        diskPath,
+        ...(memory?.ramPath ? { ramPath: memory.ramPath } : {}),
+      },
+      REMOTE_TIMEOUT_MS,
+    );
+    await this.d.inventory.releaseMoved(record.vmId);
+    const totalSeconds = (Date.now() - Date.parse(record.createdAt)) / 1000;
+    await this.update((r) => withFigures(r, { totalSeconds }, new Date()));
+  }
+
+  // ROLLING_BACK: the source keeps (or gets back) its VM; everything made at the destination goes.
+  private async rollBack(record: MigrationRecord): Promise<void> {
+    await this.stopEngine(ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Abort, () => this.pollMemory());
+    await this.stopEngine(ServiceName.DiskTransfer, DiskTransferVerb.Abort, () => this.pollDisk());
+    // The source VM must run whatever happened above: a guest left paused is resumed.
+    const vm = await this.d.inventory.get(record.vmId);
+    if (vm) {
+      try {
+        const guest = await this.d.inventory.driver.attach(record.vmId);
+        if ((await guest.describe()).state === 'paused') await guest.resume();
+        await guest.detach();
+      } catch (err) {
+        this.d.warn(`migration ${this.id}: source VM ${record.vmId} not checked: ${toWireError(err).message}`);
+      }
+      if (vm.state === VmState.Migrating && vm.migrationId === this.id)
+        await this.d.inventory.setMigrating(record.vmId, undefined);
+    }
+    await callControl(
+      this.d.nc,
+      this.remote(record, ServiceName.DeltaApply, MemoryVerb.Release),
+      { migrationId: this.id, deleteRam: true },
+      REMOTE_TIMEOUT_MS,
+    ).catch(notFoundAs(undefined));
+    if (record.destination?.diskUri) {
+      await callControl(this.d.nc, this.remote(record, ServiceName.DiskTransfer, DiskTransferVerb.Unexport), {
+        name: record.vmId,
+      }).catch(notFoundAs(undefined));
+    }
+    await callControl(
+      this.d.nc,
+      this.remote(record, ServiceName.DeltaApply, DiskVerb.Release),
+      { migrationId: this.id, deleteImage: true },
+      REMOTE_TIMEOUT_MS,
+    ).catch(notFoundAs(undefined));
+  }
+
+  /** Asks a source engine to stop and waits until it has (its own rollback done), or it never ran. */
+  private async stopEngine(
+    service: ServiceName,
+    verb: string,
+    poll: () => Promise<{ report?: unknown; error?: WireError }>,
+  ): Promise<void> {
+    const known = await callControl(this.d.nc, this.local(service, verb), { migrationId: this.id }).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof WanmigError && err.code === ErrorCode.NotFound) return false;
+        // CONFLICT: it finished; disk-transfer thaws a kept-frozen disk on abort, so only a clean finish lands here.
+        if (err instanceof WanmigError && err.code === ErrorCode.Conflict) return true;
+        throw err;
+      },
+    );
+    if (!known) return;
+    const deadline = Date.now() + STOP_WAIT_MS;
+    while (Date.now() < deadline) {
+      const state = await poll().catch(notFoundAs(undefined));
+      if (!state || state.error || state.report) return;
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+    throw new WanmigError(
+      ErrorCode.Unavailable,
+      `${service} did not stop migration ${this.id} within ${STOP_WAIT_MS} ms`,
+    );
+  }
+
+  private async pollDisk(): Promise<DiskState> {
+    this.disk = await callControl<DiskState>(
+      this.d.nc,
+      this.local(ServiceName.DiskTransfer, DiskTransferVerb.Progress),
+      {
+        migrationId: this.id,
+      },
+    );
+    return this.disk;
+  }
+
+  private async pollMemory(): Promise<MemoryState> {
+    this.memory = await callControl<MemoryState>(
+      this.d.nc,
+      this.local(ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Progress),
+      { migrationId: this.id },
+    );
+    return this.memory;
+  }
+
+  private async progressEvent(record: MigrationRecord): Promise<void> {
+    if (Date.now() - this.lastProgressEvent < PROGRESS_EVENT_MS) return;
+    this.lastProgressEvent = Date.now();
+    const data: ProgressData = {
+      migrationId: this.id,
+      vmId: record.vmId,
+      phase: record.phase,
+      ...(this.disk ? { disk: stripReport(this.disk) } : {}),
+      ...(this.memory ? { memory: stripReport(this.memory) } : {}),
+    };
+    await this.publish(MigrationEventKind.Progress, data);
+  }
+
+  /** Events never decide the migration: a publish that fails is logged, the migration goes on. */
+  private async publish(kind: MigrationEventKind, data: object): Promise<void> {
+    try {
+      await this.d.events.publish(kind, this.id, data);
+    } catch (err) {
+      this.d.warn(`migration ${this.id}: event ${kind} not published: ${toWireError(err).message}`);
+    }
+  }
+
+  /** Read-modify-write of fields that are not a transition (figures, destination), retried on a lost race. */
+  private async update(change: (record: MigrationRecord) => MigrationRecord): Promise<MigrationRecord> {
+    for (let attempt = 1; ; attempt++) {
+      const stored = await this.d.store.require(this.id);
+      try {
+        return (await this.d.store.save(change(stored.record), stored.revision)).record;
+      } catch (err) {
+        if (!(err instanceof ConcurrentUpdateError) || attempt >= 5) throw err;
+      }
+    }
+  }
+
+  private checkAbort(): void {
+    if (this.abortRequested) throw new AbortRequested();
+  }
+
+  private sleep(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, POLL_MS);
+      this.wake = done;
+    });
+  }
+
+  private local(service: ServiceName, verb: string): string {
+    return controlSubject(this.d.site, service, verb);
+  }
+
+  private remote(record: MigrationRecord, service: ServiceName, verb: string): string {
+    return controlSubject(record.toSite, service, verb);
+  }
+}
+
+function notFoundAs<T>(value: T): (err: unknown) => T {
+  return (err: unknown) => {
+    if (err instanceof WanmigError && err.code === ErrorCode.NotFound) return value;
+    throw err;
+  };
+}
+
+function stripReport<T extends { report?: unknown; error?: unknown }>(state: T): Omit<T, 'report' | 'error'> {
+  const { report: _report, error: _error, ...rest } = state;
+  return rest;
+}

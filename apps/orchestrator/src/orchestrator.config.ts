@@ -1,0 +1,49 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IsInt, IsString, Matches, Max, Min } from 'class-validator';
+import { DEFAULT_SIM_RUNTIME_DIR } from '@wanmig/hypervisor';
+
+export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
+export const DEFAULT_SITE = 'site-a';
+export const DEFAULT_DATA_DIR = join(tmpdir(), 'wanmig-orchestrator');
+
+/** Validated once at boot from WANMIG_* environment variables and command-line flags. */
+export class OrchestratorConfig {
+  @IsString()
+  natsUrl: string = DEFAULT_NATS_URL;
+
+  @Matches(/^[a-z0-9][a-z0-9-]{0,62}$/)
+  site: string = DEFAULT_SITE;
+
+  /** The other sites this one migrates to, comma-separated (`site-b,site-c`). */
+  @Matches(/^([a-z0-9][a-z0-9-]{0,62}(,[a-z0-9][a-z0-9-]{0,62})*)?$/)
+  peers: string = '';
+
+  /** JetStream domain of this site's server (migration records and events); defaults to the site name. */
+  @Matches(/^[A-Za-z0-9_-]*$/)
+  jsDomain: string = '';
+
+  /** Where VM disks created here live. */
+  @IsString()
+  dataDir: string = DEFAULT_DATA_DIR;
+
+  /** The sim driver's runtime dir: shared with memory-precopy and delta-apply of this site. */
+  @IsString()
+  simRuntimeDir: string = DEFAULT_SIM_RUNTIME_DIR;
+
+  /** HTTP API port on `httpHost` (0: any free port; -1: no HTTP API). */
+  @IsInt()
+  @Min(-1)
+  @Max(65535)
+  httpPort: number = -1;
+
+  @IsString()
+  httpHost: string = '127.0.0.1';
+}
+
+export function peerSites(config: OrchestratorConfig): string[] {
+  return config.peers.split(',').filter((s) => s.length > 0 && s !== config.site);
+}
+
+export const ORCHESTRATOR_CONFIG = Symbol('ORCHESTRATOR_CONFIG');
+export const NATS_CONNECTION = Symbol('NATS_CONNECTION');

@@ -1,0 +1,257 @@
+/**
+ * The VMs that run at this site, one KV entry each (the site's own JetStream domain). Creating a VM makes its disk
+ * image, serves it through this site's disk-transfer (so every write is tracked from the start) and launches the
+ * embedded guest on it, detached: guests outlive an orchestrator restart.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { jetstream } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { SimDriver } from '@wanmig/hypervisor';
+import {
+  callControl,
+  controlSubject,
+  DiskTransferVerb,
+  ErrorCode,
+  ServiceName,
+  VmState,
+  WanmigError,
+  type AdoptVmRequest,
+  type CreateVmRequest,
+  type ExportDiskReply,
+  type VmView,
+} from '@wanmig/protocol';
+import { generateSparseImage } from '@wanmig/testing';
+
+export const DEFAULT_VM_BUCKET = 'wanmig-vms';
+/** A new VM's disk holds data over this fraction of its size (the rest is holes), like a used system disk. */
+const DISK_FILL = 0.25;
+
+export interface VmRecord extends VmView {
+  /** Name of the disk's export at this site's disk-transfer. */
+  exportName: string;
+  /** RAM file of a guest that arrived by migration (delta-apply's), deleted with the VM. */
+  ramPath?: string;
+}
+
+export interface VmInventoryOptions {
+  site: string;
+  domain?: string;
+  dataDir: string;
+  simRuntimeDir: string;
+  bucket?: string;
+}
+
+export class VmInventory {
+  readonly driver: SimDriver;
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly kv: KV,
+    private readonly o: VmInventoryOptions,
+  ) {
+    this.driver = new SimDriver({ runtimeDir: o.simRuntimeDir });
+  }
+
+  static async open(nc: NatsConnection, options: VmInventoryOptions): Promise<VmInventory> {
+    const js = jetstream(nc, options.domain ? { domain: options.domain } : {});
+    const kv = await new Kvm(js).create(options.bucket ?? DEFAULT_VM_BUCKET, { history: 1 });
+    return new VmInventory(nc, kv, options);
+  }
+
+  async create(req: CreateVmRequest): Promise<VmView> {
+    if (await this.get(req.vmId))
+      throw new WanmigError(ErrorCode.Conflict, `VM ${req.vmId} already exists at ${this.o.site}`);
+    const dir = join(this.o.dataDir, 'vms');
+    await mkdir(dir, { recursive: true });
+    const diskPath = join(dir, `${req.vmId}.img`);
+    const seed = req.seed ?? 1;
+    await generateSparseImage({
+      path: diskPath,
+      sizeBytes: req.diskBytes,
+      writtenBytes: Math.floor(req.diskBytes * DISK_FILL),
+      seed,
+    });
+    let exported: ExportDiskReply | undefined;
+    try {
+      exported = await this.exportDisk(req.vmId, diskPath);
+      const vm = await this.driver.launch({
+        vmId: req.vmId,
+        ramBytes: req.ramBytes,
+        workload: req.workload,
+        seed,
+        diskUri: exported.uri,
+        detached: true,
+      });
+      const { serviceAddress } = await vm.describe();
+      await vm.detach();
+      const record: VmRecord = {
+        vmId: req.vmId,
+        site: this.o.site,
+        state: VmState.Running,
+        ramBytes: req.ramBytes,
+        diskBytes: req.diskBytes,
+        workload: req.workload,
+        serviceAddress,
+        diskUri: exported.uri,
+        diskPath,
+        exportName: req.vmId,
+        createdAt: new Date().toISOString(),
+      };
+      await this.kv.create(req.vmId, JSON.stringify(record));
+      return view(record);
+    } catch (err) {
+      await this.stopGuest(req.vmId);
+      if (exported) await this.unexport(req.vmId);
+      await rm(diskPath, { force: true });
+      throw err;
+    }
+  }
+
+  async get(vmId: string): Promise<VmRecord | null> {
+    const entry = await this.kv.get(vmId);
+    if (entry === null || entry.operation !== 'PUT') return null;
+    return entry.json<VmRecord>();
+  }
+
+  async require(vmId: string): Promise<VmRecord> {
+    const record = await this.get(vmId);
+    if (!record) throw new WanmigError(ErrorCode.NotFound, `no VM ${vmId} at ${this.o.site}`);
+    return record;
+  }
+
+  /** The record with its state as the guest process shows it now. */
+  async describe(vmId: string): Promise<VmView> {
+    const record = await this.require(vmId);
+    return view({ ...record, state: await this.liveState(record) });
+  }
+
+  async list(): Promise<VmView[]> {
+    const keys: string[] = [];
+    for await (const key of await this.kv.keys()) keys.push(key);
+    const views: VmView[] = [];
+    for (const key of keys.sort()) {
+      const record = await this.get(key);
+      if (record) views.push(view({ ...record, state: await this.liveState(record) }));
+    }
+    return views;
+  }
+
+  /** Marks the VM as moving (or, with undefined, as back to plain running after a rollback). */
+  async setMigrating(vmId: string, migrationId: string | undefined): Promise<void> {
+    const record = await this.require(vmId);
+    const next: VmRecord = migrationId
+      ? { ...record, state: VmState.Migrating, migrationId }
+      : { ...record, state: VmState.Running };
+    await this.kv.put(vmId, JSON.stringify(next));
+  }
+
+  /** Stops the guest, unexports and deletes its disk (and RAM file), forgets it. A moving VM is refused. */
+  async remove(vmId: string, options: { force?: boolean } = {}): Promise<void> {
+    const record = await this.require(vmId);
+    if (record.state === VmState.Migrating && !options.force) {
+      throw new WanmigError(ErrorCode.Conflict, `VM ${vmId} is being migrated (${record.migrationId}); abort it first`);
+    }
+    await this.stopGuest(vmId);
+    await this.unexport(record.exportName);
+    await rm(record.diskPath, { force: true });
+    if (record.ramPath) await rm(record.ramPath, { force: true });
+    await this.kv.delete(vmId);
+  }
+
+  /** The source side after a commit: the guest is gone (memory-precopy released it); its disk goes too. */
+  async releaseMoved(vmId: string): Promise<void> {
+    const record = await this.get(vmId);
+    if (!record) return;
+    await this.stopGuest(vmId);
+    await this.unexport(record.exportName);
+    await rm(record.diskPath, { force: true });
+    await this.kv.delete(vmId);
+  }
+
+  /** The destination side after a commit: the VM that delta-apply resumed here is ours now. Idempotent. */
+  async adopt(req: AdoptVmRequest): Promise<VmView> {
+    const existing = await this.get(req.vmId);
+    if (existing) {
+      if (existing.migrationId === req.migrationId) return view(existing);
+      throw new WanmigError(ErrorCode.Conflict, `VM ${req.vmId} already exists at ${this.o.site}`);
+    }
+    const exported = await this.exportDisk(req.vmId, req.diskPath);
+    let serviceAddress: string | undefined;
+    try {
+      const vm = await this.driver.attach(req.vmId);
+      serviceAddress = (await vm.describe()).serviceAddress;
+      await vm.detach();
+    } catch {
+      // Recorded anyway: the VM's data is here; `vm list` shows it stopped.
+    }
+    const record: VmRecord = {
+      vmId: req.vmId,
+      site: this.o.site,
+      state: VmState.Running,
+      ramBytes: req.ramBytes,
+      diskBytes: req.diskBytes,
+      workload: req.workload,
+      serviceAddress,
+      diskUri: exported.uri,
+      diskPath: req.diskPath,
+      exportName: req.vmId,
+      createdAt: new Date().toISOString(),
+      migrationId: req.migrationId,
+      ...(req.ramPath ? { ramPath: req.ramPath } : {}),
+    };
+    await this.kv.put(req.vmId, JSON.stringify(record));
+    return view(record);
+  }
+
+  /** Serves an image through this site's disk-transfer (idempotent for the same name and path). */
+  async exportDisk(name: string, imagePath: string): Promise<ExportDiskReply> {
+    return callControl<ExportDiskReply>(
+      this.nc,
+      controlSubject(this.o.site, ServiceName.DiskTransfer, DiskTransferVerb.Export),
+      { name, imagePath, role: 'serve', port: 0 },
+      30_000,
+    );
+  }
+
+  async unexport(name: string): Promise<void> {
+    await callControl(this.nc, controlSubject(this.o.site, ServiceName.DiskTransfer, DiskTransferVerb.Unexport), {
+      name,
+    }).catch((err: unknown) => {
+      if (!(err instanceof WanmigError && err.code === ErrorCode.NotFound)) throw err;
+    });
+  }
+
+  async count(): Promise<number> {
+    let n = 0;
+    for await (const key of await this.kv.keys()) if (key) n++;
+    return n;
+  }
+
+  private async liveState(record: VmRecord): Promise<VmView['state']> {
+    try {
+      const vm = await this.driver.attach(record.vmId);
+      await vm.detach();
+      return record.state === VmState.Migrating ? VmState.Migrating : VmState.Running;
+    } catch {
+      return VmState.Stopped;
+    }
+  }
+
+  private async stopGuest(vmId: string): Promise<void> {
+    try {
+      const vm = await this.driver.attach(vmId);
+      await vm.stop();
+    } catch (err) {
+      // Not there, or its process is gone already: nothing to stop.
+      if (err instanceof WanmigError && (err.code === ErrorCode.NotFound || err.code === ErrorCode.Unavailable)) return;
+      throw err;
+    }
+  }
+}
+
+function view(record: VmRecord): VmView {
+  const { exportName: _exportName, ramPath: _ramPath, ...rest } = record;
+  return rest;
+}
