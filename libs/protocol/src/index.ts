@@ -18,3 +18,4 @@ export * from './control/migration.dto.js';
 export * from './control/migration-event.types.js';
 export * from './control/migration-report.types.js';
 export * from './control/vm.dto.js';
+export * from './schema/index.js';

@@ -1,0 +1,76 @@
+/**
+ * The JSON Schemas of the orchestrator API, by name: request DTOs generated from their class-validator rules, replies
+ * written by hand against their interfaces. Also published as docs/schemas/<Name>.schema.json (see
+ * api.schemas.spec.ts for how to regenerate them) and as the components of the HTTP API's OpenAPI document.
+ */
+import { MigrationRef } from '../control/disk.dto.js';
+import { CreateMigrationRequest, ListMigrationsRequest } from '../control/migration.dto.js';
+import { CreateVmRequest, VmRef, type VmView } from '../control/vm.dto.js';
+import { dtoSchema } from './dto.schema.js';
+import { WIRE_ERROR_SCHEMA } from './error.schemas.js';
+import { CLOUD_EVENT_SCHEMA } from './event.schemas.js';
+import { deepFreeze, JSON_SCHEMA_DIALECT, type JsonSchema } from './json-schema.js';
+import { LIST_MIGRATIONS_REPLY_SCHEMA, MIGRATION_VIEW_SCHEMA } from './migration.schemas.js';
+import { objectSchema, string } from './object.schema.js';
+import { LIST_SITES_REPLY_SCHEMA, LIST_VMS_REPLY_SCHEMA, SITE_INFO_SCHEMA, VM_VIEW_SCHEMA } from './vm.schemas.js';
+
+/** The request DTOs of the orchestrator API, by schema name (each validated with validateDto). */
+export const API_REQUEST_DTOS = {
+  CreateMigrationRequest,
+  MigrationRef,
+  ListMigrationsRequest,
+  CreateVmRequest,
+  VmRef,
+} as const;
+
+const schemas = {
+  CreateMigrationRequest: dtoSchema(CreateMigrationRequest, {
+    description: 'Start moving a VM (disk, memory, network) from the site that runs it to `toSite`.',
+    properties: {
+      bandwidthBps: 'Bandwidth budget in bits per second for disk and memory together; 0 or absent: the link’s own.',
+      downtimeMs: 'Longest pause of the guest the memory pre-copy aims for.',
+      policy: 'Memory convergence policy: `smart` is wanmig’s, `kvm` the 30-rounds baseline.',
+      verify: 'Check destination disk and RAM against the source at pause before the VM runs there.',
+    },
+  }),
+  MigrationRef: dtoSchema(MigrationRef, { description: 'Names one migration.' }),
+  ListMigrationsRequest: dtoSchema(ListMigrationsRequest, {
+    properties: {
+      unfinished: 'Only migrations that have not reached COMMITTED or ROLLED_BACK.',
+      vmId: 'Only the migrations of this VM.',
+    },
+  }),
+  CreateVmRequest: dtoSchema(CreateVmRequest, {
+    description: 'A new embedded (sim) guest at this site.',
+    properties: { seed: 'Seed of the simulated guest’s workload: the same seed, the same run.' },
+  }),
+  VmRef: dtoSchema(VmRef, { description: 'Names one VM.' }),
+  MigrationView: MIGRATION_VIEW_SCHEMA,
+  ListMigrationsReply: LIST_MIGRATIONS_REPLY_SCHEMA,
+  VmView: VM_VIEW_SCHEMA,
+  ListVmsReply: LIST_VMS_REPLY_SCHEMA,
+  RemoveVmReply: objectSchema<Pick<VmView, 'vmId'>>({
+    description: 'The VM that was stopped and whose disk was deleted.',
+    properties: { vmId: string() },
+    optional: {},
+  }),
+  SiteInfo: SITE_INFO_SCHEMA,
+  ListSitesReply: LIST_SITES_REPLY_SCHEMA,
+  CloudEvent: CLOUD_EVENT_SCHEMA,
+  WireError: WIRE_ERROR_SCHEMA,
+} satisfies Record<string, JsonSchema>;
+
+export type ApiSchemaName = keyof typeof schemas;
+
+/** Each schema standalone: its dialect and its name as title. Frozen: share it, never change it. */
+export const API_SCHEMAS: Readonly<Record<ApiSchemaName, JsonSchema>> = deepFreeze(
+  Object.fromEntries(Object.entries(schemas).map(([name, schema]) => [name, standalone(name, schema)])) as Record<
+    ApiSchemaName,
+    JsonSchema
+  >,
+);
+
+function standalone(name: string, schema: JsonSchema): JsonSchema {
+  const { title: _title, ...rest } = schema;
+  return { $schema: JSON_SCHEMA_DIALECT, title: name, ...rest };
+}

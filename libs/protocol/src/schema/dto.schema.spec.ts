@@ -1,0 +1,184 @@
+import 'reflect-metadata';
+import { ArrayMaxSize, IsArray, IsInt, IsOptional, IsString, IsUUID, Matches, ValidateIf } from 'class-validator';
+import { describe, expect, it } from 'vitest';
+import { PrepareDiskRequest } from '../control/disk.dto.js';
+import { ValidationError } from '../errors.js';
+import { validateDto } from '../validate.js';
+import { API_REQUEST_DTOS, API_SCHEMAS } from './api.schemas.js';
+import { dtoSchema } from './dto.schema.js';
+import { SchemaGenerationError } from './schema.errors.js';
+import { schemaValidator } from './schema.spec-helper.js';
+
+const MIGRATION_ID = '0b6f1c1e-4d2a-4c55-9a7e-2f0d8e1b3c4a';
+
+/** Bodies each DTO must accept (true) or refuse (false): validateDto and the schema must agree on every one. */
+const CASES: { [K in keyof typeof API_REQUEST_DTOS]: [unknown, boolean][] } = {
+  CreateMigrationRequest: [
+    [{ vmId: 'vm-1', toSite: 'site-b' }, true],
+    [{ vmId: 'vm_1', toSite: 'b', bandwidthBps: 0, downtimeMs: 600_000, policy: 'kvm', verify: false }, true],
+    [{ vmId: 'vm-1', toSite: 'site-b', bandwidthBps: null }, true],
+    [{ vmId: 'vm-1' }, false],
+    [{ toSite: 'site-b' }, false],
+    [{ vmId: 'a b', toSite: 'site-b' }, false],
+    [{ vmId: 'x'.repeat(65), toSite: 'site-b' }, false],
+    [{ vmId: 'vm-1', toSite: 'Site-B' }, false],
+    [{ vmId: 'vm-1', toSite: '-site' }, false],
+    [{ vmId: 42, toSite: 'site-b' }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', bandwidthBps: -1 }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', bandwidthBps: 1.5 }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', bandwidthBps: '100' }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', downtimeMs: 0 }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', downtimeMs: 600_001 }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', downtimeMs: null }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', policy: 'fast' }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', verify: 'true' }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', extra: 1 }, false],
+  ],
+  MigrationRef: [
+    [{ migrationId: MIGRATION_ID }, true],
+    [{ migrationId: MIGRATION_ID.toUpperCase() }, true],
+    [{ migrationId: '00000000-0000-0000-0000-000000000000' }, true],
+    [{}, false],
+    [{ migrationId: 'not-a-uuid' }, false],
+    [{ migrationId: '0b6f1c1e-4d2a-9c55-9a7e-2f0d8e1b3c4a' }, false], // version 9 is no UUID version
+    [{ migrationId: null }, false],
+    [{ migrationId: MIGRATION_ID, vmId: 'vm-1' }, false],
+  ],
+  ListMigrationsRequest: [
+    [{}, true],
+    [{ unfinished: true, vmId: 'vm-1' }, true],
+    [{ unfinished: null }, true],
+    [{ unfinished: 'true' }, false],
+    [{ vmId: '' }, false],
+    [{ phase: 'PLANNED' }, false],
+  ],
+  CreateVmRequest: [
+    [{ vmId: 'vm-1' }, true],
+    [{ vmId: 'vm-1', ramBytes: 1 << 20, diskBytes: 2 ** 44, workload: 'db', seed: 2 ** 32 - 1 }, true],
+    [{ vmId: 'vm-1', ramBytes: 1024 }, false],
+    [{ vmId: 'vm-1', diskBytes: 2 ** 44 + 1 }, false],
+    [{ vmId: 'vm-1', workload: 'gaming' }, false],
+    [{ vmId: 'vm-1', seed: 2 ** 32 }, false],
+    [{ vmId: 'vm-1', seed: -1 }, false],
+    [{ ramBytes: 1 << 20 }, false],
+  ],
+  VmRef: [
+    [{ vmId: 'vm-1' }, true],
+    [{ vmId: 'vm 1' }, false],
+    [{}, false],
+  ],
+};
+
+function validatorAccepts(dto: new () => object, body: unknown): boolean {
+  try {
+    validateDto(dto, body);
+    return true;
+  } catch (err) {
+    if (err instanceof ValidationError) return false;
+    throw err;
+  }
+}
+
+describe('dtoSchema', () => {
+  it('states CreateMigrationRequest as its decorators and defaults say', () => {
+    const schema = dtoSchema(API_REQUEST_DTOS.CreateMigrationRequest);
+    expect(schema).toEqual({
+      title: 'CreateMigrationRequest',
+      type: 'object',
+      properties: {
+        vmId: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+        toSite: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' },
+        bandwidthBps: { type: ['integer', 'null'], minimum: 0 },
+        downtimeMs: { type: 'integer', minimum: 1, maximum: 600_000, default: 300 },
+        policy: { enum: ['smart', 'kvm'], default: 'smart' },
+        verify: { type: 'boolean', default: true },
+      },
+      required: ['vmId', 'toSite'],
+      additionalProperties: false,
+    });
+  });
+
+  describe.each(Object.entries(CASES))('%s: validateDto and the schema agree', (name, cases) => {
+    const dto = API_REQUEST_DTOS[name as keyof typeof API_REQUEST_DTOS] as new () => object;
+    const validate = schemaValidator().compile(API_SCHEMAS[name as keyof typeof API_SCHEMAS]);
+    it.each(cases.map(([body, valid]) => [JSON.stringify(body), body, valid] as const))('%s', (_text, body, valid) => {
+      expect(validatorAccepts(dto, body)).toBe(valid);
+      expect(validate(body), JSON.stringify(validate.errors)).toBe(valid);
+    });
+  });
+
+  it('refuses what is not an object, as validateDto does', () => {
+    const validate = schemaValidator().compile(API_SCHEMAS.VmRef);
+    for (const body of [null, [], 'vm-1', 3]) {
+      expect(validatorAccepts(API_REQUEST_DTOS.VmRef, body)).toBe(false);
+      expect(validate(body)).toBe(false);
+    }
+  });
+
+  it('maps strings, UUIDs, arrays with per-item checks, and @ValidateIf as not required', () => {
+    class Sample {
+      @IsUUID('4')
+      id!: string;
+
+      @IsArray()
+      @ArrayMaxSize(3)
+      @IsInt({ each: true })
+      blocks: number[] = [];
+
+      @ValidateIf((o: Sample) => o.path === undefined)
+      @Matches(/^[a-z]+$/)
+      name?: string;
+
+      @IsOptional()
+      @IsString()
+      path?: string;
+    }
+    const schema = dtoSchema(Sample, { properties: { path: 'Where it is.' } });
+    expect(schema.required).toEqual(['id']);
+    expect(schema.properties).toMatchObject({
+      id: { type: 'string', format: 'uuid' },
+      blocks: { type: 'array', maxItems: 3, items: { type: 'integer' }, default: [] },
+      name: { type: 'string', pattern: '^[a-z]+$' },
+      path: { description: 'Where it is.', type: ['string', 'null'] },
+    });
+    const validate = schemaValidator().compile(schema);
+    const good = { id: '0b6f1c1e-4d2a-4c55-9a7e-2f0d8e1b3c4a', blocks: [1, 2], name: 'a' };
+    for (const [body, valid] of [
+      [good, true],
+      [{ ...good, id: '0b6f1c1e-4d2a-1c55-9a7e-2f0d8e1b3c4a' }, false], // a version-1 UUID
+      [{ ...good, blocks: [1, 2, 3, 4] }, false],
+      [{ ...good, blocks: [1.5] }, false],
+    ] as const) {
+      expect(validatorAccepts(Sample, body)).toBe(valid);
+      expect(validate(body)).toBe(valid);
+    }
+  });
+
+  it('refuses what it cannot state: custom constraints, regex flags, contradictions, stray annotations', () => {
+    expect(() => dtoSchema(PrepareDiskRequest)).toThrow(SchemaGenerationError);
+    expect(() => dtoSchema(PrepareDiskRequest)).toThrow(
+      /PrepareDiskRequest\.blockSize: no JSON Schema mapping for @powerOfTwo/,
+    );
+
+    class CaseInsensitive {
+      @Matches(/^[a-z]+$/i)
+      name!: string;
+    }
+    expect(() => dtoSchema(CaseInsensitive)).toThrow(/CaseInsensitive\.name: regex flags \/i/);
+
+    class Contradiction {
+      @IsString()
+      @IsInt()
+      value!: string;
+    }
+    expect(() => dtoSchema(Contradiction)).toThrow(/contradictory type checks/);
+
+    class Plain {
+      name = 'x';
+    }
+    expect(() => dtoSchema(Plain)).toThrow(/Plain: has no class-validator metadata/);
+    expect(() => dtoSchema(API_REQUEST_DTOS.VmRef, { properties: { vmid: 'typo' } as Record<string, string> })).toThrow(
+      /VmRef\.vmid: annotated but not validated/,
+    );
+  });
+});
