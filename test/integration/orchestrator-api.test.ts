@@ -57,7 +57,7 @@ describe('the orchestrator NATS API, driven by a plain NATS client', () => {
       nc,
       Site.A,
       'vm.create',
-      { vmId: 'bad-1', ramBytes: 32 * MIB, diskBytes: 16 * MIB, workload: 'idle' },
+      { vmId: 'bad-1', ramBytes: 64 * MIB, diskBytes: 16 * MIB, workload: 'idle' },
       60_000,
     );
     const cases: Array<[unknown, string]> = [

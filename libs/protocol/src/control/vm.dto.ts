@@ -31,8 +31,9 @@ export class CreateVmRequest {
   @Matches(VM_ID_PATTERN)
   vmId!: string;
 
+  /** The sim driver runs guests of 64 MiB to 4 GiB. */
   @IsInt()
-  @Min(MIB)
+  @Min(64 * MIB)
   @Max(64 * 1024 * MIB)
   ramBytes: number = 256 * MIB;
 
