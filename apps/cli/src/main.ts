@@ -10,15 +10,29 @@ import { runStreamBench } from './bench/stream.bench.js';
 import { streamBenchOptions } from './bench/stream-bench.options.js';
 import { DISK_USAGE, diskMigrate, diskServe } from './disk/disk.command.js';
 import { VM_USAGE, vmMigrate } from './vm/vm.command.js';
+import { demo, DEMO_USAGE } from './commands/demo.command.js';
+import { drill, DRILL_USAGE } from './commands/drill.command.js';
+import { INVENTORY_USAGE, vmCreate, vmList, vmRemove } from './commands/inventory.command.js';
+import { abort, events, migrate, MIGRATION_USAGE, status } from './commands/migration.command.js';
+import { up, UP_USAGE } from './commands/up.command.js';
+import { WanmigError } from '@wanmig/protocol';
 
 const USAGE = `usage: wanmig <command> [options]
 
-commands:
-  demo                 move a running guest across an emulated 50 ms / 200 Mbit/s WAN and report
-                       (vm migrate --ram 256MiB --workload web --verify-ram; takes its options)
+start here:
+  demo                 move a running guest (disk, memory, state) across an emulated 50 ms / 200 Mbit/s WAN
+${DEMO_USAGE}
+
+a local two-site stack, and the commands that drive it (through the orchestrators' NATS API):
+${UP_USAGE}
+${INVENTORY_USAGE}
+${MIGRATION_USAGE}
+${DRILL_USAGE}
+
+lower level:
   disk serve           serve a raw image over NBD, tracking writes (see: wanmig disk serve --help)
-  disk migrate         disk-only migration between the two sites of the local bed
-  vm migrate           move a running embedded guest (memory and state) across the local bed
+  disk migrate         disk-only migration between the two sites of a private bed
+  vm migrate           memory-only move of a throwaway guest on a private bed (see below)
   bench disk           qemu-img convert vs wanmig for one disk over the same emulated WAN
     --size 4GiB --written 1GiB --delay 50ms --bandwidth 200mbit --json
   bench memory         plain pre-copy vs wanmig for one guest over the same emulated WAN
@@ -121,22 +135,35 @@ async function benchMemory(argv: string[]): Promise<number> {
   return result.plain.verified && result.wanmig.verified ? 0 : 1;
 }
 
+const out = (text: string) => process.stdout.write(`${text}\n`);
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'demo':
-      // Until the orchestrator moves disk and memory as one migration, the demo moves a running
-      // embedded guest's memory and state, checked byte for byte (vm migrate with demo defaults).
-      return vmMigrate(['--ram', '256MiB', '--workload', 'web', '--verify-ram', ...rest], (text) =>
-        process.stdout.write(`${text}\n`),
-      );
+      return demo(rest, out);
+    case 'up':
+      return up(rest, out);
+    case 'migrate':
+      return migrate(rest, out);
+    case 'status':
+      return status(rest, out);
+    case 'abort':
+      return abort(rest, out);
+    case 'events':
+      return events(rest, out);
+    case 'drill':
+      return drill(rest, out);
     case 'disk':
       if (rest[0] === 'serve') return diskServe(rest.slice(1));
       if (rest[0] === 'migrate') return diskMigrate(rest.slice(1), (text) => process.stdout.write(`${text}\n`));
       throw new UsageError(`unknown disk command ${JSON.stringify(rest[0] ?? '')} (try: serve, migrate)`);
     case 'vm':
-      if (rest[0] === 'migrate') return vmMigrate(rest.slice(1), (text) => process.stdout.write(`${text}\n`));
-      throw new UsageError(`unknown vm command ${JSON.stringify(rest[0] ?? '')} (try: migrate)`);
+      if (rest[0] === 'create') return vmCreate(rest.slice(1), out);
+      if (rest[0] === 'list' || rest[0] === 'ls') return vmList(rest.slice(1), out);
+      if (rest[0] === 'rm') return vmRemove(rest.slice(1), out);
+      if (rest[0] === 'migrate') return vmMigrate(rest.slice(1), out);
+      throw new UsageError(`unknown vm command ${JSON.stringify(rest[0] ?? '')} (try: create, list, rm, migrate)`);
     case 'bench':
       if (rest[0] === 'stream') return (await benchStream(rest.slice(1))) ? 0 : 1;
       if (rest[0] === 'disk') return benchDisk(rest.slice(1));
@@ -162,7 +189,9 @@ main(process.argv.slice(2)).then(
       err instanceof UsageError ||
       err instanceof UnitError ||
       (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
-    process.stderr.write(`wanmig: ${err instanceof Error ? err.message : String(err)}\n`);
+    // One line: the message, and the code of an error from the API (NOT_FOUND, CONFLICT, ...).
+    const code = err instanceof WanmigError ? ` (${err.code})` : '';
+    process.stderr.write(`wanmig: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}${code}\n`);
     process.exitCode = usage ? 2 : 1;
   },
 );
