@@ -2,18 +2,30 @@ import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { HypervisorDriver } from '@wanmig/hypervisor';
 import {
+  callControl,
+  controlSubject,
+  DiskTransferVerb,
   ErrorCode,
   MigrateMemoryRequest,
   MigrationRef,
+  ServiceName,
   Subjects,
   toWireError,
   validateDto,
   WanmigError,
 } from '@wanmig/protocol';
 import { TokenBucket } from '@wanmig/stream';
-import { HYPERVISOR_DRIVER, NATS_CONNECTION } from './memory-precopy.config.js';
+import {
+  HYPERVISOR_DRIVER,
+  MEMORY_PRECOPY_CONFIG,
+  NATS_CONNECTION,
+  type MemoryPrecopyConfig,
+} from './memory-precopy.config.js';
 import { MemoryMigration } from './memory.migration.js';
-import type { MemoryMigrationReport, MemoryProgress } from '@wanmig/protocol';
+import type { DiskMigrationReport, MemoryMigrationReport, MemoryProgress } from '@wanmig/protocol';
+
+/** How long the pause may wait for the disk's final drain (and verify) before the migration rolls back. */
+export const DISK_FINALIZE_TIMEOUT_MS = 120_000;
 
 interface Entry {
   migration: MemoryMigration;
@@ -36,6 +48,7 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
   constructor(
     @Inject(NATS_CONNECTION) private readonly nc: NatsConnection,
     @Inject(HYPERVISOR_DRIVER) private readonly driver: HypervisorDriver,
+    @Inject(MEMORY_PRECOPY_CONFIG) private readonly config: MemoryPrecopyConfig,
   ) {}
 
   async migrate(body: unknown): Promise<{ migrationId: string }> {
@@ -62,6 +75,7 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
       verifyRam: req.verifyRam,
       queriesAtPause: req.queriesAtPause,
       servicePort: req.servicePort,
+      ...(req.diskMigrationId ? this.diskHooks(req.migrationId, req.diskMigrationId) : {}),
       onProgress: (p) => this.nc.publish(events, JSON.stringify({ type: 'progress', ...p })),
       onResumed: (destination) => this.nc.publish(events, JSON.stringify({ type: 'resumed', ...destination })),
     });
@@ -91,17 +105,49 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
     return { ...entry.migration.progress(), report: entry.report, error: entry.error };
   }
 
+  /** Stops a migration and rolls back to the source, as long as the destination has not started resuming the VM. */
   abort(body: unknown): MemoryState {
     const entry = this.entry(body);
-    if (entry.report)
-      throw new WanmigError(ErrorCode.Conflict, `migration ${entry.migration.migrationId} has finished`);
-    entry.migration.abort();
+    if (entry.report || !entry.migration.abort()) {
+      throw new WanmigError(
+        ErrorCode.Conflict,
+        `migration ${entry.migration.migrationId} cannot be aborted: the destination is resuming/has resumed VM ${entry.vmId}`,
+      );
+    }
     return { ...entry.migration.progress(), error: entry.error };
   }
 
   async onApplicationShutdown(): Promise<void> {
     for (const entry of this.migrations.values()) if (!entry.report && !entry.error) entry.migration.abort();
     await this.nc.drain();
+  }
+
+  /**
+   * The disk migration of this site's disk-transfer that moves the VM's disk (started with `hold`): finalized while
+   * the VM is paused; on a rollback after that, aborted, so the source's disk writes thaw. The orchestrator aborts it
+   * too: this is the safety net, and its errors are only logged.
+   */
+  private diskHooks(migrationId: string, diskMigrationId: string) {
+    const subject = (verb: DiskTransferVerb) => controlSubject(this.config.site, ServiceName.DiskTransfer, verb);
+    return {
+      whilePaused: () =>
+        callControl<DiskMigrationReport>(
+          this.nc,
+          subject(DiskTransferVerb.Finalize),
+          { migrationId: diskMigrationId },
+          DISK_FINALIZE_TIMEOUT_MS,
+        ),
+      afterRollBack: async () => {
+        try {
+          await callControl(this.nc, subject(DiskTransferVerb.Abort), { migrationId: diskMigrationId });
+          this.logger.warn(`migration ${migrationId} rolled back: disk migration ${diskMigrationId} aborted`);
+        } catch (err) {
+          this.logger.error(
+            `migration ${migrationId} rolled back, but aborting disk migration ${diskMigrationId} failed: ${err instanceof Error ? err.message : String(err)}`,
+          );
+        }
+      },
+    };
   }
 
   private entry(body: unknown): Entry {

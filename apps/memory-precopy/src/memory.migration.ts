@@ -20,7 +20,12 @@ import {
 import { recommendedWindowBytes, RecordStreamWriter, StreamSender, type TokenBucket } from '@wanmig/stream';
 import { decide, type PolicyDecision } from './convergence.policy.js';
 import { MemoryAbortedError } from './errors.js';
-import { MemoryPhase, type MemoryMigrationReport, type MemoryProgress } from '@wanmig/protocol';
+import {
+  MemoryPhase,
+  type DiskMigrationReport,
+  type MemoryMigrationReport,
+  type MemoryProgress,
+} from '@wanmig/protocol';
 
 export const DEFAULT_DOWNTIME_MS = 300;
 const READ_BYTES = 1024 * 1024;
@@ -49,8 +54,16 @@ export interface MemoryMigrationOptions {
   verifyRam?: boolean;
   /** Service queries to answer at pause (through the guest's monitor), reported for comparison. */
   queriesAtPause?: string[];
-  /** Runs with the guest paused, after its memory is sent: the disk's final drain goes here. */
-  whilePaused?: () => Promise<void>;
+  /**
+   * Runs with the guest paused, after its memory is sent: the disk's final drain goes here. The
+   * disk report it returns goes into this migration's, with the time it took. A failure rolls back.
+   */
+  whilePaused?: () => Promise<DiskMigrationReport | void>;
+  /**
+   * Runs during a rollback, once the source guest runs again, when `whilePaused` had started: a
+   * disk finalized during the pause has its writes thawed here. Its failure is the hook's business.
+   */
+  afterRollBack?: () => Promise<void>;
   onProgress?: (progress: MemoryProgress) => void;
   /** The destination runs the VM: the moment clients (and the network) should follow. */
   onResumed?: (destination: { serviceAddress: string; resumedAt: number }) => void;
@@ -73,6 +86,7 @@ export class MemoryMigration {
   private dirtyBytes = 0;
   private started = performance.now();
   private aborted = false;
+  private pausedHookStarted = false;
   private sender?: StreamSender;
   private stateSender?: StreamSender;
   private writer?: RecordStreamWriter;
@@ -87,14 +101,25 @@ export class MemoryMigration {
     return this.o.migrationId;
   }
 
-  /** Stops before the destination runs the VM; the source keeps running unchanged. */
-  abort(): void {
+  /**
+   * False once the destination is asked to run the VM (phase `resuming`) or runs it: there is no
+   * going back then. Until that point true, as is any later look after a rollback.
+   */
+  get canAbort(): boolean {
+    return this.phase !== MemoryPhase.Resuming && this.phase !== MemoryPhase.Done;
+  }
+
+  /**
+   * Stops before the destination runs the VM; the source keeps running unchanged. False (and
+   * nothing done) once the destination resumes or has resumed the VM.
+   */
+  abort(): boolean {
+    if (!this.canAbort) return false;
     this.aborted = true;
     // Unblocks a send or a drain waiting on the link; run() then rolls back.
-    if (this.phase !== MemoryPhase.Resuming) {
-      this.sender?.close();
-      this.stateSender?.close();
-    }
+    this.sender?.close();
+    this.stateSender?.close();
+    return true;
   }
 
   progress(): MemoryProgress {
@@ -241,7 +266,14 @@ export class MemoryMigration {
     await this.sendPages(memory, pending, sentOnce);
     await this.writer.flush(FrameFlag.End);
     await stateSender.send({ offset: 0, length: state.blob.length, flags: FrameFlag.End, payload: state.blob });
-    await this.o.whilePaused?.();
+    let disk: DiskMigrationReport | undefined;
+    let diskFinalizeMs: number | undefined;
+    if (this.o.whilePaused) {
+      const finalizeStart = performance.now();
+      this.pausedHookStarted = true;
+      disk = (await this.o.whilePaused()) ?? undefined;
+      diskFinalizeMs = performance.now() - finalizeStart;
+    }
     this.check();
 
     this.phase = MemoryPhase.Resuming;
@@ -294,6 +326,7 @@ export class MemoryMigration {
       ramCheckMs: destination.ramCheckMs ?? 0,
       answersAtPause,
       answersAtDestination: destination.answers ?? {},
+      ...(disk ? { disk, diskFinalizeMs } : {}),
     };
   }
 
@@ -351,6 +384,7 @@ export class MemoryMigration {
     try {
       if (paused) await vm.resume();
     } finally {
+      if (this.pausedHookStarted) await this.o.afterRollBack?.().catch(() => undefined);
       await vm
         .memory()
         .stopDirtyLog()
