@@ -365,6 +365,7 @@ export class MigrationRunner {
             diskWireBytes: report.disk.frameBytesSent,
             diskRounds: report.disk.rounds.length,
             diskVerified: report.disk.verified === true,
+            diskVerifyMs: Math.round(report.disk.verifyMs),
           }
         : {}),
     };

@@ -27,7 +27,7 @@ export interface DemoReport {
   phases: Array<{ name: string; start: string; end: string }>;
   vm: { vmId: string; ramBytes: number; diskBytes: number; workload: string };
   wan: { delayMs: number; bandwidthBps: number; aToB: number; bToA: number };
-  disk: { rawBytes: number; frameBytes: number; verified: boolean; finalDrainMs: number };
+  disk: { rawBytes: number; frameBytes: number; verified: boolean; finalDrainMs: number; verifyMs: number };
   memory: { rawBytes: number; frameBytes: number; rounds: number; verified: boolean; checkMs: number };
   client: { answers: number; answersAfterSwitch: number; counterContinued: boolean };
   answersMatch: boolean;
@@ -141,6 +141,7 @@ function buildReport(m: MigrationView, probe: ProbeReport, wan: DemoReport['wan'
       frameBytes: f.diskWireBytes ?? 0,
       verified: f.diskVerified === true,
       finalDrainMs: f.diskFinalizeMs ?? 0,
+      verifyMs: f.diskVerifyMs ?? 0,
     },
     memory: {
       rawBytes: f.memoryRawBytes ?? 0,
@@ -172,7 +173,7 @@ export function formatDemo(r: DemoReport): string {
     [
       'downtime',
       `${r.downtimeMs} ms as the client saw it (longest gap between answers); paused ${r.pausedMs} ms at the source, ` +
-        `of which disk final drain ${r.disk.finalDrainMs} ms, RAM check ${r.memory.checkMs} ms`,
+        `of which disk finalize ${r.disk.finalDrainMs} ms (verify ${r.disk.verifyMs} ms), RAM check ${r.memory.checkMs} ms`,
     ],
     [
       'bytes',

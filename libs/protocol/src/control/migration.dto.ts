@@ -122,6 +122,8 @@ export interface MigrationFigures {
   downtimeMs?: number;
   /** Of the pause: finalizing the disk, and the destination hashing its RAM. */
   diskFinalizeMs?: number;
+  /** Of the disk's finalize: comparing both images' digests. */
+  diskVerifyMs?: number;
   ramCheckMs?: number;
   diskVerified?: boolean;
   ramVerified?: boolean;
