@@ -54,7 +54,8 @@ const CASES: { [K in keyof typeof API_REQUEST_DTOS]: [unknown, boolean][] } = {
   ],
   CreateVmRequest: [
     [{ vmId: 'vm-1' }, true],
-    [{ vmId: 'vm-1', ramBytes: 1 << 20, diskBytes: 2 ** 44, workload: 'db', seed: 2 ** 32 - 1 }, true],
+    [{ vmId: 'vm-1', ramBytes: 64 << 20, diskBytes: 2 ** 44, workload: 'db', seed: 2 ** 32 - 1 }, true],
+    [{ vmId: 'vm-1', ramBytes: 63 << 20 }, false],
     [{ vmId: 'vm-1', ramBytes: 1024 }, false],
     [{ vmId: 'vm-1', diskBytes: 2 ** 44 + 1 }, false],
     [{ vmId: 'vm-1', workload: 'gaming' }, false],
