@@ -22,7 +22,7 @@ export const DEFAULT_DOWNTIME_MS = 300;
 export const DEFAULT_MAX_ROUNDS = 30;
 /** Reads of the source image gather at least this many bytes (always whole blocks). */
 const MIN_READ_BYTES = 1024 * 1024;
-/** While holding, a round starts at most this often (sooner only when the last one took longer). */
+/** While holding, rounds start this far apart (further when a round itself takes longer). */
 export const HOLD_INTERVAL_MS = 200;
 
 export interface DiskMigrationOptions {
@@ -313,15 +313,18 @@ export class DiskMigration {
   }
 
   /**
-   * Phase `holding`: until finalize, sends what the guest dirties every HOLD_INTERVAL_MS, so the
-   * final drain stays within the budget however long the memory's pre-copy takes. A guest that
-   * outruns the link (what piles up would not drain within the budget, and does not shrink) is
-   * throttled as in catch-up. These rounds are not in the report's `rounds` (catch-up only).
+   * Phase `holding`: until finalize, sends what the guest dirties every HOLD_INTERVAL_MS (or half
+   * the downtime budget, when that is less), so the final drain stays within the budget however
+   * long the memory's pre-copy takes. A guest that outruns the link (what piles up would not drain
+   * within the budget, and does not shrink) is throttled as in catch-up. These rounds count in the
+   * progress's `round` but not in the report's `rounds` (catch-up only).
    */
   private async holdInStep(estimate: DrainEstimate): Promise<void> {
     const { disk } = this.o;
     this.phase = DiskPhase.Holding;
     this.emit();
+    // What piles up during the pause between rounds must itself drain within the budget.
+    const intervalMs = Math.min(HOLD_INTERVAL_MS, this.o.downtimeMs / 2);
     let previousDirty = Infinity;
     while (!this.finalizeAsked) {
       this.check();
@@ -338,7 +341,7 @@ export class DiskMigration {
         previousDirty = Infinity;
         this.emitEvery();
       }
-      if (!this.finalizeAsked && !this.aborted) await this.nap(HOLD_INTERVAL_MS - (performance.now() - roundStart));
+      if (!this.finalizeAsked && !this.aborted) await this.nap(intervalMs - (performance.now() - roundStart));
     }
   }
 
