@@ -29,7 +29,7 @@ describe('the orchestrator NATS API, driven by a plain NATS client', () => {
   let nc: NatsConnection;
 
   beforeAll(async () => {
-    bed = await LocalBed.start({ delayMs: 10, bandwidthBps: 400e6, orchestrator: true });
+    bed = await LocalBed.start({ delayMs: 10, bandwidthBps: 400e6, orchestrator: true, http: true });
     nc = await connect({ servers: bed.sites.a.url });
   }, 120_000);
 
@@ -50,6 +50,28 @@ describe('the orchestrator NATS API, driven by a plain NATS client', () => {
       [Site.B, true],
     ]);
     expect(sites[1].freeDiskBytes).toBeGreaterThan(0);
+  });
+
+  it('serves the same operations over HTTP, described by its OpenAPI document', async () => {
+    const base = bed.httpUrl(Site.A);
+    expect(base).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const doc = (await (await fetch(`${base}/openapi.json`)).json()) as {
+      openapi: string;
+      paths: Record<string, unknown>;
+    };
+    expect(doc.openapi).toMatch(/^3\.1/);
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/migrations', '/v1/vms', '/v1/sites']));
+    const site = (await (await fetch(`${base}/v1/site`)).json()) as { site: string; httpUrl?: string };
+    expect(site).toMatchObject({ site: Site.A, httpUrl: base });
+    const refused = await fetch(`${base}/v1/migrations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ vmId: 'nope', toSite: Site.B }),
+    });
+    expect(refused.status).toBe(404);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('NOT_FOUND');
+    const vms = (await (await fetch(`${base}/v1/vms`)).json()) as { vms: unknown[] };
+    expect(Array.isArray(vms.vms)).toBe(true);
   });
 
   it('refuses bad requests with a typed error and changes nothing', async () => {

@@ -13,7 +13,9 @@ import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
 import { bootstrapService, loadConfig } from '@wanmig/service';
 import { OrchestratorConfig } from './orchestrator.config.js';
+import { startHttpApi } from './http/http.api.js';
 import { OrchestratorModule } from './orchestrator.module.js';
+import { OrchestratorService } from './orchestrator.service.js';
 
 const FLAGS = {
   nats: 'WANMIG_NATS_URL',
@@ -37,12 +39,19 @@ async function main(): Promise<void> {
   config.dataDir = resolve(config.dataDir);
   config.simRuntimeDir = resolve(config.simRuntimeDir);
   const nc = await connect({ servers: config.natsUrl, maxReconnectAttempts: -1, name: `orchestrator.${config.site}` });
-  await bootstrapService({
+  const app = await bootstrapService({
     module: OrchestratorModule.forRoot(config, nc),
     natsUrl: config.natsUrl,
     queue: `orchestrator.${config.site}`,
   });
-  process.stderr.write(`orchestrator ready site=${config.site}\n`);
+  let http = '';
+  if (config.httpPort >= 0) {
+    const service = app.get(OrchestratorService);
+    const server = await startHttpApi(service, { host: config.httpHost, port: config.httpPort, site: config.site });
+    service.httpUrl = server.url;
+    http = ` http=${server.url}`;
+  }
+  process.stderr.write(`orchestrator ready site=${config.site}${http}\n`);
 }
 
 main().catch((err: unknown) => {
