@@ -17,7 +17,13 @@ const DOMAIN = 'site-a';
 
 function newRecord(vmId = 'vm-1') {
   return newMigrationRecord(
-    { id: randomUUID(), vmId, fromSite: 'site-a', toSite: 'site-b', options: { downtimeMs: 300, policy: 'smart', verify: true } },
+    {
+      id: randomUUID(),
+      vmId,
+      fromSite: 'site-a',
+      toSite: 'site-b',
+      options: { downtimeMs: 300, policy: 'smart', verify: true },
+    },
     new Date(),
   );
 }
