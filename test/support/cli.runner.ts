@@ -11,11 +11,12 @@ export interface CliResult {
 }
 
 /** Runs the built `wanmig` CLI as a user would; never throws on a non-zero exit. */
-export function runCli(args: string[], timeoutMs = 240_000): Promise<CliResult> {
+export function runCli(args: string[], timeoutMs = 240_000, env?: Record<string, string>): Promise<CliResult> {
   if (!existsSync(CLI))
     throw new Error(`${CLI} is missing: run npm run build (npm test does it through the bootstrap)`);
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    const options = { timeout: timeoutMs, maxBuffer: 16 << 20, env: { ...process.env, ...env } };
+    execFile(process.execPath, [CLI, ...args], options, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });

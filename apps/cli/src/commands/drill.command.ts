@@ -26,6 +26,9 @@ export interface DrillMove {
   rawBytes: number;
   frameBytes: number;
   bandwidthBps: number;
+  /** Epoch milliseconds: when the move was asked for and when it ended. */
+  startedAt: number;
+  endedAt: number;
   error?: string;
 }
 
@@ -169,6 +172,7 @@ async function moveOne(
   log: (line: string) => void,
 ): Promise<DrillMove> {
   const t0 = performance.now();
+  const startedAt = Date.now();
   let m: MigrationView;
   try {
     const created = await client.call<MigrationView>(from, MigrationVerb.Create, {
@@ -192,6 +196,8 @@ async function moveOne(
       rawBytes: 0,
       frameBytes: 0,
       bandwidthBps,
+      startedAt,
+      endedAt: Date.now(),
       error: err instanceof Error ? err.message : String(err),
     };
   }
@@ -218,6 +224,8 @@ async function moveOne(
     rawBytes: (f.diskRawBytes ?? 0) + (f.memoryRawBytes ?? 0),
     frameBytes: (f.diskWireBytes ?? 0) + (f.memoryWireBytes ?? 0),
     bandwidthBps,
+    startedAt,
+    endedAt: Date.now(),
     ...(m.error ? { error: `${m.error.code}: ${m.error.message}` } : {}),
   };
 }
