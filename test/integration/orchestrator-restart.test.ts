@@ -54,7 +54,13 @@ describe('an orchestrator killed mid-migration resumes it', () => {
     await waitMigration(nc, Site.A, m.id, (r) => r.phase === 'DISK_BULK' || isFinished(r), 60_000, 20);
     let atKill: EngineState;
     for (;;) {
-      atKill = await engine(nc, 'disk-transfer', 'disk.progress', m.id);
+      atKill = await engine(nc, 'disk-transfer', 'disk.progress', m.id).catch(() => ({
+        phase: 'not started',
+        round: 0,
+        bulkBytes: 0,
+        rawBytesSent: 0,
+        elapsedSeconds: 0,
+      }));
       if ((atKill.bulkBytes ?? 0) > 0) break;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
@@ -83,7 +89,13 @@ describe('an orchestrator killed mid-migration resumes it', () => {
     await waitMigration(nc, Site.A, m.id, (r) => r.phase === 'MEM_PRECOPY' || isFinished(r), 120_000, 20);
     let atKill: EngineState;
     for (;;) {
-      atKill = await engine(nc, 'memory-precopy', 'mem.progress', m.id);
+      // The runner asks memory-precopy to start just after it writes MEM_PRECOPY: not found until then.
+      atKill = await engine(nc, 'memory-precopy', 'mem.progress', m.id).catch(() => ({
+        phase: 'not started',
+        round: 0,
+        rawBytesSent: 0,
+        elapsedSeconds: 0,
+      }));
       if (atKill.rawBytesSent > 0) break;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }

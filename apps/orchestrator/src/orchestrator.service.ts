@@ -34,7 +34,7 @@ import {
   type SiteListEntry,
   type VmView,
 } from '@wanmig/protocol';
-import { AbortRefusedError } from './errors.js';
+import { AbortRefusedError, ConcurrentUpdateError, StaleEpochError } from './errors.js';
 import { MigrationEventPublisher, replayMigrationEvents } from './migration.events.js';
 import { MigrationRunner } from './migration.runner.js';
 import { abortStep, newMigrationRecord } from './migration.state-machine.js';
@@ -141,36 +141,45 @@ export class OrchestratorService implements OrchestratorApi, OnApplicationBootst
 
   async abortMigration(body: unknown): Promise<MigrationView> {
     const { migrationId } = validateDto(MigrationRef, body);
-    const { record } = await this.store.require(migrationId);
-    const step = abortStep(record); // refuses finished and post-ACTIVATE migrations, nothing changed
-    if (!step) return record;
-    // From memory pre-copy on, the memory engine alone knows whether the destination already runs the VM: it
-    // must agree to stop before the abort is written, or the record would roll back a VM that runs over there.
+    // The runner may move the record between our read and our write: read again and decide again.
+    for (let attempt = 1; ; attempt++) {
+      const { record } = await this.store.require(migrationId);
+      const step = abortStep(record); // refuses finished and post-ACTIVATE migrations, nothing changed
+      if (!step) return record;
+      await this.stopMemoryFirst(record);
+      try {
+        const { record: next } = await this.store.transition(migrationId, step);
+        this.logger.log(`migration ${migrationId}: abort requested in ${record.phase}`);
+        const runner = this.runners.get(migrationId);
+        if (runner) runner.requestAbort();
+        else this.startRunner(migrationId);
+        return next;
+      } catch (err) {
+        if (attempt < 5 && (err instanceof StaleEpochError || err instanceof ConcurrentUpdateError)) continue;
+        throw err;
+      }
+    }
+  }
+
+  /**
+   * From memory pre-copy on, the memory engine alone knows whether the destination already runs the VM: it must
+   * agree to stop before the abort is written, or the record would roll back a VM that runs over there.
+   */
+  private async stopMemoryFirst(record: MigrationView): Promise<void> {
     const memoryPhases: MigrationPhase[] = [
       MigrationPhase.MemPrecopy,
       MigrationPhase.StopAndCopy,
       MigrationPhase.Redirect,
     ];
-    if (memoryPhases.includes(record.phase)) {
-      await callControl(this.nc, controlSubject(this.config.site, ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Abort), {
-        migrationId,
-      }).catch((err: unknown) => {
-        if (err instanceof WanmigError && err.code === ErrorCode.NotFound) return;
-        if (err instanceof WanmigError && err.code === ErrorCode.Conflict)
-          throw new AbortRefusedError(
-            migrationId,
-            record.phase,
-            `the destination runs the VM already (${err.message})`,
-          );
-        throw err;
-      });
-    }
-    const { record: next } = await this.store.transition(migrationId, step);
-    this.logger.log(`migration ${migrationId}: abort requested in ${record.phase}`);
-    const runner = this.runners.get(migrationId);
-    if (runner) runner.requestAbort();
-    else this.startRunner(migrationId);
-    return next;
+    if (!memoryPhases.includes(record.phase)) return;
+    await callControl(this.nc, controlSubject(this.config.site, ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Abort), {
+      migrationId: record.id,
+    }).catch((err: unknown) => {
+      if (err instanceof WanmigError && err.code === ErrorCode.NotFound) return;
+      if (err instanceof WanmigError && err.code === ErrorCode.Conflict)
+        throw new AbortRefusedError(record.id, record.phase, `the destination runs the VM already (${err.message})`);
+      throw err;
+    });
   }
 
   async migrationEvents(body: unknown): Promise<CloudEvent[]> {
