@@ -99,34 +99,40 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
 
   prepare(request: PrepareMemoryRequest): Promise<PrepareMemoryReply> {
     return this.lock.run(request.migrationId, async () => {
-      this.checkRunning();
-      checkRamSize(request);
-      const { migrationId } = request;
-      let session = this.sessions.get(migrationId);
-      if (session) {
-        checkSame(request, session);
-        checkNotRunning(session.resumedVm?.vmId, migrationId);
-        if (!session.isReceiving || session.hasFailed) {
-          // A resume that failed stopped the receivers, or a stream failed for good: a new prepare
-          // receives again, from the watermarks.
-          const manifest = await this.loadManifest(migrationId);
-          await session.close();
-          this.sessions.delete(migrationId);
-          if (!manifest) throw new MigrationNotFoundError(migrationId, 'memory');
-          session = await this.openSession(manifest);
-        }
-        return session.prepareReply(true);
-      }
-      const manifest = await this.loadManifest(migrationId);
-      if (manifest) {
-        checkSame(request, manifest);
-        checkNotRunning(manifest.vm?.vmId, migrationId);
-        return (await this.openSession(manifest)).prepareReply(true);
-      }
-      const created = await this.create(request);
-      if (request.vmId) await this.vms.startEarly(created, request.vmId, request.diskUri, request.servicePort);
-      return created.prepareReply(false);
+      const { session, resumed } = await this.prepareSession(request);
+      if (request.verifyRam) session.hashWhenFinished();
+      return session.prepareReply(resumed);
     });
+  }
+
+  private async prepareSession(request: PrepareMemoryRequest): Promise<{ session: MemorySession; resumed: boolean }> {
+    this.checkRunning();
+    checkRamSize(request);
+    const { migrationId } = request;
+    let session = this.sessions.get(migrationId);
+    if (session) {
+      checkSame(request, session);
+      checkNotRunning(session.resumedVm?.vmId, migrationId);
+      if (!session.isReceiving || session.hasFailed) {
+        // A resume that failed stopped the receivers, or a stream failed for good: a new prepare
+        // receives again, from the watermarks.
+        const manifest = await this.loadManifest(migrationId);
+        await session.close();
+        this.sessions.delete(migrationId);
+        if (!manifest) throw new MigrationNotFoundError(migrationId, 'memory');
+        session = await this.openSession(manifest);
+      }
+      return { session, resumed: true };
+    }
+    const manifest = await this.loadManifest(migrationId);
+    if (manifest) {
+      checkSame(request, manifest);
+      checkNotRunning(manifest.vm?.vmId, migrationId);
+      return { session: await this.openSession(manifest), resumed: true };
+    }
+    const created = await this.create(request);
+    if (request.vmId) await this.vms.startEarly(created, request.vmId, request.diskUri, request.servicePort);
+    return { session: created, resumed: false };
   }
 
   status(ref: MigrationRef): MemoryStatusReply {

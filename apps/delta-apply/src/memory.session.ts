@@ -13,6 +13,7 @@ import { sha256, type HeldDeviceState } from './device-state.sink.js';
 import { describe, type SessionLogger } from './disk.session.js';
 import { MemoryManifestStore, type MemoryManifest, type ResumedVm } from './memory-manifest.store.js';
 import { MemoryReceivers } from './memory.receivers.js';
+import { ramFileDigest } from '@wanmig/stream';
 import type { MemoryPaths } from './migration.paths.js';
 
 export interface MemorySessionOptions {
@@ -49,6 +50,9 @@ export class MemorySession {
     private readonly options: MemorySessionOptions,
     private receivers: MemoryReceivers | undefined,
   ) {}
+
+  private hashOnFinish = false;
+  private ramDigest?: Promise<string>;
 
   static async open(manifest: MemoryManifest, options: MemorySessionOptions, fresh = false): Promise<MemorySession> {
     if (manifest.vm) {
@@ -101,6 +105,27 @@ export class MemorySession {
   /** The VM this process started for the migration, while it holds it. */
   get incomingVm(): IncomingVm | undefined {
     return this.vm;
+  }
+
+  /**
+   * A resume will check the RAM: hash it as soon as the memory stream has finished (its End durable, so nothing
+   * writes the file any more), while the source is still busy with the disk's last blocks.
+   */
+  hashWhenFinished(): void {
+    this.hashOnFinish = true;
+    if (this.manifest.finished) this.startRamDigest();
+  }
+
+  /** The RAM file's sha256, when {@link hashWhenFinished} started it. */
+  get precomputedRamDigest(): Promise<string> | undefined {
+    return this.ramDigest;
+  }
+
+  private startRamDigest(): void {
+    if (this.ramDigest) return;
+    this.ramDigest = ramFileDigest(this.ramPath, this.ramBytes);
+    // Awaited by the resume; a failure meanwhile must not go unhandled.
+    this.ramDigest.catch(() => undefined);
   }
 
   get deviceState(): HeldDeviceState | undefined {
@@ -189,7 +214,10 @@ export class MemorySession {
       this.failure ??= toWireError(err);
       this.options.logger.error(`${what} of ${this.migrationId} failed: ${describe(err)}`);
     };
-    receivers.pages.finished().then(() => this.runInBackground(this.markFinished()), onFailure('memory receive'));
+    receivers.pages.finished().then(() => {
+      if (this.hashOnFinish && this.receivers === receivers) this.startRamDigest();
+      this.runInBackground(this.markFinished());
+    }, onFailure('memory receive'));
     receivers.deviceStateStream.finished().catch(onFailure('device-state receive'));
   }
 

@@ -1,5 +1,5 @@
 import type { HypervisorDriver, IncomingVm } from '@wanmig/hypervisor';
-import { digestRegions } from '@wanmig/stream';
+import { ramFileDigest } from '@wanmig/stream';
 import { ErrorCode, WanmigError, type ResumeVmReply, type ResumeVmRequest } from '@wanmig/protocol';
 import type { HeldDeviceState } from './device-state.sink.js';
 import { describe, type SessionLogger } from './disk.session.js';
@@ -123,11 +123,7 @@ export class VmLifecycle {
 
   /** The RAM about to run must be the source's at pause, byte for byte: never start on a difference. */
   private async verifyRam(session: MemorySession, expected: string, migrationId: string): Promise<void> {
-    const [actual] = await digestRegions(session.ramPath, {
-      offset: 0,
-      length: session.ramBytes,
-      regionBytes: session.ramBytes,
-    });
+    const actual = (await session.precomputedRamDigest) ?? (await ramFileDigest(session.ramPath, session.ramBytes));
     if (actual !== expected) {
       throw new WanmigError(
         ErrorCode.Conflict,

@@ -244,10 +244,11 @@ export class DiskMigration {
     this.emit();
     const frozenAt = performance.now();
     let finalDrainBytes = 0;
-    if (disk) {
-      await disk.gate.freeze();
-      finalDrainBytes = await this.sendDirty(disk.dirty.drain());
-    }
+    if (disk) await disk.gate.freeze();
+    // The image cannot change any more: its digests are taken while the last blocks travel.
+    const local = this.o.verify ? this.localDigests() : undefined;
+    local?.digests.catch(() => undefined);
+    if (disk) finalDrainBytes = await this.sendDirty(disk.dirty.drain());
     await this.writer.finish();
     const downtimeMs = performance.now() - frozenAt;
 
@@ -257,7 +258,7 @@ export class DiskMigration {
       this.phase = DiskPhase.Verify;
       this.emit();
       const verifyStart = performance.now();
-      await this.verify(subject(DiskVerb.Digest));
+      await this.verify(subject(DiskVerb.Digest), local!);
       verified = true;
       verifyMs = performance.now() - verifyStart;
     }
@@ -406,15 +407,26 @@ export class DiskMigration {
     await this.writer!.write(offset, buf);
   }
 
-  /** Compares per-region sha256 of both images; any difference is an error. */
-  private async verify(digestSubject: string): Promise<void> {
+  private localDigests(): { regionBytes: number; digests: Promise<string[]> } {
     const regionBytes = Math.max(
       4 * 1024 * 1024,
       Math.ceil(this.sizeBytes / 4096 / this.o.blockSize) * this.o.blockSize,
     );
+    return {
+      regionBytes,
+      digests: digestRegions(this.o.imagePath, { offset: 0, length: this.sizeBytes, regionBytes }),
+    };
+  }
+
+  /** Compares per-region sha256 of both images; any difference is an error. */
+  private async verify(
+    digestSubject: string,
+    localDigests: { regionBytes: number; digests: Promise<string[]> },
+  ): Promise<void> {
+    const { regionBytes } = localDigests;
     const [remote, local] = await Promise.all([
       callControl<DiskDigestReply>(this.o.nc, digestSubject, { migrationId: this.o.migrationId, regionBytes }, 120_000),
-      digestRegions(this.o.imagePath, { offset: 0, length: this.sizeBytes, regionBytes }),
+      localDigests.digests,
     ]);
     const bad = local.map((d, i) => (remote.digests[i] === d ? -1 : i)).filter((i) => i >= 0);
     if (remote.digests.length !== local.length && bad.length === 0)

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { BlockMap } from '@wanmig/blockmap';
 import { BatchCompressor, ChunkEncoder, Zstd } from '@wanmig/codec';
@@ -17,7 +16,15 @@ import {
   type PrepareMemoryReply,
   type ResumeVmReply,
 } from '@wanmig/protocol';
-import { recommendedWindowBytes, RecordStreamWriter, StreamSender, type TokenBucket } from '@wanmig/stream';
+import {
+  ramDigest,
+  RAM_DIGEST_REGION_BYTES,
+  recommendedWindowBytes,
+  RecordStreamWriter,
+  RegionDigester,
+  StreamSender,
+  type TokenBucket,
+} from '@wanmig/stream';
 import { decide, type PolicyDecision } from './convergence.policy.js';
 import { MemoryAbortedError } from './errors.js';
 import {
@@ -181,6 +188,7 @@ export class MemoryMigration {
         vmId: this.o.vmId,
         ...(this.o.diskUri ? { diskUri: this.o.diskUri } : {}),
         ...(this.o.servicePort !== undefined ? { servicePort: this.o.servicePort } : {}),
+        ...(this.o.verifyRam ? { verifyRam: true } : {}),
       },
       30_000,
     );
@@ -258,6 +266,20 @@ export class MemoryMigration {
     const hashing = this.o.verifyRam ? hashMemory(memory, this.ramBytes) : undefined;
     // Awaited only after the last pages went: a failure meanwhile must not go unhandled.
     hashing?.catch(() => undefined);
+    // The disk's final drain starts now, alongside the last pages: the guest is paused, so no write
+    // is on its way to the disk any more.
+    let diskFinalizeMs: number | undefined;
+    let finalizing: Promise<DiskMigrationReport | undefined> | undefined;
+    if (this.o.whilePaused) {
+      const finalizeStart = performance.now();
+      this.pausedHookStarted = true;
+      finalizing = this.o.whilePaused().then((report) => {
+        diskFinalizeMs = performance.now() - finalizeStart;
+        return report ?? undefined;
+      });
+      // Awaited after the last pages went: a failure meanwhile must not go unhandled.
+      finalizing.catch(() => undefined);
+    }
     const answersAtPause = await this.askAtPause();
     const state = await vm.deviceState();
     // Everything goes back to back: the last pages, the state, the disk's last blocks, then the
@@ -266,14 +288,7 @@ export class MemoryMigration {
     await this.sendPages(memory, pending, sentOnce);
     await this.writer.flush(FrameFlag.End);
     await stateSender.send({ offset: 0, length: state.blob.length, flags: FrameFlag.End, payload: state.blob });
-    let disk: DiskMigrationReport | undefined;
-    let diskFinalizeMs: number | undefined;
-    if (this.o.whilePaused) {
-      const finalizeStart = performance.now();
-      this.pausedHookStarted = true;
-      disk = (await this.o.whilePaused()) ?? undefined;
-      diskFinalizeMs = performance.now() - finalizeStart;
-    }
+    const disk = await finalizing;
     this.check();
 
     this.phase = MemoryPhase.Resuming;
@@ -412,12 +427,13 @@ export class MemoryMigration {
 }
 
 /** sha256 of all of RAM, read in large sequential pieces. */
+/** The RAM's digest as the destination computes it from its file (`ramDigest`): zero regions cost no hashing. */
 async function hashMemory(memory: PageMemory, ramBytes: number): Promise<string> {
-  const hash = createHash('sha256');
+  const digester = new RegionDigester(RAM_DIGEST_REGION_BYTES);
   for (let offset = 0; offset < ramBytes; offset += 8 * READ_BYTES) {
-    hash.update(await memory.read(offset, Math.min(8 * READ_BYTES, ramBytes - offset)));
+    digester.update(await memory.read(offset, Math.min(8 * READ_BYTES, ramBytes - offset)));
   }
-  return hash.digest('hex');
+  return ramDigest(digester.finish());
 }
 
 /** Frame bytes per second: the best rate a round long enough to measure achieved. */

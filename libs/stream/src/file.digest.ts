@@ -50,7 +50,7 @@ export async function digestRegions(
       return reading;
     };
     const digests: string[] = [];
-    let hash: Hash | undefined;
+    let hash: RegionHash | undefined;
     let regionEnd = offset;
     let lastYield = performance.now();
     let turn = 0;
@@ -62,14 +62,14 @@ export async function digestRegions(
       next = following < end ? readAt(following, buffers[turn]) : undefined;
       for (let at = 0; at < chunk.length;) {
         if (!hash) {
-          hash = createHash('sha256');
+          hash = new RegionHash();
           regionEnd = Math.min(end, position + at + regionBytes);
         }
         const take = Math.min(chunk.length - at, regionEnd - (position + at));
         hash.update(chunk.subarray(at, at + take));
         at += take;
         if (position + at === regionEnd) {
-          digests.push(hash.digest('hex'));
+          digests.push(hash.digest());
           hash = undefined;
         }
       }
@@ -83,4 +83,108 @@ export async function digestRegions(
   } finally {
     await fh.close();
   }
+}
+
+const ZEROS = Buffer.alloc(DIGEST_READ_BYTES);
+const zeroDigests = new Map<number, string>();
+
+/**
+ * sha256 of one region fed in pieces. Pieces of zeros are only counted, and hashed only once non-zero data follows
+ * them: a region that is all zeros (a hole, most of a fresh disk) costs a memcmp, and its digest, the same for every
+ * region of that length, comes from a cache. The digest is the plain sha256 of the bytes either way.
+ */
+class RegionHash {
+  private hash?: Hash;
+  private zeros = 0;
+
+  update(piece: Buffer): void {
+    if (isAllZero(piece)) {
+      this.zeros += piece.length;
+      return;
+    }
+    this.hash ??= createHash('sha256');
+    this.feedZeros(this.hash);
+    this.hash.update(piece);
+  }
+
+  digest(): string {
+    if (!this.hash) return zeroDigest(this.zeros);
+    this.feedZeros(this.hash);
+    return this.hash.digest('hex');
+  }
+
+  private feedZeros(hash: Hash): void {
+    for (; this.zeros > 0; this.zeros -= Math.min(this.zeros, ZEROS.length)) {
+      hash.update(ZEROS.subarray(0, Math.min(this.zeros, ZEROS.length)));
+    }
+  }
+}
+
+function isAllZero(piece: Buffer): boolean {
+  for (let at = 0; at < piece.length; at += ZEROS.length) {
+    const n = Math.min(ZEROS.length, piece.length - at);
+    if (!piece.subarray(at, at + n).equals(ZEROS.subarray(0, n))) return false;
+  }
+  return true;
+}
+
+function zeroDigest(length: number): string {
+  let digest = zeroDigests.get(length);
+  if (digest === undefined) {
+    const hash = createHash('sha256');
+    for (let left = length; left > 0; left -= Math.min(left, ZEROS.length)) {
+      hash.update(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
+    }
+    digest = hash.digest('hex');
+    if (zeroDigests.size < 64) zeroDigests.set(length, digest);
+  }
+  return digest;
+}
+
+/** RAM is digested in regions of this size, then the list of region digests is hashed (see {@link ramDigest}). */
+export const RAM_DIGEST_REGION_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Region digests of data fed in order, in pieces of any size: the in-memory twin of {@link digestRegions}, for
+ * memory read through a driver rather than from a file. Same zero-region shortcut, same digests.
+ */
+export class RegionDigester {
+  private readonly digests: string[] = [];
+  private hash = new RegionHash();
+  private filled = 0;
+
+  constructor(private readonly regionBytes: number) {}
+
+  update(data: Buffer): void {
+    for (let at = 0; at < data.length;) {
+      const take = Math.min(data.length - at, this.regionBytes - this.filled);
+      this.hash.update(data.subarray(at, at + take));
+      at += take;
+      this.filled += take;
+      if (this.filled === this.regionBytes) {
+        this.digests.push(this.hash.digest());
+        this.hash = new RegionHash();
+        this.filled = 0;
+      }
+    }
+  }
+
+  finish(): string[] {
+    if (this.filled > 0) this.digests.push(this.hash.digest());
+    this.filled = 0;
+    return this.digests;
+  }
+}
+
+/**
+ * One digest for a whole RAM: sha256 over its regions' hex sha256 digests, in order. Equal RAMs give equal digests
+ * on both ends, and a RAM that is mostly zero pages costs little more than a memcmp to digest.
+ */
+export function ramDigest(regionDigests: string[]): string {
+  return createHash('sha256').update(regionDigests.join('\n')).digest('hex');
+}
+
+/** {@link ramDigest} of a RAM file. */
+export async function ramFileDigest(path: string, ramBytes: number): Promise<string> {
+  return ramDigest(await digestRegions(path, { offset: 0, length: ramBytes, regionBytes: RAM_DIGEST_REGION_BYTES }));
 }

@@ -61,6 +61,11 @@ export class PrepareMemoryRequest {
   @Min(0)
   @Max(65535)
   servicePort?: number;
+
+  /** The resume will check the RAM's sha256: hash it as soon as the memory stream finishes, off the pause's path. */
+  @IsOptional()
+  @IsBoolean()
+  verifyRam?: boolean;
 }
 
 export interface PrepareMemoryReply {
@@ -114,10 +119,10 @@ export class ResumeVmRequest {
   @Max(MAX_DEVICE_STATE_BYTES)
   deviceStateBytes!: number;
 
-  /** The VM's disk at the destination (NBD URI), when it has one. */
   /**
-   * sha256 (hex) of the source's RAM at pause: when given, the destination hashes its RAM file
-   * before starting the VM and refuses to run it on any difference (the source then rolls back).
+   * Digest of the source's RAM at pause: sha256 (hex) over the hex sha256 of each 4 MiB region, joined by newlines
+   * (`ramDigest` in @wanmig/stream). When given, the destination digests its RAM file the same way before starting
+   * the VM and refuses to run it on any difference (the source then rolls back).
    */
   @IsOptional()
   @Matches(/^[0-9a-f]{64}$/)
