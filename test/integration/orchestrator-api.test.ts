@@ -159,4 +159,31 @@ describe('the orchestrator NATS API, driven by a plain NATS client', () => {
     const vm = await apiOk<VmLike>(nc, Site.A, 'vm.get', { vmId: 'web-1' });
     expect(vm.state).toBe('running');
   }, 300_000);
+
+  it('keeps disk and memory together within the bandwidth budget of the migration', async () => {
+    await apiOk(
+      nc,
+      Site.A,
+      'vm.create',
+      { vmId: 'budget-1', ramBytes: 64 * MIB, diskBytes: 128 * MIB, workload: 'db' },
+      60_000,
+    );
+    const budgetBps = 60e6;
+    const before = bed.sites.wan.stats();
+    const m = await apiOk<MigrationLike>(nc, Site.A, 'migration.create', {
+      vmId: 'budget-1',
+      toSite: Site.B,
+      bandwidthBps: budgetBps,
+    });
+    const done = await waitMigration(nc, Site.A, m.id, isFinished);
+    expect(done.phase, JSON.stringify(done.error)).toBe('COMMITTED');
+    const after = bed.sites.wan.stats();
+    const at = (phase: string) => Date.parse(done.history.find((h) => h.phase === phase)!.at);
+    // From the first data to the end of the pause: everything the engines sent crossed in that time.
+    const seconds = (at('REDIRECT') - at('DISK_BULK')) / 1000;
+    const bitsPerSecond = ((after.aToB - before.aToB) * 8) / seconds;
+    expect(bitsPerSecond).toBeGreaterThan(budgetBps * 0.3);
+    expect(bitsPerSecond).toBeLessThan(budgetBps * 1.1);
+    await apiOk(nc, Site.B, 'vm.rm', { vmId: 'budget-1' }, 60_000);
+  }, 180_000);
 });

@@ -40,6 +40,11 @@ export function diskTransferController(site: string): Type<unknown> {
       return this.service.finalize(body);
     }
 
+    @MessagePattern(on(DiskTransferVerb.SetBandwidth))
+    setBandwidth(@Payload() body: unknown) {
+      return this.service.setBandwidth(body);
+    }
+
     @MessagePattern(on(DiskTransferVerb.Abort))
     abort(@Payload() body: unknown) {
       return this.service.abort(body);

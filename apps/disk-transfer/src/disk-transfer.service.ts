@@ -10,6 +10,7 @@ import {
   ExportRef,
   MigrateDiskRequest,
   MigrationRef,
+  SetDiskBandwidthRequest,
   type ExportDiskReply,
   type WireError,
 } from '@wanmig/protocol';
@@ -162,6 +163,17 @@ export class DiskTransferService implements OnApplicationShutdown {
       );
     }
     return report;
+  }
+
+  /** A new budget for a running migration (bits per second); replies with its progress. */
+  setBandwidth(body: unknown): MigrationState {
+    const req = validateDto(SetDiskBandwidthRequest, body);
+    const entry = this.entry({ migrationId: req.migrationId });
+    if (entry.report || entry.error)
+      throw new WanmigError(ErrorCode.Conflict, `migration ${req.migrationId} has finished`);
+    entry.migration.setBandwidth(req.bandwidthBps);
+    this.logger.log(`migration ${req.migrationId}: budget now ${req.bandwidthBps} bit/s`);
+    return { ...entry.migration.progress(), report: entry.report, error: entry.error };
   }
 
   /**

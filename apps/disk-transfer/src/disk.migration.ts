@@ -7,6 +7,8 @@ import {
   controlSubject,
   DiskStreamId,
   DiskVerb,
+  ErrorCode,
+  WanmigError,
   ServiceName,
   StreamKind,
   type DiskDigestReply,
@@ -72,6 +74,10 @@ export class DiskMigration {
   private encoder?: ChunkEncoder;
   private fh?: FileHandle;
   private sizeBytes = 0;
+  private limiter?: TokenBucket;
+  private estimate?: DrainEstimate;
+  /** A budget change asked for before the sender or the estimate existed. */
+  private pendingRate?: number;
   private outcome?: Promise<DiskMigrationReport>;
   private finalizeAsked = false;
   /** Cuts short the pause between holding rounds (finalize, abort). */
@@ -131,6 +137,20 @@ export class DiskMigration {
     this.finalizeAsked = true;
     this.wake?.();
     return this.run();
+  }
+
+  /**
+   * Changes the budget of a migration that started with one (the orchestrator gives most of it to the memory once
+   * the disk only keeps in step). Catch-up and holding estimates follow, so the write throttle does too.
+   */
+  setBandwidth(bandwidthBps: number): void {
+    if (!this.o.bandwidthBps) {
+      throw new WanmigError(ErrorCode.Conflict, `disk migration ${this.o.migrationId} started without a budget`);
+    }
+    const rate = bandwidthBps / 8;
+    this.pendingRate = rate;
+    this.limiter?.setRate(rate);
+    this.estimate?.setWireRate(rate);
   }
 
   progress(): DiskProgress {
@@ -196,12 +216,13 @@ export class DiskMigration {
     });
     const rttMs = Math.max(1, performance.now() - t0);
     const linkBytesPerSecond = this.o.bandwidthBps ? this.o.bandwidthBps / 8 : undefined;
+    this.limiter = linkBytesPerSecond ? new TokenBucket(this.pendingRate ?? linkBytesPerSecond) : undefined;
     this.sender = new StreamSender({
       nc,
       migrationId,
       streamId: DiskStreamId,
       kind: StreamKind.Disk,
-      limiter: linkBytesPerSecond ? new TokenBucket(linkBytesPerSecond) : undefined,
+      limiter: this.limiter,
       windowBytes: linkBytesPerSecond ? recommendedWindowBytes(linkBytesPerSecond, rttMs) : undefined,
     });
     await this.sender.open();
@@ -228,14 +249,15 @@ export class DiskMigration {
     await this.sender.drain();
     const bulkSeconds = (performance.now() - bulkStart) / 1000;
 
-    const estimate = DrainEstimate.afterBulk({
+    const estimate = (this.estimate = DrainEstimate.afterBulk({
       linkBytesPerSecond,
       wireBytes: this.sender.stats.bytesSent,
       bulkSeconds,
       rawBytes: this.encoder.totals.rawBytes,
       encodedBytes: this.encoder.totals.encodedBytes,
       rttMs,
-    });
+    }));
+    if (this.pendingRate !== undefined) estimate.setWireRate(this.pendingRate);
     const { rounds, converged } = await this.catchUp(estimate);
     if (this.o.hold) await this.holdInStep(estimate);
 

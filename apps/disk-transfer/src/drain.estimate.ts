@@ -30,6 +30,11 @@ export class DrainEstimate {
     return new DrainEstimate(rate, perRaw, o.rttMs);
   }
 
+  /** The budget changed (the memory took most of it): estimates follow at once. */
+  setWireRate(bytesPerSecond: number): void {
+    this.wireRate = bytesPerSecond;
+  }
+
   /** Milliseconds to send `dirtyBytes` and hear that they arrived. */
   drainMs(dirtyBytes: number): number {
     return (dirtyBytes * this.wirePerRaw * 1000) / this.wireRate + this.rttMs;

@@ -60,6 +60,12 @@ const RETRY_MS = [500, 1000, 2000, 5000, 10_000];
 /** How long a rollback waits for the source engines to stop before cleaning the destination anyway. */
 const STOP_WAIT_MS = 60_000;
 
+/**
+ * Of a migration's budget, what the disk keeps while memory is copied: it only keeps in step then, and a guest that
+ * writes faster than this share is throttled by disk-transfer, so the two never add up past the budget.
+ */
+const DISK_SHARE_DURING_MEMORY = 0.2;
+
 /** The service queries compared at both ends (sim guests): counter, key-value entries, pages. */
 export const DEFAULT_PAUSE_QUERIES = ['COUNTER', 'GET k0', 'GET k3', 'GET k42', 'GET k255', 'PAGE 1', 'PAGE 100'];
 
@@ -296,6 +302,18 @@ export class MigrationRunner {
 
   private async startMemory(record: MigrationRecord): Promise<void> {
     const vm = await this.d.inventory.require(record.vmId);
+    // One budget for the whole migration: once the disk only keeps in step, the memory gets most of it.
+    const budget = record.options.bandwidthBps;
+    const diskShare = budget ? Math.max(1, Math.floor(budget * DISK_SHARE_DURING_MEMORY)) : undefined;
+    if (diskShare) {
+      await callControl(this.d.nc, this.local(ServiceName.DiskTransfer, DiskTransferVerb.SetBandwidth), {
+        migrationId: this.id,
+        bandwidthBps: diskShare,
+      }).catch((err: unknown) => {
+        // Finished already (a restart after the pause): nothing left to share.
+        if (!(err instanceof WanmigError && err.code === ErrorCode.Conflict)) throw err;
+      });
+    }
     const diskUri = record.destination?.diskUri;
     if (!diskUri) throw new WanmigError(ErrorCode.Internal, `migration ${this.id} has no destination disk`);
     await callControl(this.d.nc, this.local(ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Migrate), {
@@ -305,7 +323,7 @@ export class MigrationRunner {
       policy: record.options.policy,
       codec: true,
       downtimeMs: record.options.downtimeMs,
-      ...(record.options.bandwidthBps ? { bandwidthBps: record.options.bandwidthBps } : {}),
+      ...(budget && diskShare ? { bandwidthBps: budget - diskShare } : {}),
       diskUri,
       verifyRam: record.options.verify,
       queriesAtPause: DEFAULT_PAUSE_QUERIES.filter(

@@ -15,6 +15,8 @@ export const DiskTransferVerb = {
    * durably (and verify when asked); replies with the report. Sent while the VM is paused.
    */
   Finalize: 'disk.finalize',
+  /** Change a running migration's bandwidth budget (it must have started with one). */
+  SetBandwidth: 'disk.bandwidth',
 } as const;
 export type DiskTransferVerb = (typeof DiskTransferVerb)[keyof typeof DiskTransferVerb];
 
@@ -122,4 +124,14 @@ export class MigrateDiskRequest {
    */
   @IsBoolean()
   hold: boolean = false;
+}
+
+export class SetDiskBandwidthRequest {
+  @IsUUID()
+  migrationId!: string;
+
+  /** The new budget in bits per second. */
+  @IsInt()
+  @Min(1)
+  bandwidthBps!: number;
 }
