@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FORWARD_PHASES } from '@wanmig/protocol';
 import { trackPid, untrackPid } from '@wanmig/testing';
 import { CLI, lastJsonLine, runCli } from '../support/cli.runner.js';
 
@@ -147,17 +148,7 @@ describe('wanmig demo and drill (built CLI, embedded stack)', () => {
     expect(report.wireBytes).toBeGreaterThan(0);
     expect(report.wireBytes).toBeLessThan(report.rawBytes);
     expect(report.totalSeconds).toBeGreaterThan(0);
-    expect(report.phases.map((p) => p.name)).toEqual([
-      'PLANNED',
-      'PREPARING',
-      'DISK_BULK',
-      'DISK_CATCHUP',
-      'MEM_PRECOPY',
-      'STOP_AND_COPY',
-      'REDIRECT',
-      'ACTIVATE',
-      'COMMITTED',
-    ]);
+    expect(report.phases.map((p) => p.name)).toEqual(FORWARD_PHASES);
     expect(res.stdout).toMatch(/^verified\s+yes$/m);
   }, 320_000);
 

@@ -1,21 +1,12 @@
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FORWARD_PHASES } from '@wanmig/protocol';
 import { LocalBed, Site } from '@wanmig/testing';
 import { apiCall, apiOk, isFinished, waitMigration, type MigrationLike } from '../support/external.client.js';
 
 const MIB = 1024 * 1024;
-const FORWARD = [
-  'PLANNED',
-  'PREPARING',
-  'DISK_BULK',
-  'DISK_CATCHUP',
-  'MEM_PRECOPY',
-  'STOP_AND_COPY',
-  'REDIRECT',
-  'ACTIVATE',
-  'COMMITTED',
-];
+const FORWARD = [...FORWARD_PHASES];
 
 interface VmLike {
   vmId: string;

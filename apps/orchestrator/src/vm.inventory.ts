@@ -86,19 +86,7 @@ export class VmInventory {
       });
       const { serviceAddress } = await vm.describe();
       await vm.detach();
-      const record: VmRecord = {
-        vmId: req.vmId,
-        site: this.o.site,
-        state: VmState.Running,
-        ramBytes: req.ramBytes,
-        diskBytes: req.diskBytes,
-        workload: req.workload,
-        serviceAddress,
-        diskUri: exported.uri,
-        diskPath,
-        exportName: req.vmId,
-        createdAt: new Date().toISOString(),
-      };
+      const record = this.newRecord(req, { serviceAddress, diskUri: exported.uri, diskPath });
       await this.kv.create(req.vmId, JSON.stringify(record));
       return view(record);
     } catch (err) {
@@ -187,22 +175,31 @@ export class VmInventory {
       // Recorded anyway: the VM's data is here; `vm list` shows it stopped.
     }
     const record: VmRecord = {
-      vmId: req.vmId,
-      site: this.o.site,
-      state: VmState.Running,
-      ramBytes: req.ramBytes,
-      diskBytes: req.diskBytes,
-      workload: req.workload,
-      serviceAddress,
-      diskUri: exported.uri,
-      diskPath: req.diskPath,
-      exportName: req.vmId,
-      createdAt: new Date().toISOString(),
+      ...this.newRecord(req, { serviceAddress, diskUri: exported.uri, diskPath: req.diskPath }),
       migrationId: req.migrationId,
       ...(req.ramPath ? { ramPath: req.ramPath } : {}),
     };
     await this.kv.put(req.vmId, JSON.stringify(record));
     return view(record);
+  }
+
+  private newRecord(
+    vm: { vmId: string; ramBytes: number; diskBytes: number; workload: VmRecord['workload'] },
+    where: { serviceAddress?: string; diskUri: string; diskPath: string },
+  ): VmRecord {
+    return {
+      vmId: vm.vmId,
+      site: this.o.site,
+      state: VmState.Running,
+      ramBytes: vm.ramBytes,
+      diskBytes: vm.diskBytes,
+      workload: vm.workload,
+      ...(where.serviceAddress ? { serviceAddress: where.serviceAddress } : {}),
+      diskUri: where.diskUri,
+      diskPath: where.diskPath,
+      exportName: vm.vmId,
+      createdAt: new Date().toISOString(),
+    };
   }
 
   /** Serves an image through this site's disk-transfer (idempotent for the same name and path). */
