@@ -14,6 +14,7 @@ import {
   ServiceName,
   StreamKind,
   type PrepareMemoryReply,
+  type MemoryStatusReply,
   type ResumeVmReply,
 } from '@wanmig/protocol';
 import {
@@ -27,6 +28,7 @@ import {
 } from '@wanmig/stream';
 import { decide, type PolicyDecision } from './convergence.policy.js';
 import { MemoryAbortedError } from './errors.js';
+import { ResumeOutcomeUnknownError, settleResume } from './resume.settle.js';
 import {
   MemoryPhase,
   type DiskMigrationReport,
@@ -93,6 +95,7 @@ export class MemoryMigration {
   private dirtyBytes = 0;
   private started = performance.now();
   private aborted = false;
+  private outcomeUnknown = false;
   private pausedHookStarted = false;
   private sender?: StreamSender;
   private stateSender?: StreamSender;
@@ -157,7 +160,9 @@ export class MemoryMigration {
       this.emit();
       return report;
     } catch (err) {
-      if (!resumed) await this.rollBack(paused);
+      // Unknown outcome: the destination may run the VM; resuming the source too would make two. It stays paused,
+      // and so does what the destination holds, until someone can tell (the orchestrator's rollback asks again).
+      if (!resumed && !this.outcomeUnknown) await this.rollBack(paused);
       // An abort closes the streams: report the abort, not the closed stream it caused.
       if (this.aborted && !(err instanceof MemoryAbortedError))
         throw new MemoryAbortedError(this.o.migrationId, this.phase);
@@ -308,6 +313,17 @@ export class MemoryMigration {
         ...(this.o.servicePort !== undefined ? { servicePort: this.o.servicePort } : {}),
       },
       30_000,
+    ).catch((error: unknown) =>
+      // No answer is not a refusal: the destination may have run the VM. Ask it before anything is undone.
+      settleResume({
+        migrationId,
+        error,
+        verifyRam: this.o.verifyRam === true,
+        status: () => callControl<MemoryStatusReply>(nc, subject(MemoryVerb.Status), { migrationId }, 5000),
+      }).catch((settled: unknown) => {
+        if (settled instanceof ResumeOutcomeUnknownError) this.outcomeUnknown = true;
+        throw settled;
+      }),
     );
     onResumed();
     const pausedMs = performance.now() - pausedAt;

@@ -438,19 +438,9 @@ export class MigrationRunner {
   private async rollBack(record: MigrationRecord): Promise<void> {
     await this.stopEngine(ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Abort, () => this.pollMemory());
     await this.stopEngine(ServiceName.DiskTransfer, DiskTransferVerb.Abort, () => this.pollDisk());
-    // The source VM must run whatever happened above: a guest left paused is resumed.
-    const vm = await this.d.inventory.get(record.vmId);
-    if (vm) {
-      try {
-        const guest = await this.d.inventory.driver.attach(record.vmId);
-        if ((await guest.describe()).state === 'paused') await guest.resume();
-        await guest.detach();
-      } catch (err) {
-        this.d.warn(`migration ${this.id}: source VM ${record.vmId} not checked: ${toWireError(err).message}`);
-      }
-      if (vm.state === VmState.Migrating && vm.migrationId === this.id)
-        await this.d.inventory.setMigrating(record.vmId, undefined);
-    }
+    // The destination first: a source left paused (a resume whose outcome nobody could tell) may run again only
+    // once the destination has stopped its copy. If the destination cannot be reached, this step fails and is
+    // retried, and the source stays paused: never two copies of the VM running.
     await callControl(
       this.d.nc,
       this.remote(record, ServiceName.DeltaApply, MemoryVerb.Release),
@@ -468,6 +458,19 @@ export class MigrationRunner {
       { migrationId: this.id, deleteImage: true },
       REMOTE_TIMEOUT_MS,
     ).catch(notFoundAs(undefined));
+    // The source VM must run whatever happened above: a guest left paused is resumed.
+    const vm = await this.d.inventory.get(record.vmId);
+    if (vm) {
+      try {
+        const guest = await this.d.inventory.driver.attach(record.vmId);
+        if ((await guest.describe()).state === 'paused') await guest.resume();
+        await guest.detach();
+      } catch (err) {
+        this.d.warn(`migration ${this.id}: source VM ${record.vmId} not checked: ${toWireError(err).message}`);
+      }
+      if (vm.state === VmState.Migrating && vm.migrationId === this.id)
+        await this.d.inventory.setMigrating(record.vmId, undefined);
+    }
   }
 
   /** Asks a source engine to stop and waits until it has (its own rollback done), or it never ran. */
