@@ -1,0 +1,62 @@
+import { ErrorCode } from '@wanmig/protocol';
+import { HypervisorError } from '../errors.js';
+
+const INSTALL_HINT = 'install qemu-system-x86 (deploy/bootstrap.sh does)';
+
+/**
+ * No usable `qemu-system-x86_64`. UNAVAILABLE rather than NOT_FOUND: nothing in the caller's request is missing,
+ * the machine lacks a tool, so the request can succeed once it is installed.
+ */
+export class QemuNotFoundError extends HypervisorError {
+  /** Where it was looked for (the override, or each PATH entry). */
+  readonly searched: string[];
+  constructor(reason: string, searched: string[], options: { cause?: unknown } = {}) {
+    super(ErrorCode.Unavailable, `${reason}: ${INSTALL_HINT}, or point QEMU_SYSTEM_BIN at it`, {
+      cause: options.cause,
+    });
+    this.name = 'QemuNotFoundError';
+    this.searched = searched;
+  }
+}
+
+/** The binary runs but `--version` is unreadable or older than required. */
+export class QemuVersionError extends HypervisorError {
+  readonly binary: string;
+  readonly versionText: string;
+  constructor(binary: string, versionText: string, reason: string) {
+    super(ErrorCode.Unavailable, `${binary}: ${reason} ('${versionText.split('\n')[0]}'): ${INSTALL_HINT}`);
+    this.name = 'QemuVersionError';
+    this.binary = binary;
+    this.versionText = versionText;
+  }
+}
+
+/** QEMU could not be started, exited before its QMP socket answered, or did not open it in time. */
+export class QemuStartError extends HypervisorError {
+  /** The last lines QEMU wrote to stderr. */
+  readonly stderrTail: string;
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  constructor(
+    name: string,
+    reason: string,
+    fields: { stderrTail?: string; exitCode?: number | null; signal?: string | null; cause?: unknown } = {},
+  ) {
+    const tail = fields.stderrTail?.trim() ? `; last stderr lines:\n${fields.stderrTail.trim()}` : '';
+    super(ErrorCode.Unavailable, `QEMU '${name}' did not start: ${reason}${tail}`, { cause: fields.cause });
+    this.name = 'QemuStartError';
+    this.stderrTail = fields.stderrTail ?? '';
+    this.exitCode = fields.exitCode ?? null;
+    this.signal = fields.signal ?? null;
+  }
+}
+
+/** Options QEMU cannot be started with (a QMP socket another QEMU answers on, an unreadable kernel...). */
+export class QemuConfigError extends HypervisorError {
+  readonly problems: string[];
+  constructor(problems: string[], code: ErrorCode = ErrorCode.InvalidRequest) {
+    super(code, `invalid QEMU options: ${problems.join('; ')}`);
+    this.name = 'QemuConfigError';
+    this.problems = problems;
+  }
+}
