@@ -32,3 +32,55 @@ export { SimServiceClient } from './sim/service.client.js';
 export { DEVICE_STATE_BYTES } from './sim/device.state.js';
 export { WORKLOAD_PROFILES, type WorkloadProfile } from './sim/workload.profile.js';
 export { guestPaths, type GuestRuntimeInfo } from './sim/runtime.paths.js';
+export { QmpClient, DEFAULT_QMP_TIMEOUT_MS, MAX_QMP_LINE, type QmpConnectOptions } from './qemu/qmp.client.js';
+export {
+  QMP_ANY_EVENT,
+  type QmpEvent,
+  type QmpEventListener,
+  type QmpGreeting,
+  type QmpStatus,
+  type QmpVersion,
+} from './qemu/qmp.types.js';
+export {
+  QMP_ERROR_CODES,
+  QmpClosedError,
+  QmpCommandError,
+  QmpConnectError,
+  QmpProtocolError,
+  QmpTimeoutError,
+} from './qemu/qmp.errors.js';
+export { QemuConfigError, QemuNotFoundError, QemuStartError, QemuVersionError } from './qemu/qemu.errors.js';
+export {
+  MIN_QEMU_VERSION,
+  QEMU_SYSTEM_BIN_ENV,
+  QEMU_SYSTEM_BIN_NAME,
+  compareQemuVersions,
+  findQemuBinary,
+  formatQemuVersion,
+  parseQemuVersion,
+  type FindQemuOptions,
+  type QemuBinary,
+  type QemuVersionNumber,
+} from './qemu/qemu.binary.js';
+export {
+  DEFAULT_QEMU_READY_TIMEOUT_MS,
+  DEFAULT_QEMU_STOP_TIMEOUT_MS,
+  QemuProcess,
+  type QemuExit,
+  type QemuStartOptions,
+} from './qemu/qemu.process.js';
+export {
+  Accelerator,
+  DEFAULT_MARKER_BOOT_RAM_MIB,
+  bootUntilMarker,
+  type MarkerBootOptions,
+  type MarkerBootResult,
+} from './qemu/marker.boot.js';
+export {
+  DEFAULT_ACCEL_PROBE_TIMEOUT_MS,
+  KVM_DEVICE,
+  forgetAcceleratorProbe,
+  probeAccelerator,
+  type AccelProbeOptions,
+  type AccelProbeResult,
+} from './qemu/accel.probe.js';
