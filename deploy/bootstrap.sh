@@ -14,11 +14,24 @@ declare -A NEED=(
   [nbdinfo]=libnbd-bin
   [nbdcopy]=libnbd-bin
   [ip]=iproute2
+  [qemu-system-x86_64]=qemu-system-x86
+  [cpio]=cpio
+  [debootstrap]=debootstrap
+  [mke2fs]=e2fsprogs
+)
+# Files we need -> package that ships them (the guest image for QEMU tests: test/guest/build-guest.sh).
+declare -A NEED_FILE=(
+  [/bin/busybox]=busybox-static
 )
 missing=()
 for bin in "${!NEED[@]}"; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("${NEED[$bin]}")
 done
+for file in "${!NEED_FILE[@]}"; do
+  [ -e "$file" ] || missing+=("${NEED_FILE[$file]}")
+done
+# The guest's kernel: any Debian kernel image in /boot.
+compgen -G '/boot/vmlinuz-*' >/dev/null || missing+=(linux-image-amd64)
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [ "$(id -u)" -ne 0 ]; then
