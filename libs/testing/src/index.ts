@@ -48,3 +48,4 @@ export {
 export { LocalBed, type LocalBedOptions } from './local.bed.js';
 export { trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
 export * from './disk-image.generator.js';
+export * from './guest-image.js';
