@@ -1,0 +1,317 @@
+import { rm } from 'node:fs/promises';
+import type { Server, Socket } from 'node:net';
+import { BatchCompressor, Zstd } from '@wanmig/codec';
+import { ErrorCode, FrameFlag, MAX_FRAME_PAYLOAD, WanmigError } from '@wanmig/protocol';
+import { QemuStreamAbortedError, QemuStreamError } from './qemu-migration.errors.js';
+import { DEFAULT_QEMU_FLUSH_IDLE_MS, DEFAULT_QEMU_FRAME_BYTES } from './qemu-stream.constants.js';
+import { listenUnix } from './unix-socket.listener.js';
+
+/** What the source needs of a `StreamSender` (one opened by `openQemuStreamSender`). */
+export interface QemuFrameOutlet {
+  send(frame: { offset: number; length: number; flags: number; payload: Uint8Array }): Promise<void>;
+  drain(): Promise<void>;
+  close(): void;
+}
+
+export interface QemuMigrationSourceOptions {
+  migrationId: string;
+  /** Where QEMU connects: its `migrate` command gets `uri: unix:<socketPath>`. */
+  socketPath: string;
+  /** Opened, and positioned at byte 0; the source owns it from now on and closes it when done or aborted. */
+  sender: QemuFrameOutlet;
+  /** zstd for frame payloads (kept only where it saves at least 3 %); default `Zstd.load()`; false: raw frames. */
+  zstd?: Zstd | false;
+  /** Stream bytes per frame before compression (default DEFAULT_QEMU_FRAME_BYTES). */
+  frameBytes?: number;
+  /** A partial frame leaves after this long without more bytes (default DEFAULT_QEMU_FLUSH_IDLE_MS). */
+  flushIdleMs?: number;
+}
+
+export interface QemuSourceProgress {
+  /** Bytes read from QEMU's socket. */
+  qemuBytes: number;
+  /** Of those, the bytes sealed into frames and handed to the sender. */
+  framedBytes: number;
+  /** Payload bytes of those frames, after zstd where it paid (headers and re-sends not included). */
+  frameBytes: number;
+  frames: number;
+  compressedFrames: number;
+  /** Times the socket stopped being read because the sender's window was full, and for how long in all. */
+  readStalls: number;
+  readStalledMs: number;
+  /** QEMU connected; QEMU closed its end (the stream is whole); the End frame is durable at the destination. */
+  connected: boolean;
+  qemuClosed: boolean;
+  delivered: boolean;
+}
+
+export interface QemuSourceReport extends QemuSourceProgress {
+  /** From QEMU's connection to the End frame being durable at the destination. */
+  streamMs: number;
+  /** From QEMU closing the socket to the End frame being durable: the relay's share of the switchover. */
+  tailMs: number;
+}
+
+/**
+ * Source end of QEMU's migration stream (issue 6). Listens on a unix socket, takes QEMU's one
+ * migration connection (precopy without multifd opens exactly one; later ones are refused), and
+ * relays the bytes through a stream sender as frames: kind Memory, stream QEMU_MIGRATION_STREAM_ID,
+ * `offset` the byte position in QEMU's stream, `length` the bytes a frame covers once decoded,
+ * the payload zstd-compressed (FrameFlag.Zstd) when that pays. When QEMU closes the socket the last
+ * frame carries FrameFlag.End (an empty one if nothing was left over).
+ *
+ * Backpressure: while the sender's window is full the socket is not read, so QEMU's writes block
+ * and QEMU measures the WAN's pace as its bandwidth, which is what its convergence (expected
+ * downtime = remaining dirty bytes / bandwidth against `downtime-limit`) runs on. Read-ahead is
+ * bounded to about two frames; what QEMU counts as sent but is not yet at the destination is that,
+ * the kernel's socket buffer and the sender's window (keep the window near 2 × bandwidth × RTT).
+ *
+ * `done` resolves once QEMU's whole stream is durable at the destination: delivered, which is not
+ * the same as migrated; QEMU's `query-migrate` (source) and the destination's state say whether the
+ * migration succeeded. QEMU cancelling also closes the socket: the destination then sees a stream
+ * that ends early and fails its incoming migration, as it would on a direct link. A relay that
+ * fails (sender gave up, socket error) destroys QEMU's connection, so QEMU fails the migration and
+ * the guest keeps running at the source.
+ */
+export class QemuMigrationSource {
+  readonly done: Promise<QemuSourceReport>;
+  private readonly counters: QemuSourceProgress = {
+    qemuBytes: 0,
+    framedBytes: 0,
+    frameBytes: 0,
+    frames: 0,
+    compressedFrames: 0,
+    readStalls: 0,
+    readStalledMs: 0,
+    connected: false,
+    qemuClosed: false,
+    delivered: false,
+  };
+  private socket?: Socket;
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private offset = 0;
+  private pumping = false;
+  private endSent = false;
+  private stalledAt?: number;
+  private idleTimer?: NodeJS.Timeout;
+  private acceptedAt = 0;
+  private closedAt = 0;
+  private settled = false;
+  private listening = true;
+  private resolveDone!: (report: QemuSourceReport) => void;
+  private rejectDone!: (err: Error) => void;
+  private readonly frameSpan: number;
+  private readonly flushIdleMs: number;
+
+  private constructor(
+    private readonly options: QemuMigrationSourceOptions,
+    private readonly server: Server,
+    private readonly compressor: BatchCompressor | undefined,
+  ) {
+    this.frameSpan = options.frameBytes ?? DEFAULT_QEMU_FRAME_BYTES;
+    this.flushIdleMs = options.flushIdleMs ?? DEFAULT_QEMU_FLUSH_IDLE_MS;
+    this.done = new Promise((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+    // Whoever aborts may not be awaiting `done`; an abort must not surface as an unhandled rejection.
+    void this.done.catch(() => undefined);
+    server.on('connection', (socket) => this.onConnection(socket));
+  }
+
+  /** Listens on `socketPath`; then run QMP `migrate` with `uri: unix:<socketPath>`. */
+  static async listen(options: QemuMigrationSourceOptions): Promise<QemuMigrationSource> {
+    const frameBytes = options.frameBytes ?? DEFAULT_QEMU_FRAME_BYTES;
+    if (!Number.isSafeInteger(frameBytes) || frameBytes < 4096 || frameBytes > MAX_FRAME_PAYLOAD) {
+      throw new QemuStreamError(
+        ErrorCode.InvalidRequest,
+        `frameBytes must be an integer in [4096, ${MAX_FRAME_PAYLOAD}], got ${frameBytes}`,
+        { migrationId: options.migrationId },
+      );
+    }
+    const zstd = options.zstd === false ? undefined : (options.zstd ?? (await Zstd.load()));
+    const compressor = zstd && new BatchCompressor({ zstd });
+    const server = await listenUnix(options.socketPath, options.migrationId);
+    return new QemuMigrationSource(options, server, compressor);
+  }
+
+  get progress(): QemuSourceProgress {
+    const stalled = this.stalledAt === undefined ? 0 : performance.now() - this.stalledAt;
+    return { ...this.counters, readStalledMs: Math.round(this.counters.readStalledMs + stalled) };
+  }
+
+  /**
+   * Stops relaying: QEMU's connection is destroyed (QEMU fails the migration, the guest runs on),
+   * the sender closed, the socket file removed; `done` rejects with QemuStreamAbortedError unless it
+   * had settled. Idempotent.
+   */
+  async close(): Promise<void> {
+    this.fail(
+      new QemuStreamAbortedError({ migrationId: this.options.migrationId, qemuBytes: this.counters.qemuBytes }),
+    );
+    await this.stopListening();
+  }
+
+  private onConnection(socket: Socket): void {
+    if (this.socket || this.settled) {
+      socket.destroy();
+      return;
+    }
+    this.socket = socket;
+    this.counters.connected = true;
+    this.acceptedAt = performance.now();
+    void this.stopListening();
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => {
+      this.counters.qemuClosed = true;
+      this.closedAt = performance.now();
+      this.unstall();
+      this.kick();
+    });
+    socket.on('error', (err) => {
+      if (!this.counters.qemuClosed) this.fail(err);
+    });
+    socket.resume();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    this.counters.qemuBytes += chunk.length;
+    if (this.buffered >= 2 * this.frameSpan && this.stalledAt === undefined) {
+      this.socket?.pause();
+      this.stalledAt = performance.now();
+      this.counters.readStalls++;
+    }
+    this.kick();
+  }
+
+  private unstall(): void {
+    if (this.stalledAt === undefined) return;
+    this.counters.readStalledMs += performance.now() - this.stalledAt;
+    this.stalledAt = undefined;
+    if (!this.counters.qemuClosed) this.socket?.resume();
+  }
+
+  /** Starts the pump when a frame is full or the stream ended; otherwise lets a partial frame wait a moment. */
+  private kick(): void {
+    if (this.pumping || this.endSent || this.settled) return;
+    if (this.counters.qemuClosed || this.buffered >= this.frameSpan) {
+      void this.pump(false);
+    } else if (this.buffered > 0 && !this.idleTimer) {
+      this.idleTimer = setTimeout(() => {
+        this.idleTimer = undefined;
+        if (!this.pumping) void this.pump(true);
+      }, this.flushIdleMs);
+    }
+  }
+
+  /** The one producer of frames: seals, compresses and sends them in stream order. */
+  private async pump(flushPartial: boolean): Promise<void> {
+    this.pumping = true;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    try {
+      let partial = flushPartial;
+      while (!this.settled) {
+        const eof = this.counters.qemuClosed;
+        if (!(this.buffered >= this.frameSpan || (this.buffered > 0 && (partial || eof)))) break;
+        partial = false;
+        const body = this.take(Math.min(this.frameSpan, this.buffered));
+        const last = eof && this.buffered === 0;
+        await this.sendFrame(body, last ? FrameFlag.End : 0);
+        if (last) this.endSent = true;
+        if (this.buffered <= this.frameSpan) this.unstall();
+      }
+      if (!this.settled && this.counters.qemuClosed && !this.endSent) {
+        await this.sendFrame(Buffer.alloc(0), FrameFlag.End);
+        this.endSent = true;
+      }
+      if (this.endSent && !this.settled) await this.finish();
+    } catch (err) {
+      this.fail(err);
+    } finally {
+      this.pumping = false;
+    }
+    this.kick();
+  }
+
+  private async sendFrame(body: Buffer, flags: number): Promise<void> {
+    const packed = this.compressor && body.length > 0 ? this.compressor.maybeCompress(body) : undefined;
+    const payload = packed?.payload ?? body;
+    const frame = { offset: this.offset, length: body.length, flags: flags | (packed?.zstd ? FrameFlag.Zstd : 0) };
+    this.offset += body.length;
+    this.counters.framedBytes += body.length;
+    this.counters.frameBytes += payload.length;
+    this.counters.frames++;
+    if (packed?.zstd) this.counters.compressedFrames++;
+    await this.options.sender.send({ ...frame, payload });
+  }
+
+  private take(bytes: number): Buffer {
+    const parts: Buffer[] = [];
+    let need = bytes;
+    while (need > 0) {
+      const head = this.chunks[0];
+      if (head.length <= need) {
+        parts.push(head);
+        this.chunks.shift();
+        need -= head.length;
+      } else {
+        parts.push(head.subarray(0, need));
+        this.chunks[0] = head.subarray(need);
+        need = 0;
+      }
+    }
+    this.buffered -= bytes;
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts, bytes);
+  }
+
+  private async finish(): Promise<void> {
+    await this.options.sender.drain();
+    if (this.settled) return;
+    this.settled = true;
+    this.counters.delivered = true;
+    const now = performance.now();
+    this.options.sender.close();
+    this.resolveDone({
+      ...this.progress,
+      streamMs: Math.round(now - this.acceptedAt),
+      tailMs: Math.round(now - this.closedAt),
+    });
+  }
+
+  private fail(err: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.idleTimer);
+    this.unstall();
+    this.socket?.destroy();
+    this.options.sender.close();
+    void this.stopListening();
+    const { migrationId } = this.options;
+    const qemuBytes = this.counters.qemuBytes;
+    if (err instanceof QemuStreamError) {
+      this.rejectDone(err);
+      return;
+    }
+    const code = err instanceof WanmigError ? err.code : ErrorCode.Unavailable;
+    const message = err instanceof Error ? err.message : String(err);
+    this.rejectDone(
+      new QemuStreamError(code, `relay of QEMU's migration stream ${migrationId} failed: ${message}`, {
+        migrationId,
+        qemuBytes,
+        cause: err,
+      }),
+    );
+  }
+
+  /** No more connections; the socket file goes (a connection already taken is not affected). */
+  private async stopListening(): Promise<void> {
+    if (!this.listening) return;
+    this.listening = false;
+    this.server.close();
+    await rm(this.options.socketPath, { force: true });
+  }
+}
