@@ -1,0 +1,155 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { type Server, type Socket, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Zstd } from '@wanmig/codec';
+import { ErrorCode, FrameFlag, StreamKind, type Frame } from '@wanmig/protocol';
+import { QemuIncomingError } from './qemu-incoming.errors.js';
+import { QemuIncomingWriter } from './qemu-incoming.writer.js';
+import { QEMU_MIGRATION_STREAM_ID } from './qemu-stream.constants.js';
+
+const migrationId = randomUUID();
+
+function frame(seq: number, offset: number, payload: Buffer, flags = 0, length = payload.length): Frame {
+  return {
+    header: {
+      version: 1,
+      kind: StreamKind.Memory,
+      flags,
+      migrationId,
+      streamId: QEMU_MIGRATION_STREAM_ID,
+      seq,
+      offset,
+      length,
+      payloadLength: payload.length,
+      checksum: 0,
+    },
+    payload,
+  };
+}
+
+/** Stands in for a destination QEMU's `-incoming unix:` socket: keeps what it reads, notes the end. */
+class FakeIncomingQemu {
+  readonly received: Buffer[] = [];
+  ended = false;
+  socket?: Socket;
+  private constructor(readonly server: Server) {}
+
+  static listen(path: string): Promise<FakeIncomingQemu> {
+    return new Promise((resolve) => {
+      const server = createServer();
+      const qemu = new FakeIncomingQemu(server);
+      server.on('connection', (socket) => {
+        qemu.socket = socket;
+        socket.on('data', (chunk: Buffer) => qemu.received.push(chunk));
+        socket.on('end', () => (qemu.ended = true));
+        socket.on('error', () => undefined);
+      });
+      server.listen(path, () => resolve(qemu));
+    });
+  }
+
+  get bytes(): Buffer {
+    return Buffer.concat(this.received);
+  }
+
+  close(): Promise<void> {
+    this.socket?.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+describe('QemuIncomingWriter', () => {
+  let dir: string;
+  let socketPath: string;
+  let zstd: Zstd;
+  const cleanups: Array<() => unknown> = [];
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'wanmig-qin-'));
+    socketPath = join(dir, 'incoming.sock');
+    zstd = await Zstd.load();
+  });
+
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const writer = (connectTimeoutMs = 5000) => {
+    const w = new QemuIncomingWriter({ migrationId, socketPath, connectTimeoutMs, zstd });
+    cleanups.push(() => w.close());
+    return w;
+  };
+  const fakeQemu = async () => {
+    const qemu = await FakeIncomingQemu.listen(socketPath);
+    cleanups.push(() => qemu.close());
+    return qemu;
+  };
+
+  it('waits for the socket, writes decompressed bytes in order, and closes the write side on End', async () => {
+    const w = writer();
+    const a = Buffer.alloc(100_000, 1);
+    const b = randomBytes(50_000);
+    const applying = w.apply(frame(0, 0, zstd.compress(a), FrameFlag.Zstd, a.length));
+    await new Promise((resolve) => setTimeout(resolve, 200)); // QEMU starts late
+    const qemu = await fakeQemu();
+    await applying;
+    await w.apply(frame(1, a.length, b));
+    await w.apply(frame(2, a.length + b.length, Buffer.alloc(0), FrameFlag.End));
+    await w.sync();
+    await expect.poll(() => qemu.ended).toBe(true);
+    expect(qemu.bytes.equals(Buffer.concat([a, b]))).toBe(true);
+    expect(w.stats).toMatchObject({ bytesWritten: a.length + b.length, frames: 3, ended: true, connected: true });
+    expect(w.stats.payloadBytes).toBeLessThan(a.length + b.length);
+  });
+
+  it('refuses a frame that does not continue the stream, or carries records, before writing anything', async () => {
+    const qemu = await fakeQemu();
+    const w = writer();
+    await w.apply(frame(0, 0, Buffer.from('abcd')));
+    await expect(w.apply(frame(1, 8, Buffer.from('efgh')))).rejects.toMatchObject({
+      code: ErrorCode.FrameOutOfRange,
+      position: 4,
+      seq: 1,
+    });
+    await expect(w.apply(frame(1, 4, Buffer.from('efgh'), FrameFlag.Records))).rejects.toMatchObject({
+      code: ErrorCode.FrameBadFlags,
+    });
+    await expect(w.apply(frame(1, 4, randomBytes(16), FrameFlag.Zstd, 16))).rejects.toMatchObject({
+      code: ErrorCode.RecordCorrupt,
+    });
+    await expect(w.apply(frame(1, 4, Buffer.from('efgh'), 0, 5))).rejects.toMatchObject({
+      code: ErrorCode.RecordCorrupt,
+    });
+    await w.apply(frame(1, 4, Buffer.from('efgh'), FrameFlag.End));
+    await expect.poll(() => qemu.ended).toBe(true);
+    expect(qemu.bytes.toString()).toBe('abcdefgh');
+    await expect(w.apply(frame(2, 8, Buffer.from('x')))).rejects.toMatchObject({ code: ErrorCode.StreamClosed });
+  });
+
+  it('gives up when no QEMU listens within the connect timeout', async () => {
+    const w = writer(300);
+    const err = await w.apply(frame(0, 0, Buffer.from('QEVM'))).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QemuIncomingError);
+    expect(err).toMatchObject({ code: ErrorCode.Unavailable, socketPath });
+  });
+
+  it('fails the frame (and the sync) once the destination QEMU has gone', async () => {
+    const qemu = await fakeQemu();
+    const w = writer();
+    await w.apply(frame(0, 0, Buffer.from('QEVM')));
+    await qemu.close();
+    await expect
+      .poll(() =>
+        w.sync().then(
+          () => 'ok',
+          (e: unknown) => e,
+        ),
+      )
+      .toBeInstanceOf(QemuIncomingError);
+    await expect(w.apply(frame(1, 4, randomBytes(1 << 20)))).rejects.toMatchObject({ code: ErrorCode.Unavailable });
+  });
+});

@@ -1,0 +1,203 @@
+import { type Socket, connect } from 'node:net';
+import { Zstd } from '@wanmig/codec';
+import { ErrorCode, FrameFlag, type Frame } from '@wanmig/protocol';
+import type { FrameSink } from '@wanmig/stream';
+import { QemuIncomingError } from './qemu-incoming.errors.js';
+import { DEFAULT_QEMU_CONNECT_TIMEOUT_MS, MAX_QEMU_FRAME_BYTES } from './qemu-stream.constants.js';
+
+const DIAL_RETRY_MS = 50;
+/** Errors of a socket that is not there yet, or not listening yet. */
+const NOT_YET = new Set(['ENOENT', 'ECONNREFUSED', 'EAGAIN']);
+
+export interface QemuIncomingWriterOptions {
+  migrationId: string;
+  /** The destination QEMU's `-incoming unix:<socketPath>`. */
+  socketPath: string;
+  /** How long to wait for the socket to appear and accept (DEFAULT_QEMU_CONNECT_TIMEOUT_MS). */
+  connectTimeoutMs?: number;
+  /** Default: `Zstd.load()` on the first compressed frame. */
+  zstd?: Zstd;
+}
+
+export interface QemuIncomingStats {
+  /** Bytes of QEMU's stream accepted by the kernel towards the destination QEMU. */
+  bytesWritten: number;
+  frames: number;
+  /** Payload bytes of those frames as they arrived (compressed where the source compressed). */
+  payloadBytes: number;
+  connected: boolean;
+  /** The End frame was written and the write side closed. */
+  ended: boolean;
+  /** Bytes the destination QEMU sent back (none expected: precopy without return path is one-way). */
+  bytesFromQemu: number;
+}
+
+/**
+ * Feeds QEMU's migration stream, frame by frame in sequence order, to the destination QEMU
+ * started with `-incoming unix:<socketPath>`: decompresses (FrameFlag.Zstd), checks the frame
+ * continues the stream exactly where the last one ended, and writes it to one connection to that
+ * socket. On FrameFlag.End it closes the write side; QEMU has by then read its end-of-stream marker.
+ *
+ * What "durable" means here: `apply` resolves only once the frame's bytes were accepted by the
+ * kernel (the socket write completed), so a slow destination QEMU holds back acks and the sender's
+ * window, and the source QEMU sees that pace. That is as durable as a live stream gets: bytes in the
+ * socket buffer are lost if the destination QEMU dies, and so is the migration, since QEMU cannot
+ * replay a stream into a new QEMU from the middle; nothing stronger than the kernel would help.
+ * `sync` therefore has nothing left to do.
+ */
+export class QemuIncomingWriter implements FrameSink {
+  readonly stats: QemuIncomingStats = {
+    bytesWritten: 0,
+    frames: 0,
+    payloadBytes: 0,
+    connected: false,
+    ended: false,
+    bytesFromQemu: 0,
+  };
+  private connection?: Promise<Socket>;
+  private socket?: Socket;
+  private broken?: Error;
+  private closed = false;
+  private zstd?: Zstd;
+
+  constructor(private readonly options: QemuIncomingWriterOptions) {
+    this.zstd = options.zstd;
+  }
+
+  /** Bytes of QEMU's stream written so far: where the next frame must start. */
+  get position(): number {
+    return this.stats.bytesWritten;
+  }
+
+  /** Connects to the destination QEMU, waiting for its socket to appear; later calls share the attempt. */
+  connect(): Promise<Socket> {
+    this.connection ??= this.dial();
+    return this.connection;
+  }
+
+  async apply(frame: Frame): Promise<void> {
+    const { flags, offset, length, seq } = frame.header;
+    if (this.stats.ended) throw this.error(ErrorCode.StreamClosed, `frame ${seq} arrived after the End frame`, seq);
+    if (flags & FrameFlag.Records) {
+      throw this.error(ErrorCode.FrameBadFlags, `frame ${seq} carries codec records, not QEMU's bytes`, seq);
+    }
+    if (offset !== this.position) {
+      throw this.error(
+        ErrorCode.FrameOutOfRange,
+        `frame ${seq} starts at ${offset}, the stream is at ${this.position}`,
+        seq,
+      );
+    }
+    if (length > MAX_QEMU_FRAME_BYTES) {
+      throw this.error(
+        ErrorCode.FrameTooLarge,
+        `frame ${seq} covers ${length} bytes, more than ${MAX_QEMU_FRAME_BYTES}`,
+        seq,
+      );
+    }
+    let body = frame.payload;
+    if (flags & FrameFlag.Zstd) {
+      try {
+        this.zstd ??= await Zstd.load();
+        body = this.zstd.decompress(frame.payload, length);
+      } catch (cause) {
+        throw this.error(ErrorCode.RecordCorrupt, `frame ${seq} does not decompress`, seq, cause);
+      }
+    }
+    if (body.length !== length) {
+      throw this.error(
+        ErrorCode.RecordCorrupt,
+        `frame ${seq} carries ${body.length} bytes, its header says ${length}`,
+        seq,
+      );
+    }
+    const socket = await this.connect();
+    if (body.length > 0) await this.write(socket, body, seq);
+    this.stats.bytesWritten += length;
+    this.stats.frames++;
+    this.stats.payloadBytes += frame.payload.length;
+    if (flags & FrameFlag.End) {
+      await new Promise<void>((resolve) => socket.end(resolve));
+      this.stats.ended = true;
+    }
+  }
+
+  /** Every applied byte is already in the kernel: see the class comment. */
+  sync(): Promise<void> {
+    if (this.broken && !this.stats.ended) return Promise.reject(this.brokenError());
+    return Promise.resolve();
+  }
+
+  /** Drops the connection (the destination QEMU then fails its incoming migration unless it had ended). */
+  close(): void {
+    this.closed = true;
+    this.socket?.destroy();
+  }
+
+  private write(socket: Socket, body: Buffer, seq: number): Promise<void> {
+    if (this.broken || socket.destroyed) return Promise.reject(this.brokenError(seq));
+    return new Promise((resolve, reject) => {
+      socket.write(body, (err) => (err ? reject(this.brokenError(seq, err)) : resolve()));
+    });
+  }
+
+  private async dial(): Promise<Socket> {
+    const { socketPath } = this.options;
+    const timeoutMs = this.options.connectTimeoutMs ?? DEFAULT_QEMU_CONNECT_TIMEOUT_MS;
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      if (this.closed) throw this.error(ErrorCode.StreamClosed, 'the writer was closed before it connected');
+      try {
+        const socket = await connectOnce(socketPath);
+        this.adopt(socket);
+        return socket;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? '';
+        if (!NOT_YET.has(code) || performance.now() + DIAL_RETRY_MS > deadline) {
+          throw this.error(
+            ErrorCode.Unavailable,
+            `destination QEMU's incoming socket ${socketPath} did not accept within ${timeoutMs} ms (${code || String(err)})`,
+            undefined,
+            err,
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, DIAL_RETRY_MS));
+      }
+    }
+  }
+
+  private adopt(socket: Socket): void {
+    this.socket = socket;
+    this.stats.connected = true;
+    if (this.closed) socket.destroy();
+    socket.on('error', (err) => (this.broken ??= err));
+    socket.on('close', () => (this.broken ??= new Error('the destination QEMU closed the connection')));
+    // Nothing is expected back; read and count it so that it never fills a buffer.
+    socket.on('data', (chunk: Buffer) => (this.stats.bytesFromQemu += chunk.length));
+  }
+
+  private brokenError(seq?: number, cause: unknown = this.broken): QemuIncomingError {
+    const reason = cause instanceof Error ? cause.message : 'the connection is closed';
+    return this.error(ErrorCode.Unavailable, `writing to the destination QEMU failed: ${reason}`, seq, cause);
+  }
+
+  private error(code: ErrorCode, message: string, seq?: number, cause?: unknown): QemuIncomingError {
+    const { migrationId, socketPath } = this.options;
+    return new QemuIncomingError(code, message, { migrationId, socketPath, position: this.position, seq, cause });
+  }
+}
+
+function connectOnce(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(path);
+    const onError = (err: Error) => {
+      socket.destroy();
+      reject(err);
+    };
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      socket.off('error', onError);
+      resolve(socket);
+    });
+  });
+}
