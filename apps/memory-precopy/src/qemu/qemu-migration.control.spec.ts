@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest';
+import type { QmpEventListener } from '@wanmig/hypervisor';
+import {
+  DEFAULT_QEMU_DOWNTIME_LIMIT_MS,
+  UNPACED_QEMU_MAX_BANDWIDTH,
+  configureQemuMigration,
+  startQemuMigration,
+  waitForQemuMigration,
+  type QemuMigrationInfo,
+} from './qemu-migration.control.js';
+import { QemuMigrationFailedError } from './qemu-migration.errors.js';
+
+/** Records commands; `query-migrate` answers from `statuses`, one per call (the last one repeats). */
+class FakeQmp {
+  readonly commands: Array<{ command: string; args?: Record<string, unknown> }> = [];
+  readonly listeners = new Map<string, QmpEventListener>();
+  constructor(private readonly statuses: QemuMigrationInfo[] = []) {}
+
+  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+    this.commands.push({ command, args });
+    if (command !== 'query-migrate') return Promise.resolve({} as T);
+    const info = this.statuses.length > 1 ? this.statuses.shift()! : this.statuses[0];
+    return Promise.resolve(info as T);
+  }
+
+  on(event: string, listener: QmpEventListener): () => void {
+    this.listeners.set(event, listener);
+    return () => this.listeners.delete(event);
+  }
+}
+
+describe('QEMU migration control over QMP', () => {
+  it('turns events on, return-path and postcopy off, and sets downtime-limit and an unbounded max-bandwidth', async () => {
+    const qmp = new FakeQmp();
+    await configureQemuMigration(qmp);
+    expect(qmp.commands).toEqual([
+      {
+        command: 'migrate-set-capabilities',
+        args: {
+          capabilities: [
+            { capability: 'events', state: true },
+            { capability: 'return-path', state: false },
+            { capability: 'postcopy-ram', state: false },
+            { capability: 'auto-converge', state: false },
+          ],
+        },
+      },
+      {
+        command: 'migrate-set-parameters',
+        args: { 'downtime-limit': DEFAULT_QEMU_DOWNTIME_LIMIT_MS, 'max-bandwidth': UNPACED_QEMU_MAX_BANDWIDTH },
+      },
+    ]);
+    await configureQemuMigration(qmp, { downtimeLimitMs: 100, maxBandwidth: 1e6, autoConverge: true });
+    expect(qmp.commands[3].args).toEqual({ 'downtime-limit': 100, 'max-bandwidth': 1e6 });
+  });
+
+  it('migrates to the unix socket', async () => {
+    const qmp = new FakeQmp();
+    await startQemuMigration(qmp, '/run/wanmig/m.sock');
+    expect(qmp.commands).toEqual([{ command: 'migrate', args: { uri: 'unix:/run/wanmig/m.sock' } }]);
+  });
+
+  it('waits through active to completed, woken by MIGRATION events', async () => {
+    const qmp = new FakeQmp([{ status: 'active' }, { status: 'active' }, { status: 'completed', downtime: 42 }]);
+    const waiting = waitForQemuMigration(qmp, { migrationId: 'm', timeoutMs: 5000 });
+    const t0 = performance.now();
+    for (let i = 0; i < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      qmp.listeners.get('MIGRATION')?.({ event: 'MIGRATION', timestamp: { seconds: 0, microseconds: 0 } });
+    }
+    await expect(waiting).resolves.toEqual({ status: 'completed', downtime: 42 });
+    expect(performance.now() - t0).toBeLessThan(200); // the events, not the 250 ms poll, woke it
+    expect(qmp.listeners.size).toBe(0);
+  });
+
+  it('rejects on failed (with QEMU error-desc) and when time runs out', async () => {
+    const failed = new FakeQmp([{ status: 'failed', 'error-desc': 'Unable to write to socket: Broken pipe' }]);
+    const err = await waitForQemuMigration(failed, { migrationId: 'm', timeoutMs: 1000 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QemuMigrationFailedError);
+    expect(err).toMatchObject({ status: 'failed', migrationId: 'm', message: /Broken pipe/ });
+    const stuck = new FakeQmp([{ status: 'active' }]);
+    await expect(waitForQemuMigration(stuck, { migrationId: 'm', timeoutMs: 300 })).rejects.toMatchObject({
+      status: 'still active after 300 ms',
+    });
+  });
+});
