@@ -1,10 +1,7 @@
-/**
- * Stream id of QEMU's own migration byte stream within a migration (disk is 1, pages 2, device
- * state 3: see libs/protocol memory.dto.ts). Defined here, and again on the destination side
- * (apps/delta-apply/src/qemu), until the qemu driver is wired in and the id moves to
- * `@wanmig/protocol` next to `MemoryStreamId`; the two must stay equal.
- */
-export const QEMU_MIGRATION_STREAM_ID = 4;
+import { QemuMigrationStreamId } from '@wanmig/protocol';
+
+/** Stream id of QEMU's own migration byte stream within a migration (shared with the other side). */
+export const QEMU_MIGRATION_STREAM_ID = QemuMigrationStreamId;
 
 /** Bytes of QEMU's stream gathered into one frame (before zstd): a few hundred KiB keeps framing cheap. */
 export const DEFAULT_QEMU_FRAME_BYTES = 256 * 1024;

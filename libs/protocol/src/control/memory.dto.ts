@@ -17,6 +17,8 @@ import type { WireError } from '../errors.js';
 /** Stream ids within a migration (disk is 1). */
 export const MemoryStreamId = 2;
 export const DeviceStateStreamId = 3;
+/** QEMU's own migration byte stream (the `qemu` driver), relayed as frames of kind Memory. */
+export const QemuMigrationStreamId = 4;
 /** Largest device state a destination holds (it is kept in memory until the VM resumes). */
 export const MAX_DEVICE_STATE_BYTES = 64 * 1024 * 1024;
 
