@@ -84,3 +84,4 @@ export {
   type AccelProbeOptions,
   type AccelProbeResult,
 } from './qemu/accel.probe.js';
+export * from './qemu/qemu.disk-mirror.js';
