@@ -1,0 +1,138 @@
+import type { QmpClient } from '@wanmig/hypervisor';
+import type { DiskMigrationReport } from '@wanmig/protocol';
+import type { BootGuestOptions, GuestHandle } from '@wanmig/testing';
+import type { QemuSinkReport } from '../../../delta-apply/src/qemu/index.js';
+import type { QemuSourceReport } from '../../../memory-precopy/src/qemu/index.js';
+import type { CounterProbeReport } from './counter.prober.js';
+import { DEFAULT_FINALIZE_TIMEOUT_MS } from './disk-path.client.js';
+import type { QemuMigrationStage } from './qemu-migration.errors.js';
+
+/** The contracts of runWanmigQemuMigration: its options, what it reports, its defaults. */
+
+export const DEFAULT_QEMU_DOWNTIME_MS = 300;
+/** The disk's share of the budget once it only keeps in step (as the orchestrator does); the memory gets the rest. */
+export const DISK_SHARE_DURING_MEMORY = 0.2;
+/** The link rate the memory window is sized for when no budget is given (the demo WAN's). */
+export const ASSUMED_LINK_BPS = 200e6;
+export const DEFAULT_QEMU_MIGRATION_TIMEOUTS = {
+  /** Bulk copy of the disk until it holds in step. */
+  holdingMs: 300_000,
+  /** QEMU's pre-copy until it stops the guest. */
+  memoryMs: 300_000,
+  finalizeMs: DEFAULT_FINALIZE_TIMEOUT_MS,
+  /** From `migrate-continue` to the destination loaded and paused. */
+  completionMs: 60_000,
+  /** The destination's first answer after `cont`. */
+  resumeMs: 30_000,
+  /** Each step of the rollback. */
+  rollbackMs: 15_000,
+};
+
+/** What the runner tells `onStage` about the migration under way (progress displays; tests that inject faults). */
+export interface QemuMigrationView {
+  migrationId: string;
+  stage: QemuMigrationStage;
+  /** The destination QEMU, once started. */
+  destination?: GuestHandle;
+  /** Bytes QEMU has written into the memory relay so far. */
+  memoryBytes(): number;
+}
+
+export interface QemuWanmigOptions {
+  migrationId?: string;
+  /** The downtime budget: QEMU's `downtime-limit` and the disk's drain budget, ms (300). */
+  downtimeMs?: number;
+  /**
+   * One budget for the whole migration, bits/s: the disk gets all of it for its bulk copy, then a fifth while it
+   * holds in step, the memory stream the rest. Absent: the link's own pace.
+   */
+  bandwidthBps?: number;
+  /**
+   * Test-only: in the pause, after the final drain, sha256 the source disk and the destination image (and read the
+   * guest's counter file on both); `diskEqualAtPause` reports the outcome. Also makes disk-transfer verify region
+   * digests in its finalize. Both lengthen the pause.
+   */
+  verifyDiskInPause?: boolean;
+  /** An open QMP connection to the source (QEMU serves one client per socket); by default the runner opens its own. */
+  sourceQmp?: QmpClient;
+  /** Destination QEMU options beyond disk, RAM and sockets; they must describe the same machine as the source's. */
+  destination?: Pick<
+    BootGuestOptions,
+    'accel' | 'machine' | 'kernel' | 'initrd' | 'hotMiB' | 'diskKiB' | 'servicePort' | 'stopTimeoutMs'
+  >;
+  /** Stop the source QEMU once the guest runs at the destination (default true); otherwise it stays `postmigrate`. */
+  stopSource?: boolean;
+  /** Bytes of QEMU's stream in flight over the WAN (default two bandwidth-delay products and 1 MiB). */
+  windowBytes?: number;
+  /** How often the client asks the guest its counter, ms (20). */
+  probeIntervalMs?: number;
+  timeouts?: Partial<typeof DEFAULT_QEMU_MIGRATION_TIMEOUTS>;
+  onStage?: (view: QemuMigrationView) => void;
+  log?: (line: string) => void;
+}
+
+/** Time spent in the pause, by step (ms): from QEMU stopping the guest to the destination's `cont` answered. */
+export interface QemuPauseBreakdown {
+  /** disk.finalize: the last dirty blocks durable at the destination (and its digest check, when verifying). */
+  finalizeMs: number;
+  /** The mirror job cancelled and its NBD node deleted. */
+  mirrorCancelMs: number;
+  /** sha256 of both images and their counter files (verifyDiskInPause only). */
+  verifyMs: number;
+  /** `migrate-continue` until QEMU reports `completed` (last pages, device state). */
+  completionMs: number;
+  /** Until the destination has loaded the stream and answered `cont`. */
+  activateMs: number;
+  totalMs: number;
+}
+
+export interface QemuWanmigResult {
+  migrationId: string;
+  /** The guest, now running at site B (the caller checks it and stops it). */
+  destination: GuestHandle;
+  destPath: string;
+  /** From the disk export to the destination's `cont` answered. */
+  totalSeconds: number;
+  /** The longest gap between answers a client polling the guest's counter saw. */
+  clientPauseMs: number;
+  probe: CounterProbeReport;
+  pause: QemuPauseBreakdown;
+  /** QEMU's own figures (source `query-migrate` at completion). */
+  qemu: {
+    totalTimeMs?: number;
+    downtimeMs?: number;
+    setupTimeMs?: number;
+    ramTransferred?: number;
+    ramTotal?: number;
+    dirtySyncCount?: number;
+    mbps?: number;
+  };
+  /** Bytes through the WAN emulator during the migration, control traffic included. */
+  wan: { aToB: number; bToA: number; total: number };
+  disk: {
+    report: DiskMigrationReport;
+    /** Seconds from the export until the migration held the destination in step. */
+    holdingAfterSeconds: number;
+  };
+  memory: {
+    relay: QemuSourceReport;
+    sink: QemuSinkReport;
+    /** Bytes the stream sender put on NATS (frames, headers and re-sends included). */
+    senderBytes: number;
+    resentBytes: number;
+    windowBytes: number;
+  };
+  /** verifyDiskInPause: both images hashed in the pause, after the final drain. */
+  diskEqualAtPause?: boolean;
+  diskAtPause?: {
+    sourceSha256: string;
+    destinationSha256: string;
+    sourceCounter?: number;
+    destinationCounter?: number;
+  };
+  /** The source's run state once the guest ran at the destination (`postmigrate`), and whether it was stopped. */
+  sourceStatusAfter: string;
+  sourceStopped: boolean;
+  /** Cleanup steps after the switch that failed (the migration itself succeeded). */
+  warnings: string[];
+}
