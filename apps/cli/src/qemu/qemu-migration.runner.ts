@@ -30,6 +30,7 @@ import { DiskPathClient } from './disk-path.client.js';
 import { FailureTripwire } from './failure.tripwire.js';
 import { QemuMigrationInterruptedError, QemuMigrationStage, QemuVmMigrationError } from './qemu-migration.errors.js';
 import {
+  completedFigures,
   connectQmpWhenUp,
   ensureRunning,
   PRE_SWITCHOVER,
@@ -258,7 +259,9 @@ class QemuVmMigration {
       this.stopWatchingDisk();
       const report = await this.tripwire.guard(this.disks.finalize(migrationId, this.timeouts.finalizeMs));
       const finalizedAt = performance.now();
-      // libvirt's order: the mirror ends while the guest is stopped, before QEMU inactivates the disk.
+      // The mirror ends in the pause. QEMU 7.2 would complete with it attached (checked), but the final drain left
+      // the export's writes frozen: were the migration to fail after migrate-continue, QEMU would resume the guest
+      // and its writes would hang on the mirror until a rollback thawed them. It costs a few ms of pause.
       await this.mirror.cancel();
       const mirrorGoneAt = performance.now();
       const atPause = verify ? await this.compareDisks() : undefined;
@@ -266,7 +269,7 @@ class QemuVmMigration {
       await this.tripwire.guard(sourceQmp.execute('migrate-continue', { state: PRE_SWITCHOVER }));
 
       this.enter(QemuMigrationStage.Completion);
-      const info = await this.tripwire.guard(
+      await this.tripwire.guard(
         waitForMigrationStatus(sourceQmp, [QemuMigrationStatus.Completed], {
           migrationId,
           timeoutMs: this.timeouts.completionMs,
@@ -299,7 +302,7 @@ class QemuVmMigration {
           activateMs: activatedAt - completedAt,
           totalMs: activatedAt - pausedAt,
         },
-        qemu: qemuFigures(info),
+        qemu: qemuFigures(await completedFigures(sourceQmp)),
         disk: { report, holdingAfterSeconds },
         memory: {
           relay: relayed,

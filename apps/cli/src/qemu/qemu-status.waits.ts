@@ -116,6 +116,20 @@ export async function connectQmpWhenUp(socketPath: string, timeoutMs: number): P
   }
 }
 
+/**
+ * The source's `query-migrate` once its figures are in. QEMU 7.2 sets `completed` before it computes `total-time`
+ * and `downtime` (migration_calculate_complete runs after), so a query right after the event can read zeros: ask
+ * again, briefly, until `total-time` is set.
+ */
+export async function completedFigures(qmp: Qmp, timeoutMs = 2_000): Promise<QemuMigrationInfo> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const info = await qmp.execute<QemuMigrationInfo>('query-migrate');
+    if ((info['total-time'] ?? 0) > 0 || performance.now() > deadline) return info;
+    await sleep(20);
+  }
+}
+
 /** Waits until no outgoing migration is in progress on `qmp` (after a cancel); the last `query-migrate`. */
 export async function waitForMigrationIdle(qmp: Qmp, timeoutMs: number): Promise<QemuMigrationInfo> {
   const deadline = performance.now() + timeoutMs;
