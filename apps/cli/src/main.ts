@@ -4,6 +4,8 @@ import { parseBitRate, parseDuration, parseSize, UnitError } from '@wanmig/servi
 import { runDiskBench } from './bench/disk.bench.js';
 import { formatDiskBench } from './bench/disk-bench.report.js';
 import { formatMemoryBench, runMemoryBench } from './bench/memory.bench.js';
+import { DEFAULT_QEMU_BENCH_OPTIONS, runQemuBench } from './bench/qemu.bench.js';
+import { formatQemuBench } from './bench/qemu-bench.report.js';
 import { UsageError } from './errors.js';
 import { formatStreamBench } from './bench/stream-bench.report.js';
 import { runStreamBench } from './bench/stream.bench.js';
@@ -37,6 +39,10 @@ lower level:
     --size 4GiB --written 1GiB --delay 50ms --bandwidth 200mbit --json
   bench memory         plain pre-copy vs wanmig for one guest over the same emulated WAN
     --ram 1GiB --workload web --delay 50ms --bandwidth 200mbit --downtime 300ms --json
+  bench qemu           a real QEMU guest moved three ways over the same emulated WAN: QEMU as libvirt
+                       does it (defaults; multifd zstd + xbzrle) and wanmig
+    --ram 512MiB --delay 50ms --bandwidth 200mbit --warmup 5s --json
+    --verify-in-pause    check wanmig's disk by hashing in its pause (lengthens that pause)
   bench stream         data-plane benchmark: stream+codec across the two-site bed
     --delay 50ms         one-way delay          --bandwidth 200mbit   link rate
     --size 512MiB        payload size           --mix random|mixed|text|zero
@@ -135,6 +141,38 @@ async function benchMemory(argv: string[]): Promise<number> {
   return result.plain.verified && result.wanmig.verified ? 0 : 1;
 }
 
+async function benchQemu(argv: string[]): Promise<number> {
+  const d = DEFAULT_QEMU_BENCH_OPTIONS;
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      ram: { type: 'string', default: `${d.ramMiB}MiB` },
+      delay: { type: 'string', default: `${d.delayMs}ms` },
+      bandwidth: { type: 'string', default: `${d.bandwidthBps / 1e6}mbit` },
+      warmup: { type: 'string', default: `${d.warmupMs}ms` },
+      'verify-in-pause': { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
+  });
+  const ramMiB = parseSize(values.ram, '--ram') / 2 ** 20;
+  if (!Number.isInteger(ramMiB) || ramMiB < 128)
+    throw new UsageError('--ram is a whole number of MiB, at least 128MiB');
+  const result = await runQemuBench(
+    {
+      ramMiB,
+      delayMs: parseDuration(values.delay, '--delay'),
+      bandwidthBps: parseBitRate(values.bandwidth, '--bandwidth'),
+      warmupMs: parseDuration(values.warmup, '--warmup'),
+      verifyWanmigInPause: values['verify-in-pause'],
+    },
+    (line) => process.stderr.write(`${line}\n`),
+  );
+  process.stdout.write(`${formatQemuBench(result)}\n`);
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  return result.runs.qemu.verified && result.runs.qemuTuned.verified && result.runs.wanmig.verified ? 0 : 1;
+}
+
 const out = (text: string) => process.stdout.write(`${text}\n`);
 
 async function main(argv: string[]): Promise<number> {
@@ -168,7 +206,8 @@ async function main(argv: string[]): Promise<number> {
       if (rest[0] === 'stream') return (await benchStream(rest.slice(1))) ? 0 : 1;
       if (rest[0] === 'disk') return benchDisk(rest.slice(1));
       if (rest[0] === 'memory') return benchMemory(rest.slice(1));
-      throw new UsageError(`unknown benchmark ${JSON.stringify(rest[0] ?? '')} (try: stream, disk, memory)`);
+      if (rest[0] === 'qemu') return benchQemu(rest.slice(1));
+      throw new UsageError(`unknown benchmark ${JSON.stringify(rest[0] ?? '')} (try: stream, disk, memory, qemu)`);
     case undefined:
     case 'help':
     case '--help':
