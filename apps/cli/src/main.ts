@@ -4,7 +4,7 @@ import { parseBitRate, parseDuration, parseSize, UnitError } from '@wanmig/servi
 import { runDiskBench } from './bench/disk.bench.js';
 import { formatDiskBench } from './bench/disk-bench.report.js';
 import { formatMemoryBench, runMemoryBench } from './bench/memory.bench.js';
-import { DEFAULT_QEMU_BENCH_OPTIONS, runQemuBench } from './bench/qemu.bench.js';
+import { DEFAULT_QEMU_BENCH_OPTIONS, nothingWrong, runQemuBench } from './bench/qemu.bench.js';
 import { formatQemuBench } from './bench/qemu-bench.report.js';
 import { UsageError } from './errors.js';
 import { formatStreamBench } from './bench/stream-bench.report.js';
@@ -170,7 +170,7 @@ async function benchQemu(argv: string[]): Promise<number> {
   );
   process.stdout.write(`${formatQemuBench(result)}\n`);
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-  return result.runs.qemu.verified && result.runs.qemuTuned.verified && result.runs.wanmig.verified ? 0 : 1;
+  return nothingWrong(result) ? 0 : 1;
 }
 
 const out = (text: string) => process.stdout.write(`${text}\n`);

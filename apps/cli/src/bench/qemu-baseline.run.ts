@@ -341,6 +341,7 @@ class BaselineRun {
       downtimeMs: Math.round(probe.maxGapMs),
       wireBytes: wire.aToB + wire.bToA,
       verified: running && counterContinued && disks.equal,
+      checks: { running, counter: counterContinued, disk: disks.equal },
       qemu: { totalTimeMs: info['total-time'], downtimeMs: info.downtime, ramTransferred: info.ram?.transferred },
       outcome: QemuRunOutcome.Completed,
       notes: [`wire: ${wire.aToB} bytes source→destination, ${wire.bToA} back`, ...this.notes],

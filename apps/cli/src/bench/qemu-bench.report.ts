@@ -13,7 +13,9 @@ function verdict(run: QemuRunResult): string {
   const outcome = run.outcome ?? QemuRunOutcome.Completed;
   if (outcome === QemuRunOutcome.NotRun) return 'not run';
   if (outcome === QemuRunOutcome.Failed) return 'FAILED';
-  return run.verified ? 'yes' : 'NO';
+  if (run.verified) return 'yes';
+  const c = run.checks;
+  return c && c.running && c.counter && c.disk === null ? 'disk unchecked' : 'NO';
 }
 
 /** The table of `wanmig bench qemu`: one row per run, then wanmig's ratios to each baseline, QEMU's own figures and notes. */

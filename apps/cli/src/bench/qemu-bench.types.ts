@@ -14,6 +14,8 @@ export interface QemuRunResult {
   wireBytes: number;
   /** The guest runs at the destination, its counter went on, and its disk equals the source's at pause. */
   verified: boolean;
+  /** Each check of `verified` on its own; `null`: not made (then `verified` is false, but nothing was found wrong). */
+  checks?: { running: boolean; counter: boolean; disk: boolean | null };
   /** What QEMU itself reported (total-time, downtime, ram.transferred), where it applies. */
   qemu?: { totalTimeMs?: number; downtimeMs?: number; ramTransferred?: number };
   /** Absent means `completed`. A failed or skipped run says why in `notes`. */

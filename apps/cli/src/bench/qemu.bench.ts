@@ -60,6 +60,14 @@ export function ratiosOf(c: QemuRunResult, baseline: QemuRunResult): QemuBenchRe
   };
 }
 
+/** Every run completed and no check that was made found anything wrong (a check not made is not a failure). */
+export function nothingWrong(result: QemuBenchResult): boolean {
+  return Object.values(result.runs).every(
+    (run) =>
+      completed(run) && (run.verified || (run.checks !== undefined && !Object.values(run.checks).includes(false))),
+  );
+}
+
 function completed(run: QemuRunResult): boolean {
   return (run.outcome ?? QemuRunOutcome.Completed) === QemuRunOutcome.Completed;
 }
@@ -133,6 +141,7 @@ async function runWanmigRun(
       downtimeMs: Math.round(r.clientPauseMs),
       wireBytes: r.wan.total,
       verified: running && counterContinued && diskEqual === true,
+      checks: { running, counter: counterContinued, disk: diskEqual ?? null },
       qemu: { totalTimeMs: r.qemu.totalTimeMs, downtimeMs: r.qemu.downtimeMs, ramTransferred: r.qemu.ramTransferred },
       outcome: QemuRunOutcome.Completed,
       notes,
