@@ -13,7 +13,14 @@ import {
   type GuestImage,
 } from '@wanmig/testing';
 import { runWanmigQemuMigration } from '../qemu/qemu-migration.runner.js';
-import { counterWentOn, failedRun, QemuBaselineVariant, runQemuBaseline } from './qemu-baseline.run.js';
+import {
+  compareDiskImages,
+  counterWentOn,
+  failedRun,
+  QemuBaselineVariant,
+  runQemuBaseline,
+  snapshotDestinationDisk,
+} from './qemu-baseline.run.js';
 import { QemuRunOutcome, type QemuBenchOptions, type QemuBenchResult, type QemuRunResult } from './qemu-bench.types.js';
 
 /**
@@ -103,7 +110,19 @@ async function runWanmigRun(
     });
     say(`source ready after ${source.readyAfterMs} ms; warming up ${o.warmupMs} ms`);
     await sleep(o.warmupMs);
-    const r = await runWanmigQemuMigration(bed, source, { verifyDiskInPause: o.verifyWanmigInPause, log: say });
+    // The destination disk at the switch is kept by a snapshot taken just before `cont`, as for the baselines (the
+    // source stays `postmigrate`, its image as it was at the pause, until both are compared).
+    let snapshotMs: number | undefined;
+    const r = await runWanmigQemuMigration(bed, source, {
+      verifyDiskInPause: o.verifyWanmigInPause,
+      stopSource: false,
+      beforeCont: o.verifyWanmigInPause
+        ? undefined
+        : async (qmp) => {
+            snapshotMs = (await snapshotDestinationDisk(qmp, join(dir, 'dest-overlay.qcow2'))).ms;
+          },
+      log: say,
+    });
     destination = r.destination;
 
     const qmp = await QmpClient.connect(destination.qmpSocket!);
@@ -124,11 +143,16 @@ async function runWanmigRun(
     );
     if (!running) notes.push(`destination status: ${status.status}`);
     if (!counterContinued) notes.push('the counter did not go on past the source at the destination');
-    // The disk at the switch can only be checked from inside the runner (QEMU serves one QMP client per socket):
-    // by hashing both images in the pause (verifyDiskInPause, which lengthens the pause being measured) or by
-    // snapshotting the destination before `cont` (snapshotDestinationDisk), which the runner does not offer yet.
-    const diskEqual = r.diskEqualAtPause;
-    if (diskEqual === undefined) notes.push('disk not checked at the switch (try --verify-in-pause): not verified');
+    // The disk at the switch is checked from inside the runner (QEMU serves one QMP client per socket): by the
+    // snapshot taken before `cont` (beforeCont), or by hashing both images in the pause (--verify-in-pause).
+    let diskEqual = r.diskEqualAtPause;
+    if (diskEqual === undefined && snapshotMs !== undefined) {
+      diskEqual = (await compareDiskImages(source.disk, destination.disk)).equal;
+      notes.push(
+        `disk sha256 at the switch ${diskEqual ? 'equal' : 'DIFFERENT'} (destination snapshot before cont: ` +
+          `${Math.round(snapshotMs)} ms of the pause)`,
+      );
+    } else if (diskEqual === undefined) notes.push('disk not checked at the switch: not verified');
     else {
       notes.push(
         `disk sha256 at the pause ${diskEqual ? 'equal' : 'DIFFERENT'}, hashed inside the pause ` +

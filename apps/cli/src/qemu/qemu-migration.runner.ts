@@ -282,6 +282,7 @@ class QemuVmMigration {
       );
 
       this.enter(QemuMigrationStage.Activate);
+      if (this.o.beforeCont) await this.tripwire.guard(this.o.beforeCont(destQmp));
       await this.tripwire.guard(destQmp.execute('cont'));
       const activatedAt = performance.now();
       this.prober.switchTo(this.destination.servicePort);

@@ -60,6 +60,11 @@ export interface QemuWanmigOptions {
     BootGuestOptions,
     'accel' | 'machine' | 'kernel' | 'initrd' | 'hotMiB' | 'diskKiB' | 'servicePort' | 'stopTimeoutMs'
   >;
+  /**
+   * Runs with the destination loaded and still paused, just before its `cont` (its time is part of the pause): e.g.
+   * a snapshot of the destination disk, so its state at the switch can be compared with the source afterwards.
+   */
+  beforeCont?: (destinationQmp: QmpClient) => Promise<void>;
   /** Stop the source QEMU once the guest runs at the destination (default true); otherwise it stays `postmigrate`. */
   stopSource?: boolean;
   /** Bytes of QEMU's stream in flight over the WAN (default two bandwidth-delay products and 1 MiB). */
