@@ -7,6 +7,7 @@ import { rmSync } from 'node:fs';
  */
 const livePids = new Set<number>();
 const liveDirs = new Set<string>();
+const lastWords = new Set<() => void>();
 let hooksInstalled = false;
 
 const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
@@ -29,7 +30,25 @@ export function untrackDir(dir: string): void {
   liveDirs.delete(dir);
 }
 
+/**
+ * A synchronous clean-up to run in the same last moment, before tracked dirs go: for processes that are not children
+ * (detached guests, found through files in those dirs). Returns the function that unregisters it.
+ */
+export function onLastWords(cleanup: () => void): () => void {
+  installHooks();
+  lastWords.add(cleanup);
+  return () => lastWords.delete(cleanup);
+}
+
 function killEverything(): void {
+  for (const cleanup of lastWords) {
+    try {
+      cleanup();
+    } catch {
+      // best effort at exit
+    }
+  }
+  lastWords.clear();
   for (const pid of livePids) {
     try {
       process.kill(pid, 'SIGKILL');

@@ -46,6 +46,6 @@ export {
   type ServiceProcessOptions,
 } from './service.process.js';
 export { LocalBed, type LocalBedOptions } from './local.bed.js';
-export { trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
+export { onLastWords, trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
 export * from './disk-image.generator.js';
 export * from './guest-image.js';

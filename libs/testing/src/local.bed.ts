@@ -1,9 +1,10 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { trackDir, untrackDir } from './child-process.registry.js';
+import { onLastWords, trackDir, untrackDir } from './child-process.registry.js';
 import { ServiceProcess } from './service.process.js';
 import { Site, startTwoSites, type TwoSites } from './two-site.topology.js';
 
@@ -49,7 +50,16 @@ export class LocalBed {
     /** Services beyond the three above (orchestrator mode): site A's delta-apply, site B's sources, orchestrators. */
     private readonly extra: Map<string, ServiceProcess> = new Map(),
     private readonly options?: LocalBedOptions,
-  ) {}
+  ) {
+    // Killed by a signal, the process never reaches stop(): its detached guests must not outlive it all the same.
+    this.forgetLastWords = onLastWords(() => killGuestsSync(this.simDirs()));
+  }
+
+  private readonly forgetLastWords: () => void;
+
+  private simDirs(): string[] {
+    return [join(this.dir, Site.A, 'sim'), join(this.dir, Site.B, 'sim')];
+  }
 
   /** Orchestrator mode: the services of one site. */
   stack(site: Site): SiteStack {
@@ -223,7 +233,7 @@ export class LocalBed {
     await this.nc.close().catch(() => undefined);
     // Orchestrators first (nothing new starts), then the guests they launched detached, then the services.
     for (const [name, proc] of this.extra) if (name.startsWith('orchestrator')) await proc.stop();
-    await stopGuests([join(this.dir, Site.A, 'sim'), join(this.dir, Site.B, 'sim')]);
+    await stopGuests(this.simDirs());
     for (const [name, proc] of this.extra) if (!name.startsWith('orchestrator')) await proc.stop();
     await this.memoryPrecopy?.stop();
     await this.diskTransfer.stop();
@@ -231,6 +241,7 @@ export class LocalBed {
     await this.sites.stop();
     await rm(this.dir, { recursive: true, force: true });
     untrackDir(this.dir);
+    this.forgetLastWords();
   }
 }
 
@@ -274,5 +285,28 @@ function alive(pid: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** The same as stopGuests, synchronously and at once (SIGKILL): for the last moment of a process. */
+function killGuestsSync(dirs: string[]): void {
+  for (const dir of dirs) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(dir).filter((n) => n.endsWith('.json'));
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      try {
+        const info = JSON.parse(readFileSync(join(dir, name), 'utf8')) as { pid?: unknown };
+        const pid = info.pid;
+        if (typeof pid !== 'number' || pid <= 1) continue;
+        if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('sim-guest')) continue;
+        signal(pid, 'SIGKILL');
+      } catch {
+        // Gone, half-written or not ours.
+      }
+    }
   }
 }
