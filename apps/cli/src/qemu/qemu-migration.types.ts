@@ -40,8 +40,10 @@ export interface QemuMigrationView {
 
 export interface QemuWanmigOptions {
   migrationId?: string;
-  /** The downtime budget: QEMU's `downtime-limit` and the disk's drain budget, ms (300). */
+  /** The downtime budget, ms (300): the disk's drain budget; QEMU's `downtime-limit` gets a share of it. */
   downtimeMs?: number;
+  /** QEMU's own `downtime-limit`, ms (default: a third of `downtimeMs`, see qemuShareOf). */
+  qemuDowntimeLimitMs?: number;
   /**
    * One budget for the whole migration, bits/s: the disk gets all of it for its bulk copy, then a fifth while it
    * holds in step, the memory stream the rest. Absent: the link's own pace.
