@@ -85,3 +85,21 @@ export {
   type AccelProbeResult,
 } from './qemu/accel.probe.js';
 export * from './qemu/qemu.disk-mirror.js';
+export {
+  DEFAULT_ANNOUNCE,
+  DEFAULT_QEMU_APPEND,
+  DEFAULT_QEMU_GUEST_PORT,
+  DEFAULT_QEMU_MIN_RAM_MIB,
+  QEMU_DISK_NODE,
+  QEMU_EXITED,
+  QemuDriver,
+  QemuIncomingVm,
+  QemuMachine,
+  type QemuAnnounce,
+  type QemuDriverOptions,
+  type QemuGuestSpec,
+  type QemuIncomingPaths,
+  type QemuIncomingSpec,
+  type QemuProcessHandle,
+  type QemuResumeResult,
+} from './qemu/qemu.driver.js';
