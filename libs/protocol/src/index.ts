@@ -14,6 +14,7 @@ export * from './control/control.client.js';
 export * from './control/disk-transfer.dto.js';
 export * from './control/memory.dto.js';
 export * from './control/memory-precopy.dto.js';
+export * from './control/qemu-migration.dto.js';
 export * from './control/migration.dto.js';
 export * from './control/migration-event.types.js';
 export * from './control/migration-report.types.js';

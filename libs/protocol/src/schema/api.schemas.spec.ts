@@ -12,6 +12,11 @@ import { format, resolveConfig } from 'prettier';
 import { describe, expect, it } from 'vitest';
 import { type CloudEvent } from '../control/migration-event.types.js';
 import { type MigrationView } from '../control/migration.dto.js';
+import {
+  type QemuIncomingStatusReply,
+  type QemuRelayStatusReply,
+  type StartQemuIncomingReply,
+} from '../control/qemu-migration.dto.js';
 import { type ListSitesReply, type SiteInfo, type VmView } from '../control/vm.dto.js';
 import { API_SCHEMAS, type ApiSchemaName } from './api.schemas.js';
 import { JSON_SCHEMA_DIALECT } from './json-schema.js';
@@ -72,7 +77,44 @@ const event: CloudEvent = {
   data: { migrationId: migration.id, vmId: 'vm-1', from: 'PLANNED', to: 'PREPARING', epoch: 1 },
 };
 
-/** Replies as the orchestrator sends them (true), and near misses (false). */
+const relayStatus: QemuRelayStatusReply = {
+  migrationId: migration.id,
+  socketPath: '/run/wanmig/sim/qemu/m.sock',
+  windowBytes: 3 << 20,
+  qemuBytes: 1 << 20,
+  framedBytes: 1 << 20,
+  frameBytes: 400_000,
+  frames: 4,
+  compressedFrames: 4,
+  readStalls: 1,
+  readStalledMs: 12,
+  connected: true,
+  qemuClosed: false,
+  senderBytes: 400_256,
+  resentBytes: 0,
+  done: false,
+  failed: false,
+  closed: false,
+};
+const incoming: StartQemuIncomingReply = {
+  migrationId: migration.id,
+  diskPath: '/srv/wanmig/disk.img',
+  servicePort: 40123,
+  pid: 4242,
+  status: 'inmigrate',
+};
+const incomingStatus: QemuIncomingStatusReply = {
+  ...incoming,
+  status: 'paused',
+  running: false,
+  migrationStatus: 'completed',
+  loaded: true,
+  resumed: false,
+  aborted: false,
+  sink: { bytesWritten: 1 << 20, frames: 4, payloadBytes: 400_000, connected: true, ended: true, done: true },
+};
+
+/** Replies as the services send them (true), and near misses (false). */
 const REPLY_CASES: [ApiSchemaName, unknown, boolean][] = [
   ['MigrationView', migration, true],
   ['MigrationView', { ...migration, error: { code: 'CONFLICT', message: 'no' } }, true],
@@ -96,6 +138,28 @@ const REPLY_CASES: [ApiSchemaName, unknown, boolean][] = [
   ['CloudEvent', { ...event, type: 'io.wanmig.migration.exploded' }, false],
   ['WireError', { code: 'NOT_FOUND', message: 'no migration x' }, true],
   ['WireError', { code: 'NOT_FOUND' }, false],
+  [
+    'OpenQemuRelayReply',
+    { migrationId: migration.id, socketPath: '/run/m.sock', windowBytes: 3 << 20, rttMs: 41.2 },
+    true,
+  ],
+  ['OpenQemuRelayReply', { migrationId: migration.id, socketPath: '/run/m.sock', windowBytes: 3 << 20 }, false],
+  ['QemuRelayStatusReply', relayStatus, true],
+  ['QemuRelayStatusReply', { ...relayStatus, done: true, streamMs: 5120, tailMs: 80 }, true],
+  ['QemuRelayStatusReply', { ...relayStatus, failed: true, error: { code: 'STREAM_CLOSED', message: 'closed' } }, true],
+  ['QemuRelayStatusReply', { ...relayStatus, qemuBytes: -1 }, false],
+  ['StartQemuIncomingReply', incoming, true],
+  ['StartQemuIncomingReply', { ...incoming, servicePort: 70000 }, false],
+  ['QemuIncomingStatusReply', incomingStatus, true],
+  ['QemuIncomingStatusReply', { ...incomingStatus, sink: { ...incomingStatus.sink, done: 'yes' } }, false],
+  [
+    'ResumeQemuReply',
+    { migrationId: migration.id, status: 'running', resumedAt: 1.7e12, loadWaitMs: 12, contMs: 3, warnings: [] },
+    true,
+  ],
+  ['ResumeQemuReply', { migrationId: migration.id, status: 'running', resumedAt: 1.7e12, warnings: [] }, false],
+  ['AbortQemuIncomingReply', { migrationId: migration.id, stopped: true, wasRunning: false }, true],
+  ['AbortQemuIncomingReply', { migrationId: migration.id, stopped: true }, false],
 ];
 
 describe('API_SCHEMAS', () => {

@@ -1,10 +1,16 @@
 /**
- * The JSON Schemas of the orchestrator API, by name: request DTOs generated from their class-validator rules, replies
+ * The JSON Schemas of the orchestrator API and of the services' own verbs documented beside it, by name: request DTOs generated from their class-validator rules, replies
  * written by hand against their interfaces. Also published as docs/schemas/<Name>.schema.json (see
  * api.schemas.spec.ts for how to regenerate them) and as the components of the HTTP API's OpenAPI document.
  */
 import { MigrationRef } from '../control/disk.dto.js';
 import { CreateMigrationRequest, ListMigrationsRequest } from '../control/migration.dto.js';
+import {
+  AbortQemuIncomingRequest,
+  OpenQemuRelayRequest,
+  ResumeQemuRequest,
+  StartQemuIncomingRequest,
+} from '../control/qemu-migration.dto.js';
 import { CreateVmRequest, VmRef, type VmView } from '../control/vm.dto.js';
 import { dtoSchema } from './dto.schema.js';
 import { WIRE_ERROR_SCHEMA } from './error.schemas.js';
@@ -12,15 +18,27 @@ import { CLOUD_EVENT_SCHEMA } from './event.schemas.js';
 import { deepFreeze, JSON_SCHEMA_DIALECT, type JsonSchema } from './json-schema.js';
 import { LIST_MIGRATIONS_REPLY_SCHEMA, MIGRATION_VIEW_SCHEMA } from './migration.schemas.js';
 import { objectSchema, string } from './object.schema.js';
+import {
+  ABORT_QEMU_INCOMING_REPLY_SCHEMA,
+  OPEN_QEMU_RELAY_REPLY_SCHEMA,
+  QEMU_INCOMING_STATUS_REPLY_SCHEMA,
+  QEMU_RELAY_STATUS_REPLY_SCHEMA,
+  RESUME_QEMU_REPLY_SCHEMA,
+  START_QEMU_INCOMING_REPLY_SCHEMA,
+} from './qemu-migration.schemas.js';
 import { LIST_SITES_REPLY_SCHEMA, LIST_VMS_REPLY_SCHEMA, SITE_INFO_SCHEMA, VM_VIEW_SCHEMA } from './vm.schemas.js';
 
-/** The request DTOs of the orchestrator API, by schema name (each validated with validateDto). */
+/** The request DTOs of the API, by schema name (each validated with validateDto). */
 export const API_REQUEST_DTOS = {
   CreateMigrationRequest,
   MigrationRef,
   ListMigrationsRequest,
   CreateVmRequest,
   VmRef,
+  OpenQemuRelayRequest,
+  StartQemuIncomingRequest,
+  ResumeQemuRequest,
+  AbortQemuIncomingRequest,
 } as const;
 
 const schemas = {
@@ -58,6 +76,46 @@ const schemas = {
   ListSitesReply: LIST_SITES_REPLY_SCHEMA,
   CloudEvent: CLOUD_EVENT_SCHEMA,
   WireError: WIRE_ERROR_SCHEMA,
+  // The qemu driver's memory verbs: memory-precopy's `mem.qemu.relay*` (source), delta-apply's `mem.qemu.*`.
+  OpenQemuRelayRequest: dtoSchema(OpenQemuRelayRequest, {
+    description: 'memory-precopy `mem.qemu.relay`: listen for the source QEMU’s `migrate` and relay its stream.',
+    properties: {
+      windowBytes: 'Bytes of QEMU’s stream in flight over the WAN; default two bandwidth-delay products and 1 MiB.',
+      bandwidthBps: 'Bandwidth budget of the stream in bits per second; 0 or absent: the link’s own pace.',
+    },
+  }),
+  OpenQemuRelayReply: OPEN_QEMU_RELAY_REPLY_SCHEMA,
+  QemuRelayStatusReply: QEMU_RELAY_STATUS_REPLY_SCHEMA,
+  StartQemuIncomingRequest: dtoSchema(StartQemuIncomingRequest, {
+    description:
+      'delta-apply `mem.qemu.incoming`: start the destination QEMU on the migration’s image, paused on ' +
+      '`-incoming`, and feed it the stream; the launch spec is the source’s.',
+    properties: {
+      diskPath: 'The image delta-apply holds for the migration; absent: that one.',
+      ramMiB: 'Guest RAM, as the source’s.',
+      kernel: 'The guest kernel at this site.',
+      initrd: 'The guest initramfs at this site.',
+      append: 'Kernel command line; default `console=ttyS0 panic=-1`.',
+      accel: 'The accelerator the source runs under.',
+      servicePort: 'Host port on 127.0.0.1 forwarded to `guestPort`; 0 or absent: a free one.',
+      guestPort: 'The guest’s service port.',
+    },
+  }),
+  StartQemuIncomingReply: START_QEMU_INCOMING_REPLY_SCHEMA,
+  QemuIncomingStatusReply: QEMU_INCOMING_STATUS_REPLY_SCHEMA,
+  ResumeQemuRequest: dtoSchema(ResumeQemuRequest, {
+    description: 'delta-apply `mem.qemu.resume`: once the stream is loaded, `cont` and `announce-self`.',
+    properties: {
+      loadTimeoutMs: 'How long to wait for the stream to finish loading before `cont`.',
+      announceRounds: 'Rounds of `announce-self` after `cont`; 0: none.',
+    },
+  }),
+  ResumeQemuReply: RESUME_QEMU_REPLY_SCHEMA,
+  AbortQemuIncomingRequest: dtoSchema(AbortQemuIncomingRequest, {
+    description: 'delta-apply `mem.qemu.incoming.abort`: stop the feed and the destination QEMU.',
+    properties: { stopRunning: 'Also stop a destination that already runs; refused (CONFLICT) otherwise.' },
+  }),
+  AbortQemuIncomingReply: ABORT_QEMU_INCOMING_REPLY_SCHEMA,
 } satisfies Record<string, JsonSchema>;
 
 export type ApiSchemaName = keyof typeof schemas;

@@ -1,0 +1,235 @@
+import 'reflect-metadata';
+import { IsBoolean, IsIn, IsInt, IsOptional, IsUUID, Matches, Max, Min } from 'class-validator';
+import type { WireError } from '../errors.js';
+
+/**
+ * The `qemu` driver's memory path as verbs of the services that own its pieces: memory-precopy relays QEMU's
+ * migration stream from a unix socket at the source site, delta-apply starts the destination QEMU and feeds it.
+ * Order: `mem.qemu.incoming` (destination, starts the receiver), then `mem.qemu.relay` (source, opens the stream
+ * against it), then QMP `migrate` to the relay's socket, then `mem.qemu.resume` once the source has completed.
+ */
+export const QemuRelayVerb = {
+  /** memory-precopy: listen on a unix socket for QEMU's `migrate` and relay the stream to the destination. */
+  Open: 'mem.qemu.relay',
+  Status: 'mem.qemu.relay.status',
+  /** Stop relaying (QEMU's migration then fails and its guest runs on); idempotent. */
+  Close: 'mem.qemu.relay.close',
+} as const;
+export type QemuRelayVerb = (typeof QemuRelayVerb)[keyof typeof QemuRelayVerb];
+
+export const QemuIncomingVerb = {
+  /** delta-apply: start the destination QEMU on the migration's image, paused on `-incoming`, and feed it. */
+  Start: 'mem.qemu.incoming',
+  Status: 'mem.qemu.incoming.status',
+  /** delta-apply: once the stream is loaded, `cont` and `announce-self`. */
+  Resume: 'mem.qemu.resume',
+  /** delta-apply: stop the feed and the destination QEMU; a destination that never ran never will. Idempotent. */
+  Abort: 'mem.qemu.incoming.abort',
+} as const;
+export type QemuIncomingVerb = (typeof QemuIncomingVerb)[keyof typeof QemuIncomingVerb];
+
+export const QEMU_MACHINES = ['q35', 'pc'] as const;
+export const QEMU_ACCELERATORS = ['tcg', 'kvm'] as const;
+/** An absolute path of printable characters (no NUL or control characters reach QEMU's command line). */
+const ABSOLUTE_PATH = /^\/[\x20-\x7e]{0,4095}$/;
+/** A kernel command line: printable ASCII. */
+const KERNEL_APPEND = /^[\x20-\x7e]{0,2048}$/;
+
+export class OpenQemuRelayRequest {
+  @IsUUID()
+  migrationId!: string;
+
+  /** Bytes of QEMU's stream in flight over the WAN (default: two bandwidth-delay products and 1 MiB, RTT measured). */
+  @IsOptional()
+  @IsInt()
+  @Min(64 * 1024)
+  @Max(2 ** 30)
+  windowBytes?: number;
+
+  /** Bandwidth budget of the stream in bits per second; 0 or absent: the link's own pace. */
+  @IsOptional()
+  @IsInt()
+  @Min(0)
+  bandwidthBps?: number;
+}
+
+export interface OpenQemuRelayReply {
+  migrationId: string;
+  /** For the source QEMU: `migrate` with `uri: unix:<socketPath>`. */
+  socketPath: string;
+  windowBytes: number;
+  /** Round trip to the destination's receiver, measured when the relay opened (ms). */
+  rttMs: number;
+}
+
+export interface QemuRelayStatusReply {
+  migrationId: string;
+  socketPath: string;
+  windowBytes: number;
+  /** Bytes read from QEMU's socket; of those, framed and handed to the stream; frame payload bytes (after zstd). */
+  qemuBytes: number;
+  framedBytes: number;
+  frameBytes: number;
+  frames: number;
+  compressedFrames: number;
+  /** Times (and ms in all) the socket was not read because the stream's window was full: the WAN's pace. */
+  readStalls: number;
+  readStalledMs: number;
+  /** QEMU connected; QEMU closed its end (its stream is whole). */
+  connected: boolean;
+  qemuClosed: boolean;
+  /** Bytes the stream sender put on NATS (headers and re-sends included), of which re-sent. */
+  senderBytes: number;
+  resentBytes: number;
+  /** The whole stream is durable at the destination. */
+  done: boolean;
+  /** The relay failed or was closed before its end (`error` says why). */
+  failed: boolean;
+  /** `mem.qemu.relay.close` was called. */
+  closed: boolean;
+  /** From QEMU's connection (and from its close) to the last frame durable at the destination (ms), once done. */
+  streamMs?: number;
+  tailMs?: number;
+  error?: WireError;
+}
+
+export class StartQemuIncomingRequest {
+  @IsUUID()
+  migrationId!: string;
+
+  /** The image delta-apply holds for this migration (`disk.prepare`'s path); absent: that one. Opened in place. */
+  @IsOptional()
+  @Matches(ABSOLUTE_PATH)
+  diskPath?: string;
+
+  @IsInt()
+  @Min(16)
+  @Max(4 * 1024 * 1024)
+  ramMiB!: number;
+
+  /** The guest's kernel and initrd at this site: the source's launch spec. */
+  @Matches(ABSOLUTE_PATH)
+  kernel!: string;
+
+  @Matches(ABSOLUTE_PATH)
+  initrd!: string;
+
+  /** Kernel command line (default `console=ttyS0 panic=-1`). */
+  @IsOptional()
+  @Matches(KERNEL_APPEND)
+  append?: string;
+
+  @IsIn(QEMU_MACHINES)
+  machine: (typeof QEMU_MACHINES)[number] = 'q35';
+
+  /** The accelerator the source runs under (QEMU does not migrate between KVM and TCG reliably). */
+  @IsIn(QEMU_ACCELERATORS)
+  accel: (typeof QEMU_ACCELERATORS)[number] = 'tcg';
+
+  @IsInt()
+  @Min(1)
+  @Max(64)
+  cpus: number = 1;
+
+  /** Host port on 127.0.0.1 forwarded to the guest's `guestPort`; 0 or absent: a free one. */
+  @IsOptional()
+  @IsInt()
+  @Min(0)
+  @Max(65535)
+  servicePort?: number;
+
+  @IsInt()
+  @Min(1)
+  @Max(65535)
+  guestPort: number = 7777;
+}
+
+export interface StartQemuIncomingReply {
+  migrationId: string;
+  diskPath: string;
+  /** Host port (127.0.0.1) the guest's service answers on once it runs. */
+  servicePort: number;
+  pid: number;
+  /** QEMU's run state (`inmigrate`). */
+  status: string;
+}
+
+export interface QemuSinkStatus {
+  /** Bytes of QEMU's stream written to the destination QEMU's incoming socket. */
+  bytesWritten: number;
+  frames: number;
+  /** Frame payload bytes as they arrived (compressed where the source compressed). */
+  payloadBytes: number;
+  connected: boolean;
+  /** The last frame was written and the socket's write side closed. */
+  ended: boolean;
+  /** The stream is over: ended and acknowledged, or failed (`error`). */
+  done: boolean;
+  error?: WireError;
+}
+
+export interface QemuIncomingStatusReply {
+  migrationId: string;
+  diskPath: string;
+  servicePort: number;
+  pid: number;
+  /** QEMU's run state: `inmigrate` while loading, `paused` once loaded, `running` after resume; `exited`, `aborted`. */
+  status: string;
+  running: boolean;
+  /** The destination's `query-migrate` status (`active`, `completed`, `failed`), while QEMU runs. */
+  migrationStatus?: string;
+  /** The whole stream is loaded and the guest paused: `mem.qemu.resume` may run it. */
+  loaded: boolean;
+  resumed: boolean;
+  aborted: boolean;
+  /** Epoch ms of the resume. */
+  resumedAt?: number;
+  sink: QemuSinkStatus;
+}
+
+export class ResumeQemuRequest {
+  @IsUUID()
+  migrationId!: string;
+
+  /** How long to wait for the destination to finish loading the stream before `cont` (ms). */
+  @IsInt()
+  @Min(0)
+  @Max(300_000)
+  loadTimeoutMs: number = 30_000;
+
+  /** Rounds of `announce-self` after `cont` (0: none). */
+  @IsInt()
+  @Min(0)
+  @Max(20)
+  announceRounds: number = 5;
+}
+
+export interface ResumeQemuReply {
+  migrationId: string;
+  /** QEMU's run state after `cont` (`running`). */
+  status: string;
+  /** Epoch ms when `cont` was answered. */
+  resumedAt: number;
+  /** Waiting for the load to finish, and `cont` (ms); 0 for a repeated request. */
+  loadWaitMs: number;
+  contMs: number;
+  /** Steps after `cont` that failed without failing the resume (announce-self). */
+  warnings: string[];
+}
+
+export class AbortQemuIncomingRequest {
+  @IsUUID()
+  migrationId!: string;
+
+  /** Also stop a destination that already runs (the source then holds no running copy): refused otherwise. */
+  @IsBoolean()
+  stopRunning: boolean = false;
+}
+
+export interface AbortQemuIncomingReply {
+  migrationId: string;
+  /** This request stopped a QEMU (false for a repeat). */
+  stopped: boolean;
+  /** The stopped destination had run (`stopRunning`). */
+  wasRunning: boolean;
+}
