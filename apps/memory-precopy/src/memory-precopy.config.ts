@@ -12,7 +12,7 @@ export class MemoryPrecopyConfig {
   @Matches(/^[a-z0-9][a-z0-9-]{0,62}$/)
   site: string = DEFAULT_SITE;
 
-  /** Where the sim driver's guests keep their control sockets. */
+  /** Where the sim driver's guests keep their control sockets, and the QEMU relays their sockets (`qemu/`). */
   @IsString()
   runtimeDir: string = DEFAULT_SIM_RUNTIME_DIR;
 }

@@ -9,6 +9,8 @@ import {
 } from './memory-precopy.config.js';
 import { memoryPrecopyController } from './memory-precopy.controller.js';
 import { MemoryPrecopyService } from './memory-precopy.service.js';
+import { qemuRelayController } from './qemu/qemu-relay.controller.js';
+import { QemuRelayRegistry } from './qemu/qemu-relay.registry.js';
 
 @Module({})
 export class MemoryPrecopyModule {
@@ -16,12 +18,13 @@ export class MemoryPrecopyModule {
   static forRoot(config: MemoryPrecopyConfig, nc: NatsConnection): DynamicModule {
     return {
       module: MemoryPrecopyModule,
-      controllers: [memoryPrecopyController(config.site)],
+      controllers: [memoryPrecopyController(config.site), qemuRelayController(config.site)],
       providers: [
         { provide: MEMORY_PRECOPY_CONFIG, useValue: config },
         { provide: NATS_CONNECTION, useValue: nc },
         { provide: HYPERVISOR_DRIVER, useValue: new SimDriver({ runtimeDir: config.runtimeDir }) },
         MemoryPrecopyService,
+        { provide: QemuRelayRegistry, useFactory: () => new QemuRelayRegistry(nc, config.runtimeDir) },
       ],
     };
   }
