@@ -32,7 +32,10 @@ export class DeltaApplyConfig {
   @Max(60_000)
   presentMapIntervalMs: number = DEFAULT_PRESENT_MAP_INTERVAL_MS;
 
-  /** Where the sim driver keeps the control sockets and runtime info of the VMs it starts. */
+  /**
+   * Where the sim driver keeps the control sockets and runtime info of the VMs it starts; destination QEMUs keep
+   * their sockets and logs in `qemu/<migrationId>/` under it.
+   */
   @IsString()
   @IsNotEmpty()
   simRuntimeDir: string = DEFAULT_SIM_RUNTIME_DIR;

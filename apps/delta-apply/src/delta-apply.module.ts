@@ -9,6 +9,8 @@ import { defaultStatFs, type StatFs } from './free-space.check.js';
 import { createHypervisorDriver } from './hypervisor-driver.factory.js';
 import { MemoryReceiverService } from './memory-receiver.service.js';
 import { createMemoryController } from './memory.controller.js';
+import { createQemuIncomingController } from './qemu/qemu-incoming.controller.js';
+import { createQemuIncomingRegistry, QemuIncomingRegistry } from './qemu/qemu-incoming.registry.js';
 import { RoomLedger } from './room.ledger.js';
 
 export interface DeltaApplyModuleOptions {
@@ -24,7 +26,11 @@ export class DeltaApplyModule {
   static forRoot(config: DeltaApplyConfig, options: DeltaApplyModuleOptions = {}): DynamicModule {
     return {
       module: DeltaApplyModule,
-      controllers: [createDiskController(config.site), createMemoryController(config.site)],
+      controllers: [
+        createDiskController(config.site),
+        createMemoryController(config.site),
+        createQemuIncomingController(config.site),
+      ],
       providers: [
         { provide: DELTA_APPLY_CONFIG, useValue: config },
         { provide: STAT_FS, useValue: options.statFs ?? defaultStatFs },
@@ -33,6 +39,11 @@ export class DeltaApplyModule {
         RoomLedger,
         DiskReceiverService,
         MemoryReceiverService,
+        {
+          provide: QemuIncomingRegistry,
+          useFactory: createQemuIncomingRegistry,
+          inject: [DELTA_APPLY_CONFIG, DataPlaneConnection, DiskReceiverService],
+        },
       ],
     };
   }

@@ -1,0 +1,243 @@
+import { randomUUID } from 'node:crypto';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { QEMU_EXITED, type QemuAnnounce, type QemuExit, type QemuIncomingSpec } from '@wanmig/hypervisor';
+import { ErrorCode, WanmigError } from '@wanmig/protocol';
+import { MigrationNotFoundError } from '../errors.js';
+import {
+  QemuIncomingRegistry,
+  type DestinationQemu,
+  type DestinationSink,
+  type QemuIncomingDeps,
+} from './qemu-incoming.registry.js';
+import type { QemuSinkProgress, QemuSinkReport } from './qemu-migration.sink.js';
+
+const RUNTIME = '/run/wanmig/sim';
+const DISK = '/srv/wanmig/b/disk.img';
+const LAUNCH = { ramMiB: 256, kernel: '/k/vmlinuz', initrd: '/k/initrd' };
+
+/** A destination QEMU whose run state the test sets; records resume and stop. */
+class FakeVm implements DestinationQemu {
+  readonly pid = 777;
+  readonly servicePort = 40001;
+  readonly incomingSocket = '/run/in.sock';
+  state = 'inmigrate';
+  exit: QemuExit | undefined;
+  resumes: Array<QemuAnnounce | false> = [];
+  stops = 0;
+  private resolveExit!: (exit: QemuExit) => void;
+  readonly exited = new Promise<QemuExit>((resolve) => (this.resolveExit = resolve));
+  readonly qmp = {
+    execute: <T>(command: string): Promise<T> =>
+      Promise.resolve(
+        (command === 'query-migrate' ? { status: this.state === 'paused' ? 'completed' : 'active' } : {}) as T,
+      ),
+  };
+
+  status() {
+    return Promise.resolve({ status: this.exit ? QEMU_EXITED : this.state, running: this.state === 'running' });
+  }
+  resume(announce: QemuAnnounce | false = false) {
+    this.resumes.push(announce);
+    this.state = 'running';
+    return Promise.resolve({ status: 'running', warnings: ['announce-self: no'] });
+  }
+  stop(): Promise<QemuExit> {
+    this.stops++;
+    this.die({ code: 0, signal: null });
+    return Promise.resolve(this.exit!);
+  }
+  die(exit: QemuExit): void {
+    this.exit ??= exit;
+    this.resolveExit(this.exit);
+  }
+  stderrTail(): string {
+    return 'qemu: load of migration failed';
+  }
+}
+
+class FakeSink implements DestinationSink {
+  stops = 0;
+  readonly done = new Promise<QemuSinkReport>(() => undefined);
+  readonly progress = {
+    bytesWritten: 5,
+    frames: 1,
+    payloadBytes: 3,
+    connected: true,
+    ended: false,
+    bytesFromQemu: 0,
+  } as QemuSinkProgress;
+  stop(): Promise<void> {
+    this.stops++;
+    return Promise.resolve();
+  }
+}
+
+describe('QemuIncomingRegistry', () => {
+  let registry: QemuIncomingRegistry;
+  let specs: QemuIncomingSpec[];
+  let vms: FakeVm[];
+  let sinks: FakeSink[];
+  let disks: Map<string, string>;
+  let migrationId: string;
+
+  beforeEach(() => {
+    specs = [];
+    vms = [];
+    sinks = [];
+    migrationId = randomUUID();
+    disks = new Map([[migrationId, DISK]]);
+    const deps: QemuIncomingDeps = {
+      startQemu: (spec) => {
+        specs.push(spec);
+        const vm = new FakeVm();
+        vms.push(vm);
+        return Promise.resolve(vm);
+      },
+      startSink: () => {
+        const sink = new FakeSink();
+        sinks.push(sink);
+        return Promise.resolve(sink);
+      },
+      diskPathOf: (id) => {
+        const path = disks.get(id);
+        if (!path) throw new MigrationNotFoundError(id);
+        return path;
+      },
+      nc: () => ({}) as NatsConnection,
+    };
+    registry = new QemuIncomingRegistry(RUNTIME, deps);
+  });
+
+  afterEach(async () => {
+    await registry.beforeApplicationShutdown();
+  });
+
+  const codeOf = (promise: Promise<unknown>) =>
+    promise.then(
+      () => 'resolved',
+      (err: unknown) => (err instanceof WanmigError ? err.code : String(err)),
+    );
+
+  it('starts QEMU on the image delta-apply holds for the migration, under <runtimeDir>/qemu/<id>', async () => {
+    const reply = await registry.start({ migrationId, ...LAUNCH, append: 'console=ttyS0' });
+    expect(reply).toEqual({ migrationId, diskPath: DISK, servicePort: 40001, pid: 777, status: 'inmigrate' });
+    expect(specs).toEqual([
+      {
+        name: `wanmig-in-${migrationId.slice(0, 8)}`,
+        diskPath: DISK,
+        runDir: `${RUNTIME}/qemu/${migrationId}`,
+        ...LAUNCH,
+        append: 'console=ttyS0',
+        machine: 'q35',
+        accel: 'tcg',
+        cpus: 1,
+        servicePort: undefined,
+        guestPort: 7777,
+      },
+    ]);
+    // A repeat (its keys in another order, the disk path spelled out) is the same request; another is not.
+    await expect(registry.start({ append: 'console=ttyS0', diskPath: DISK, migrationId, ...LAUNCH })).resolves.toEqual(
+      reply,
+    );
+    expect(specs).toHaveLength(1);
+    expect(await codeOf(registry.start({ migrationId, ...LAUNCH, ramMiB: 512 }))).toBe(ErrorCode.Conflict);
+  });
+
+  it('refuses bad input, a disk it does not hold, and a path that is not the migration’s image', async () => {
+    expect(await codeOf(registry.start({ migrationId, ...LAUNCH, kernel: 'vmlinuz' }))).toBe(ErrorCode.InvalidRequest);
+    expect(await codeOf(registry.start({ migrationId, ...LAUNCH, accel: 'hvf' }))).toBe(ErrorCode.InvalidRequest);
+    expect(await codeOf(registry.start({ migrationId: randomUUID(), ...LAUNCH }))).toBe(ErrorCode.NotFound);
+    expect(await codeOf(registry.start({ migrationId, ...LAUNCH, diskPath: '/etc/passwd' }))).toBe(ErrorCode.Conflict);
+    expect(specs).toHaveLength(0);
+    for (const verb of ['status', 'resume'] as const) {
+      expect(await codeOf(registry[verb]({ migrationId }))).toBe(ErrorCode.NotFound);
+    }
+  });
+
+  it('status follows the load; resume waits for it, then cont + announce-self; a repeat gets the same reply', async () => {
+    await registry.start({ migrationId, ...LAUNCH });
+    const vm = vms[0];
+    expect(await registry.status({ migrationId })).toMatchObject({
+      status: 'inmigrate',
+      migrationStatus: 'active',
+      loaded: false,
+      resumed: false,
+      sink: { bytesWritten: 5, frames: 1, payloadBytes: 3, connected: true, ended: false, done: false },
+    });
+    const resuming = registry.resume({ migrationId, announceRounds: 3 });
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(vm.resumes).toHaveLength(0);
+    vm.state = 'paused';
+    const reply = await resuming;
+    expect(reply).toMatchObject({ migrationId, status: 'running', warnings: ['announce-self: no'] });
+    expect(reply.loadWaitMs).toBeGreaterThanOrEqual(50);
+    expect(vm.resumes).toEqual([{ initial: 50, max: 550, rounds: 3, step: 100 }]);
+    expect(await registry.resume({ migrationId })).toEqual(reply);
+    expect(vm.resumes).toHaveLength(1);
+    expect(await registry.status({ migrationId })).toMatchObject({
+      status: 'running',
+      running: true,
+      loaded: true,
+      resumed: true,
+      resumedAt: reply.resumedAt,
+    });
+  });
+
+  it('a resume gives up when QEMU exits, or when the load does not finish in time', async () => {
+    await registry.start({ migrationId, ...LAUNCH });
+    expect(await codeOf(registry.resume({ migrationId, loadTimeoutMs: 30 }))).toBe(ErrorCode.StreamTimeout);
+    vms[0].die({ code: 1, signal: null });
+    const err = await registry.resume({ migrationId }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCode.Unavailable, message: /exited 1: qemu: load of migration failed/ });
+  });
+
+  it('abort stops the feed and QEMU, even under a waiting resume; the destination never runs after it', async () => {
+    await registry.start({ migrationId, ...LAUNCH });
+    const resuming = codeOf(registry.resume({ migrationId }));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const aborted = await registry.abort({ migrationId });
+    expect(await resuming).toBe(ErrorCode.Conflict);
+    expect(aborted).toEqual({ migrationId, stopped: true, wasRunning: false });
+    expect([vms[0].stops, sinks[0].stops, vms[0].resumes.length]).toEqual([1, 1, 0]);
+    // Idempotent; and nothing brings it back.
+    expect(await registry.abort({ migrationId })).toEqual({ ...aborted, stopped: false });
+    expect(vms[0].stops).toBe(1);
+    expect(await codeOf(registry.resume({ migrationId }))).toBe(ErrorCode.Conflict);
+    expect(await codeOf(registry.start({ migrationId, ...LAUNCH }))).toBe(ErrorCode.Conflict);
+    expect(await registry.status({ migrationId })).toMatchObject({ status: 'aborted', aborted: true, running: false });
+  });
+
+  it('an abort of an unknown migration is NOT_FOUND, and a start after it is refused', async () => {
+    expect(await codeOf(registry.abort({ migrationId }))).toBe(ErrorCode.NotFound);
+    expect(await codeOf(registry.start({ migrationId, ...LAUNCH }))).toBe(ErrorCode.Conflict);
+    expect(specs).toHaveLength(0);
+  });
+
+  it('a destination that runs is only stopped by an abort that says stopRunning', async () => {
+    await registry.start({ migrationId, ...LAUNCH });
+    vms[0].state = 'paused';
+    await registry.resume({ migrationId });
+    expect(await codeOf(registry.abort({ migrationId }))).toBe(ErrorCode.Conflict);
+    expect(vms[0].stops).toBe(0);
+    expect(await registry.abort({ migrationId, stopRunning: true })).toEqual({
+      migrationId,
+      stopped: true,
+      wasRunning: true,
+    });
+    expect(vms[0].stops).toBe(1);
+  });
+
+  it('at shutdown stops the destinations that never ran and leaves the running ones', async () => {
+    const other = randomUUID();
+    disks.set(other, '/srv/wanmig/b/other.img');
+    await registry.start({ migrationId, ...LAUNCH });
+    await registry.start({ migrationId: other, ...LAUNCH });
+    vms[1].state = 'paused';
+    await registry.resume({ migrationId: other });
+    await registry.beforeApplicationShutdown();
+    expect(vms.map((vm) => vm.stops)).toEqual([1, 0]);
+    expect(sinks.map((sink) => sink.stops)).toEqual([1, 1]);
+    expect(await codeOf(registry.start({ migrationId: randomUUID(), ...LAUNCH }))).toBe(ErrorCode.Unavailable);
+  });
+});
