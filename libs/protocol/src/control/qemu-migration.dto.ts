@@ -178,7 +178,7 @@ export interface QemuIncomingStatusReply {
   running: boolean;
   /** The destination's `query-migrate` status (`active`, `completed`, `failed`), while QEMU runs. */
   migrationStatus?: string;
-  /** The whole stream is loaded and the guest paused: `mem.qemu.resume` may run it. */
+  /** The whole stream is loaded: the guest waits paused for `mem.qemu.resume` (or runs already). */
   loaded: boolean;
   resumed: boolean;
   aborted: boolean;

@@ -89,7 +89,7 @@ export const QEMU_INCOMING_STATUS_REPLY_SCHEMA = objectSchema<QemuIncomingStatus
     status: string('QEMU’s run state (`inmigrate`, `paused`, `running`...), `exited` or `aborted`.'),
     running: boolean(),
     migrationStatus: string('The destination’s `query-migrate` status.'),
-    loaded: boolean('The stream is loaded and the guest paused, ready to run.'),
+    loaded: boolean('The stream is loaded: the guest waits paused for `mem.qemu.resume` (or runs already).'),
     resumed: boolean(),
     aborted: boolean(),
     resumedAt: amount('Epoch milliseconds of the resume.'),
