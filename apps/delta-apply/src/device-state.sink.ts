@@ -71,6 +71,7 @@ export class DeviceStateSink implements FrameSink {
     const refuse = (code: ErrorCode, message: string, cause?: unknown): DeviceStateFrameError =>
       new DeviceStateFrameError(code, `device-state frame ${seq}: ${message}`, { migrationId, seq, cause });
     if (flags & FrameFlag.Records) throw refuse(ErrorCode.FrameBadFlags, 'carries codec records, not raw bytes');
+    if (flags & FrameFlag.ZstdStream) throw refuse(ErrorCode.FrameBadFlags, 'takes no zstd-stream frames');
     if (length === 0 && frame.payload.length === 0) return;
     if (offset > this.blob.length) {
       throw refuse(ErrorCode.FrameOutOfRange, `starts at ${offset}, but only ${this.blob.length} bytes are held`);

@@ -13,6 +13,13 @@ export {
   Zstd,
   type ZstdLoadOptions,
 } from './zstd/zstd.facade.js';
+export {
+  ZSTD_STREAM_LEVEL,
+  ZSTD_STREAM_WINDOW_LOG,
+  ZstdStreamDecoder,
+  ZstdStreamEncoder,
+  type ZstdStreamOptions,
+} from './zstd/zstd.stream.js';
 export { AdaptiveCompression, type AdaptiveCompressionOptions } from './zstd/adaptive.compression.js';
 export {
   BatchCompressor,

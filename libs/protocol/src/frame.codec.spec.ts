@@ -61,6 +61,8 @@ describe('frame codec', () => {
     expect(codeOf(() => decodeFrame(patch(2, 9)))).toBe(ErrorCode.FrameBadVersion);
     expect(codeOf(() => decodeFrame(patch(3, 99)))).toBe(ErrorCode.FrameBadKind);
     expect(codeOf(() => decodeFrame(patch(4, 0x80)))).toBe(ErrorCode.FrameBadFlags);
+    // One payload is either a zstd frame or a zstd stream's segment, never both.
+    expect(codeOf(() => decodeFrame(patch(5, FrameFlag.Zstd | FrameFlag.ZstdStream)))).toBe(ErrorCode.FrameBadFlags);
   });
 
   it('refuses to build a frame larger than max_payload allows', () => {

@@ -3,6 +3,7 @@ import { ErrorCode } from './error-codes.js';
 import { FrameError } from './errors.js';
 import {
   FRAME_HEADER_BYTES,
+  FrameFlag,
   FRAME_MAGIC,
   FRAME_VERSION,
   KNOWN_FRAME_FLAGS,
@@ -76,6 +77,12 @@ export function decodeFrame(data: Uint8Array): Frame {
   const flags = buf.readUInt16BE(4);
   if ((flags & ~KNOWN_FRAME_FLAGS) !== 0) {
     throw new FrameError(ErrorCode.FrameBadFlags, `unknown frame flags 0x${flags.toString(16)}`, { migrationId, seq });
+  }
+  if (flags & FrameFlag.Zstd && flags & FrameFlag.ZstdStream) {
+    throw new FrameError(ErrorCode.FrameBadFlags, `frame ${seq} is flagged both Zstd and ZstdStream`, {
+      migrationId,
+      seq,
+    });
   }
   const headerLength = buf.readUInt16BE(6);
   const payloadLength = buf.readUInt32BE(52);

@@ -34,6 +34,11 @@ export const FrameFlag = {
   End: 1 << 2,
   /** Make everything up to and including this frame durable before acknowledging it. */
   Barrier: 1 << 3,
+  /**
+   * The payload is the next segment of one zstd stream that runs through the frames of this stream (flushed at
+   * each frame's end): decode in sequence order, each frame once. Never together with Zstd.
+   */
+  ZstdStream: 1 << 4,
 } as const;
 export type FrameFlag = (typeof FrameFlag)[keyof typeof FrameFlag];
 export const KNOWN_FRAME_FLAGS = Object.values(FrameFlag).reduce((all, bit) => all | bit, 0);

@@ -22,6 +22,12 @@ export class RecordSink implements FrameSink {
   async apply(frame: Frame): Promise<void> {
     const { flags, offset, migrationId, seq } = frame.header;
     try {
+      if (flags & FrameFlag.ZstdStream) {
+        throw new FrameError(ErrorCode.FrameBadFlags, `frame ${seq}: this stream takes no zstd-stream frames`, {
+          migrationId,
+          seq,
+        });
+      }
       if (flags & FrameFlag.Records) {
         await this.decoder.apply(frame.payload, this.target, { zstd: (flags & FrameFlag.Zstd) !== 0 });
       } else {

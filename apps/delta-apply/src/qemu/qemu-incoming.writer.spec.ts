@@ -4,7 +4,7 @@ import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Zstd } from '@wanmig/codec';
+import { Zstd, ZstdStreamEncoder } from '@wanmig/codec';
 import { ErrorCode, FrameFlag, StreamKind, type Frame } from '@wanmig/protocol';
 import { QemuIncomingError } from './qemu-incoming.errors.js';
 import { QemuIncomingWriter } from './qemu-incoming.writer.js';
@@ -104,6 +104,23 @@ describe('QemuIncomingWriter', () => {
     expect(qemu.bytes.equals(Buffer.concat([a, b]))).toBe(true);
     expect(w.stats).toMatchObject({ bytesWritten: a.length + b.length, frames: 3, ended: true, connected: true });
     expect(w.stats.payloadBytes).toBeLessThan(a.length + b.length);
+  });
+
+  it('decodes zstd-stream frames in order; a segment that does not decode fails with RECORD_CORRUPT', async () => {
+    const qemu = await fakeQemu();
+    const w = writer();
+    const encoder = await ZstdStreamEncoder.create();
+    const a = randomBytes(64 * 1024);
+    const b = Buffer.concat([Buffer.from('x'), a]);
+    await w.apply(frame(0, 0, encoder.push(a), FrameFlag.ZstdStream, a.length));
+    const second = encoder.push(b);
+    expect(second.length).toBeLessThan(b.length / 4); // it refers back into the first frame
+    await w.apply(frame(1, a.length, second, FrameFlag.ZstdStream, b.length));
+    await expect.poll(() => qemu.bytes.length).toBe(a.length + b.length);
+    expect(qemu.bytes.equals(Buffer.concat([a, b]))).toBe(true);
+    await expect(
+      w.apply(frame(2, a.length + b.length, Buffer.from('not zstd'), FrameFlag.ZstdStream, 10)),
+    ).rejects.toMatchObject({ code: ErrorCode.RecordCorrupt, seq: 2 });
   });
 
   it('refuses a frame that does not continue the stream, or carries records, before writing anything', async () => {

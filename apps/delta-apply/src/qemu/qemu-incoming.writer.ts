@@ -1,5 +1,5 @@
 import { type Socket, connect } from 'node:net';
-import { Zstd } from '@wanmig/codec';
+import { Zstd, ZstdStreamDecoder } from '@wanmig/codec';
 import { ErrorCode, FrameFlag, type Frame } from '@wanmig/protocol';
 import type { FrameSink } from '@wanmig/stream';
 import { QemuIncomingError } from './qemu-incoming.errors.js';
@@ -34,7 +34,7 @@ export interface QemuIncomingStats {
 
 /**
  * Feeds QEMU's migration stream, frame by frame in sequence order, to the destination QEMU
- * started with `-incoming unix:<socketPath>`: decompresses (FrameFlag.Zstd), checks the frame
+ * started with `-incoming unix:<socketPath>`: decompresses (FrameFlag.Zstd, FrameFlag.ZstdStream), checks the frame
  * continues the stream exactly where the last one ended, and writes it to one connection to that
  * socket. On FrameFlag.End it closes the write side; QEMU has by then read its end-of-stream marker.
  *
@@ -59,6 +59,7 @@ export class QemuIncomingWriter implements FrameSink {
   private broken?: Error;
   private closed = false;
   private zstd?: Zstd;
+  private stream?: Promise<ZstdStreamDecoder>;
 
   constructor(private readonly options: QemuIncomingWriterOptions) {
     this.zstd = options.zstd;
@@ -96,10 +97,16 @@ export class QemuIncomingWriter implements FrameSink {
       );
     }
     let body = frame.payload;
-    if (flags & FrameFlag.Zstd) {
+    if (flags & (FrameFlag.Zstd | FrameFlag.ZstdStream)) {
       try {
-        this.zstd ??= await Zstd.load();
-        body = this.zstd.decompress(frame.payload, length);
+        if (flags & FrameFlag.ZstdStream) {
+          // Frames arrive here in order, each once (the offset check above), as the stream's decoder needs.
+          this.stream ??= ZstdStreamDecoder.create();
+          body = (await this.stream).pull(frame.payload, length);
+        } else {
+          this.zstd ??= await Zstd.load();
+          body = this.zstd.decompress(frame.payload, length);
+        }
       } catch (cause) {
         throw this.error(ErrorCode.RecordCorrupt, `frame ${seq} does not decompress`, seq, cause);
       }

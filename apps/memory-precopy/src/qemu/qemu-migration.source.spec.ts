@@ -4,11 +4,11 @@ import { type Socket, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Zstd } from '@wanmig/codec';
+import { Zstd, ZstdStreamDecoder } from '@wanmig/codec';
 import { ErrorCode, FrameFlag } from '@wanmig/protocol';
 import { StreamClosedError } from '@wanmig/stream';
 import { QemuStreamAbortedError, QemuStreamError } from './qemu-migration.errors.js';
-import { QemuMigrationSource, type QemuFrameOutlet } from './qemu-migration.source.js';
+import { QemuMigrationSource, QemuStreamCompression, type QemuFrameOutlet } from './qemu-migration.source.js';
 
 interface SentFrame {
   offset: number;
@@ -78,19 +78,36 @@ describe('QemuMigrationSource', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const listen = async (outlet: QemuFrameOutlet, frameBytes = 64 * 1024) => {
-    const source = await QemuMigrationSource.listen({ migrationId: 'm', socketPath, sender: outlet, zstd, frameBytes });
+  const listen = async (
+    outlet: QemuFrameOutlet,
+    frameBytes = 64 * 1024,
+    compression: QemuStreamCompression = QemuStreamCompression.Frame,
+  ) => {
+    const source = await QemuMigrationSource.listen({
+      migrationId: 'm',
+      socketPath,
+      sender: outlet,
+      zstd,
+      frameBytes,
+      compression,
+    });
     sources.push(source);
     return source;
   };
 
   /** Decodes what the outlet got back into QEMU's byte stream, checking offsets and the End flag. */
-  const reassemble = (frames: SentFrame[]): Buffer => {
+  const reassemble = async (frames: SentFrame[]): Promise<Buffer> => {
     let at = 0;
     const parts: Buffer[] = [];
+    const stream = await ZstdStreamDecoder.create();
     frames.forEach((f, i) => {
       expect(f.offset).toBe(at);
-      const body = f.flags & FrameFlag.Zstd ? zstd.decompress(f.payload) : f.payload;
+      const body =
+        f.flags & FrameFlag.ZstdStream
+          ? stream.pull(f.payload, f.length)
+          : f.flags & FrameFlag.Zstd
+            ? zstd.decompress(f.payload)
+            : f.payload;
       expect(body.length).toBe(f.length);
       expect((f.flags & FrameFlag.End) !== 0).toBe(i === frames.length - 1);
       parts.push(body);
@@ -109,7 +126,7 @@ describe('QemuMigrationSource', () => {
     await expect.poll(() => outlet.frames.some((f) => f.flags & FrameFlag.End)).toBe(true);
     outlet.ack();
     const report = await source.done;
-    expect(reassemble(outlet.frames).equals(data)).toBe(true);
+    expect((await reassemble(outlet.frames)).equals(data)).toBe(true);
     expect(report).toMatchObject({ qemuBytes: data.length, framedBytes: data.length, delivered: true });
     expect(report.compressedFrames).toBeGreaterThan(0);
     expect(report.compressedFrames).toBeLessThan(report.frames);
@@ -117,6 +134,29 @@ describe('QemuMigrationSource', () => {
     expect(outlet.closed).toBe(true);
     // Listening stopped at the first connection: the socket file is gone.
     await expect(access(socketPath)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('by default runs one zstd stream through the frames: a page repeated frames later costs a reference', async () => {
+    const outlet = new FakeOutlet();
+    const source = await QemuMigrationSource.listen({
+      migrationId: 'm',
+      socketPath,
+      sender: outlet,
+      frameBytes: 65536,
+    });
+    sources.push(source);
+    const pages = randomBytes(256 * 1024);
+    const data = Buffer.concat([pages, Buffer.from('header'), pages]);
+    const qemu = await dialQemu(socketPath);
+    qemu.end(data);
+    await expect.poll(() => outlet.frames.some((f) => f.flags & FrameFlag.End)).toBe(true);
+    outlet.ack();
+    const report = await source.done;
+    expect(report.compression).toBe(QemuStreamCompression.Stream);
+    expect(outlet.frames.every((f) => f.length === 0 || (f.flags & FrameFlag.ZstdStream) !== 0)).toBe(true);
+    expect((await reassemble(outlet.frames)).equals(data)).toBe(true);
+    // Random bytes do not compress: only the repeat, 256 KiB back (four frames), can be saved.
+    expect(report.frameBytes).toBeLessThan(pages.length * 1.1);
   });
 
   it('sends an empty End frame when QEMU closes on a frame boundary', async () => {
@@ -162,7 +202,7 @@ describe('QemuMigrationSource', () => {
     }
     const report = await source.done;
     expect(written).toBe(true);
-    expect(reassemble(outlet.frames).equals(data)).toBe(true);
+    expect((await reassemble(outlet.frames)).equals(data)).toBe(true);
     expect(report.readStalledMs).toBeGreaterThanOrEqual(250);
   });
 

@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import type { Server, Socket } from 'node:net';
-import { BatchCompressor, Zstd } from '@wanmig/codec';
+import { BatchCompressor, Zstd, ZstdStreamEncoder } from '@wanmig/codec';
 import { ErrorCode, FrameFlag, MAX_FRAME_PAYLOAD, WanmigError } from '@wanmig/protocol';
 import { QemuStreamAbortedError, QemuStreamError } from './qemu-migration.errors.js';
 import { DEFAULT_QEMU_FLUSH_IDLE_MS, DEFAULT_QEMU_FRAME_BYTES } from './qemu-stream.constants.js';
@@ -19,7 +19,14 @@ export interface QemuMigrationSourceOptions {
   socketPath: string;
   /** Opened, and positioned at byte 0; the source owns it from now on and closes it when done or aborted. */
   sender: QemuFrameOutlet;
-  /** zstd for frame payloads (kept only where it saves at least 3 %); default `Zstd.load()`; false: raw frames. */
+  /**
+   * How frames are compressed (default `stream` where the native zstd loads, else `frame`): `stream` runs one zstd
+   * stream with long-distance matching through all frames (FrameFlag.ZstdStream), so a page QEMU sends that
+   * repeats one sent before (a freed buffer still holding what was copied from it, a page re-sent unchanged) costs
+   * a reference; `frame` compresses each frame on its own (FrameFlag.Zstd, kept where it saves 3 %); `none`.
+   */
+  compression?: QemuStreamCompression;
+  /** zstd for `frame` compression; default `Zstd.load()`; false: raw frames (as `compression: 'none'`). */
   zstd?: Zstd | false;
   /** Stream bytes per frame before compression (default DEFAULT_QEMU_FRAME_BYTES). */
   frameBytes?: number;
@@ -27,7 +34,12 @@ export interface QemuMigrationSourceOptions {
   flushIdleMs?: number;
 }
 
+export const QemuStreamCompression = { Stream: 'stream', Frame: 'frame', None: 'none' } as const;
+export type QemuStreamCompression = (typeof QemuStreamCompression)[keyof typeof QemuStreamCompression];
+
 export interface QemuSourceProgress {
+  /** The compression the relay settled on. */
+  compression: QemuStreamCompression;
   /** Bytes read from QEMU's socket. */
   qemuBytes: number;
   /** Of those, the bytes sealed into frames and handed to the sender. */
@@ -57,8 +69,8 @@ export interface QemuSourceReport extends QemuSourceProgress {
  * migration connection (precopy without multifd opens exactly one; later ones are refused), and
  * relays the bytes through a stream sender as frames: kind Memory, stream QEMU_MIGRATION_STREAM_ID,
  * `offset` the byte position in QEMU's stream, `length` the bytes a frame covers once decoded,
- * the payload zstd-compressed (FrameFlag.Zstd) when that pays. When QEMU closes the socket the last
- * frame carries FrameFlag.End (an empty one if nothing was left over).
+ * the payload one segment of a zstd stream through all frames (FrameFlag.ZstdStream; see `compression`).
+ * When QEMU closes the socket the last frame carries FrameFlag.End (an empty one if nothing was left over).
  *
  * Backpressure: while the sender's window is full the socket is not read, so QEMU's writes block
  * and QEMU measures the WAN's pace as its bandwidth, which is what its convergence (expected
@@ -76,6 +88,7 @@ export interface QemuSourceReport extends QemuSourceProgress {
 export class QemuMigrationSource {
   readonly done: Promise<QemuSourceReport>;
   private readonly counters: QemuSourceProgress = {
+    compression: QemuStreamCompression.None,
     qemuBytes: 0,
     framedBytes: 0,
     frameBytes: 0,
@@ -108,7 +121,13 @@ export class QemuMigrationSource {
     private readonly options: QemuMigrationSourceOptions,
     private readonly server: Server,
     private readonly compressor: BatchCompressor | undefined,
+    private readonly encoder: ZstdStreamEncoder | undefined,
   ) {
+    this.counters.compression = encoder
+      ? QemuStreamCompression.Stream
+      : compressor
+        ? QemuStreamCompression.Frame
+        : QemuStreamCompression.None;
     this.frameSpan = options.frameBytes ?? DEFAULT_QEMU_FRAME_BYTES;
     this.flushIdleMs = options.flushIdleMs ?? DEFAULT_QEMU_FLUSH_IDLE_MS;
     this.done = new Promise((resolve, reject) => {
@@ -130,10 +149,21 @@ export class QemuMigrationSource {
         { migrationId: options.migrationId },
       );
     }
-    const zstd = options.zstd === false ? undefined : (options.zstd ?? (await Zstd.load()));
-    const compressor = zstd && new BatchCompressor({ zstd });
+    const wanted = options.compression ?? (options.zstd === false ? QemuStreamCompression.None : undefined);
+    let encoder: ZstdStreamEncoder | undefined;
+    if (wanted === QemuStreamCompression.Stream || wanted === undefined) {
+      // Asked for explicitly, a missing native zstd is an error; by default the relay falls back to frames.
+      encoder = await ZstdStreamEncoder.create().catch((err: unknown) => {
+        if (wanted === QemuStreamCompression.Stream) throw err;
+        return undefined;
+      });
+    }
+    let compressor: BatchCompressor | undefined;
+    if (!encoder && wanted !== QemuStreamCompression.None && options.zstd !== false) {
+      compressor = new BatchCompressor({ zstd: options.zstd || (await Zstd.load()) });
+    }
     const server = await listenUnix(options.socketPath, options.migrationId);
-    return new QemuMigrationSource(options, server, compressor);
+    return new QemuMigrationSource(options, server, compressor, encoder);
   }
 
   get progress(): QemuSourceProgress {
@@ -238,14 +268,22 @@ export class QemuMigrationSource {
   }
 
   private async sendFrame(body: Buffer, flags: number): Promise<void> {
-    const packed = this.compressor && body.length > 0 ? this.compressor.maybeCompress(body) : undefined;
-    const payload = packed?.payload ?? body;
-    const frame = { offset: this.offset, length: body.length, flags: flags | (packed?.zstd ? FrameFlag.Zstd : 0) };
+    let payload = body;
+    let codecFlag = 0;
+    if (this.encoder && body.length > 0) {
+      payload = this.encoder.push(body);
+      codecFlag = FrameFlag.ZstdStream;
+    } else if (this.compressor && body.length > 0) {
+      const packed = this.compressor.maybeCompress(body);
+      payload = packed.payload;
+      if (packed.zstd) codecFlag = FrameFlag.Zstd;
+    }
+    const frame = { offset: this.offset, length: body.length, flags: flags | codecFlag };
     this.offset += body.length;
     this.counters.framedBytes += body.length;
     this.counters.frameBytes += payload.length;
     this.counters.frames++;
-    if (packed?.zstd) this.counters.compressedFrames++;
+    if (codecFlag !== 0) this.counters.compressedFrames++;
     await this.options.sender.send({ ...frame, payload });
   }
 
