@@ -2,6 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { type BlockMap } from '@wanmig/blockmap';
 import { BatchCompressor, CODEC_OFF, ChunkEncoder, Zstd } from '@wanmig/codec';
+import { mapDataExtents } from './data.extents.js';
 import {
   callControl,
   controlSubject,
@@ -82,8 +83,12 @@ export class DiskMigration {
   private finalizeAsked = false;
   /** Cuts short the pause between holding rounds (finalize, abort). */
   private wake?: () => void;
+  /** Resolves when finalize is asked: a holding round stops waiting for its acks (the final drain waits for all). */
+  private readonly finalizeRequested: Promise<void>;
+  private finalizeWanted!: () => void;
 
   constructor(options: DiskMigrationOptions) {
+    this.finalizeRequested = new Promise((resolve) => (this.finalizeWanted = resolve));
     this.o = {
       downtimeMs: DEFAULT_DOWNTIME_MS,
       maxRounds: DEFAULT_MAX_ROUNDS,
@@ -136,6 +141,7 @@ export class DiskMigration {
     if (!this.o.hold) return Promise.reject(new NotHeldError(this.o.migrationId, this.phase));
     this.finalizeAsked = true;
     this.wake?.();
+    this.finalizeWanted();
     return this.run();
   }
 
@@ -236,12 +242,26 @@ export class DiskMigration {
     this.phase = DiskPhase.Bulk;
     const bulkStart = performance.now();
     const readBytes = Math.max(MIN_READ_BYTES, blockSize);
-    for (let offset = 0; offset < this.sizeBytes; offset += readBytes) {
-      const length = Math.min(readBytes, this.sizeBytes - offset);
-      disk?.dirty.clearRange(offset / blockSize, Math.ceil(length / blockSize));
-      await this.sendRange(offset, length);
-      this.bulkBytes = offset + length;
-      this.emitEvery();
+    // Holes go as Zero extents without being read; their dirty bits stay, so a write into one after the map
+    // was taken still goes in catch-up (see mapDataExtents).
+    const extents = (this.o.codec ? await mapDataExtents(this.o.imagePath, this.sizeBytes, blockSize) : undefined) ?? [
+      { offset: 0, length: this.sizeBytes, data: true },
+    ];
+    for (const extent of extents) {
+      const end = extent.offset + extent.length;
+      if (!extent.data) {
+        this.check();
+        this.writer.writeZero(extent.offset, extent.length);
+        this.bulkBytes = end;
+        continue;
+      }
+      for (let offset = extent.offset; offset < end; offset += readBytes) {
+        const length = Math.min(readBytes, end - offset);
+        disk?.dirty.clearRange(offset / blockSize, Math.ceil(length / blockSize));
+        await this.sendRange(offset, length);
+        this.bulkBytes = offset + length;
+        this.emitEvery();
+      }
     }
     // The bulk pass ends when the destination holds it: rates measured before that would count
     // frames still sitting in the window.
@@ -358,7 +378,7 @@ export class DiskMigration {
           disk.throttle.engage(estimate.tighterLimit(disk.throttle.limitBytesPerSecond));
         }
         previousDirty = dirtyBytes;
-        await this.sendRound(disk, estimate);
+        await this.sendRound(disk, estimate, true);
         this.emit();
       } else {
         previousDirty = Infinity;
@@ -368,21 +388,30 @@ export class DiskMigration {
     }
   }
 
-  /** One round: takes the dirty set, sends it, and waits until the destination holds it. */
-  private async sendRound(disk: DiskExport, estimate: DrainEstimate): Promise<CatchUpRound> {
+  /**
+   * One round: takes the dirty set, sends it, and waits until the destination holds it. A holding round gives up
+   * waiting when finalize is asked: the guest is paused by then, and the final drain's own wait covers these
+   * frames too, so the pause does not also hold this round's round trip.
+   */
+  private async sendRound(disk: DiskExport, estimate: DrainEstimate, holding = false): Promise<CatchUpRound> {
     this.round++;
     const start = performance.now();
     const before = { raw: this.encoder!.totals.rawBytes, wire: this.sender!.stats.bytesSent };
     const taken = disk.dirty.drain();
     const rawBytes = await this.sendDirty(taken);
     await this.writer!.flush();
-    await this.sender!.drain();
+    const drained = this.sender!.drain().then(() => true);
+    const acked = holding ? await Promise.race([drained, this.finalizeRequested.then(() => false)]) : await drained;
+    if (!acked) drained.catch(() => undefined); // the final drain reports a failure of these frames
     const seconds = (performance.now() - start) / 1000;
-    estimate.learn({
-      rawBytes: this.encoder!.totals.rawBytes - before.raw,
-      wireBytes: this.sender!.stats.bytesSent - before.wire,
-      seconds,
-    });
+    // A round cut short says nothing about the link's pace.
+    if (acked) {
+      estimate.learn({
+        rawBytes: this.encoder!.totals.rawBytes - before.raw,
+        wireBytes: this.sender!.stats.bytesSent - before.wire,
+        seconds,
+      });
+    }
     return {
       round: this.round,
       blocks: taken.count,

@@ -4,6 +4,7 @@ import { type BatchStats, addStats, countPage, emptyStats } from './batch.stats.
 import { DEFAULT_DEDUP_ENTRIES, DedupIndex } from './dedup.index.js';
 import { CodecUsageError } from './errors.js';
 import { hashPage } from './page.hash.js';
+import { MAX_MERGED_RECORD_LENGTH } from './record.layout.js';
 import { RecordWriter } from './record.writer.js';
 import { DEFAULT_XBZRLE_CACHE_BYTES, SentPageCache } from './sent-page.cache.js';
 import { xbzrleEncode } from './xbzrle.codec.js';
@@ -60,7 +61,7 @@ export interface EncodedBatch {
  */
 export class ChunkEncoder {
   readonly pageSize = PAGE_SIZE;
-  private readonly zeroOn: boolean;
+  readonly zeroOn: boolean;
   private readonly dedup?: DedupIndex;
   private readonly cache?: SentPageCache;
   /** Pages sent at least once, when caching starts at the second send. */
@@ -124,6 +125,22 @@ export class ChunkEncoder {
       if (page.length === PAGE_SIZE) this.encodeFullPage(pos, page);
       else this.encodePartial(pos, page);
       pos = pageEnd;
+    }
+  }
+
+  /**
+   * Appends a Zero extent for [offset, +length) without looking at any bytes: for ranges known to read as zeroes
+   * (an image's holes). With zero records off, the caller must send the bytes instead.
+   */
+  encodeZero(offset: number, length: number): void {
+    if (!this.zeroOn) throw new CodecUsageError('zero records are off for this encoder', { offset });
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(offset + length) || length <= 0) {
+      throw new CodecUsageError(`zero range ${offset}+${length} is not a valid target range`, { offset });
+    }
+    this.spanStart = Math.min(this.spanStart, offset);
+    this.spanEnd = Math.max(this.spanEnd, offset + length);
+    for (let at = 0; at < length; at += MAX_MERGED_RECORD_LENGTH) {
+      this.emitZero(offset + at, Math.min(MAX_MERGED_RECORD_LENGTH, length - at));
     }
   }
 

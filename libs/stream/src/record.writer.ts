@@ -38,6 +38,15 @@ export class RecordStreamWriter {
     }
   }
 
+  /**
+   * A range that reads as zeroes, as one Zero extent, without bytes: it costs a record header, so it does not count
+   * towards the frame's span (a 2 GiB hole does not seal thousands of frames).
+   */
+  writeZero(offset: number, length: number): void {
+    this.encoder.encodeZero(offset, length);
+    this.stats.rawBytes += length;
+  }
+
   /** Seals the current frame; `end` marks the last frame of the stream. */
   async flush(extraFlags = 0): Promise<void> {
     if (this.encoder.pendingRecords === 0 && extraFlags === 0) return;
