@@ -4,7 +4,8 @@ import { parseBitRate, parseDuration, parseSize, UnitError } from '@wanmig/servi
 import { runDiskBench } from './bench/disk.bench.js';
 import { formatDiskBench } from './bench/disk-bench.report.js';
 import { formatMemoryBench, runMemoryBench } from './bench/memory.bench.js';
-import { DEFAULT_QEMU_BENCH_OPTIONS, nothingWrong, runQemuBench } from './bench/qemu.bench.js';
+import { DEFAULT_QEMU_BENCH_OPTIONS, nothingWrong, QEMU_BENCH_RUNS, runQemuBench } from './bench/qemu.bench.js';
+import type { QemuBenchOptions } from './bench/qemu-bench.types.js';
 import { formatQemuBench } from './bench/qemu-bench.report.js';
 import { UsageError } from './errors.js';
 import { formatStreamBench } from './bench/stream-bench.report.js';
@@ -43,6 +44,7 @@ lower level:
                        does it (defaults; multifd zstd + xbzrle) and wanmig
     --ram 512MiB --delay 50ms --bandwidth 200mbit --warmup 5s --json
     --verify-in-pause    check wanmig's disk by hashing in its pause (lengthens that pause)
+    --runs qemu,qemuTuned,wanmig   make only these runs (ratios need both sides)
   bench stream         data-plane benchmark: stream+codec across the two-site bed
     --delay 50ms         one-way delay          --bandwidth 200mbit   link rate
     --size 512MiB        payload size           --mix random|mixed|text|zero
@@ -152,9 +154,15 @@ async function benchQemu(argv: string[]): Promise<number> {
       bandwidth: { type: 'string', default: `${d.bandwidthBps / 1e6}mbit` },
       warmup: { type: 'string', default: `${d.warmupMs}ms` },
       'verify-in-pause': { type: 'boolean' },
+      runs: { type: 'string', default: QEMU_BENCH_RUNS.join(',') },
       json: { type: 'boolean' },
     },
   });
+  const runs = values.runs.split(',').map((name) => name.trim());
+  const unknown = runs.filter((name) => !(QEMU_BENCH_RUNS as readonly string[]).includes(name));
+  if (unknown.length > 0 || runs.length === 0) {
+    throw new UsageError(`--runs takes a comma-separated subset of ${QEMU_BENCH_RUNS.join(',')}`);
+  }
   const ramMiB = parseSize(values.ram, '--ram') / 2 ** 20;
   if (!Number.isInteger(ramMiB) || ramMiB < 128)
     throw new UsageError('--ram is a whole number of MiB, at least 128MiB');
@@ -165,6 +173,7 @@ async function benchQemu(argv: string[]): Promise<number> {
       bandwidthBps: parseBitRate(values.bandwidth, '--bandwidth'),
       warmupMs: parseDuration(values.warmup, '--warmup'),
       verifyWanmigInPause: values['verify-in-pause'],
+      runs: runs as QemuBenchOptions['runs'],
     },
     (line) => process.stderr.write(`${line}\n`),
   );

@@ -35,6 +35,8 @@ export interface QemuBenchOptions {
    * `cont` for the snapshot the baselines use), so (c) is never `verified`.
    */
   verifyWanmigInPause?: boolean;
+  /** Which runs to make (default all three); the others are reported `not-run`, and ratios need both sides. */
+  runs?: Array<QemuRunResult['name']>;
 }
 
 export interface QemuBenchResult {

@@ -255,33 +255,40 @@ class QemuVmMigration {
         throw this.interrupted('source-qemu', `switched over without stopping at ${PRE_SWITCHOVER}`);
       }
 
-      // c. The guest is stopped: the disk's final drain, the mirror goes, then QEMU completes.
+      // c. The guest is stopped. The mirror goes first: the guest cannot write, and every write it made is in the
+      // export's dirty map (write-blocking). Then the disk's final drain and QEMU's last pages and device state
+      // travel side by side; the destination runs once both are there. Were the migration to fail after
+      // migrate-continue, the source (postmigrate) is resumed by the rollback, and its writes, now going only to
+      // its own image, never hang on a frozen export.
       this.enter(QemuMigrationStage.Switchover);
       const pausedAt = performance.now();
       this.stopWatchingDisk();
-      const report = await this.tripwire.guard(this.disks.finalize(migrationId, this.timeouts.finalizeMs));
-      const finalizedAt = performance.now();
-      // The mirror ends in the pause. QEMU 7.2 would complete with it attached (checked), but the final drain left
-      // the export's writes frozen: were the migration to fail after migrate-continue, QEMU would resume the guest
-      // and its writes would hang on the mirror until a rollback thawed them. It costs a few ms of pause.
       await this.mirror.cancel();
       const mirrorGoneAt = performance.now();
-      const atPause = verify ? await this.compareDisks() : undefined;
-      const verifiedAt = performance.now();
-      await this.tripwire.guard(sourceQmp.execute('migrate-continue', { state: PRE_SWITCHOVER }));
-
       this.enter(QemuMigrationStage.Completion);
-      await this.tripwire.guard(
-        waitForMigrationStatus(sourceQmp, [QemuMigrationStatus.Completed], {
+      let finalizedAt = mirrorGoneAt;
+      let completedAt = mirrorGoneAt;
+      const diskSide = async () => {
+        const finalized = await this.disks.finalize(migrationId, this.timeouts.finalizeMs);
+        finalizedAt = performance.now();
+        return finalized;
+      };
+      const memorySide = async () => {
+        await sourceQmp.execute('migrate-continue', { state: PRE_SWITCHOVER });
+        await waitForMigrationStatus(sourceQmp, [QemuMigrationStatus.Completed], {
           migrationId,
           timeoutMs: this.timeouts.completionMs,
-        }),
-      );
-      const completedAt = performance.now();
-      await this.tripwire.guard(waitForIncomingLoaded(destQmp, { migrationId, timeoutMs: this.timeouts.completionMs }));
-      const [relayed, delivered] = await this.tripwire.guard(
-        withTimeout(Promise.all([this.relay.done, this.sink.done]), this.timeouts.completionMs, 'the memory stream'),
-      );
+        });
+        completedAt = performance.now();
+        await waitForIncomingLoaded(destQmp, { migrationId, timeoutMs: this.timeouts.completionMs });
+        // The destination loaded the whole stream: the sink's End is written. The relay's own end (the ack
+        // crossing back) is not waited for before the destination runs.
+        return withTimeout(this.sink!.done, this.timeouts.completionMs, 'the memory sink');
+      };
+      const [report, delivered] = await this.tripwire.guard(Promise.all([diskSide(), memorySide()]));
+      const bothAt = performance.now();
+      const atPause = verify ? await this.compareDisks() : undefined;
+      const verifiedAt = performance.now();
 
       this.enter(QemuMigrationStage.Activate);
       if (this.o.beforeCont) await this.tripwire.guard(this.o.beforeCont(destQmp));
@@ -290,6 +297,7 @@ class QemuVmMigration {
       this.prober.switchTo(this.destination.servicePort);
       // From here on only forward: the destination runs.
       this.tripwire.disarm();
+      const relayed = await withTimeout(this.relay.done, this.timeouts.completionMs, 'the memory relay');
       this.log(`destination running ${(activatedAt - pausedAt).toFixed(0)} ms after the source stopped`);
 
       result = {
@@ -298,11 +306,12 @@ class QemuVmMigration {
         destPath: this.destPath,
         totalSeconds: (activatedAt - t0) / 1000,
         pause: {
-          finalizeMs: finalizedAt - pausedAt,
-          mirrorCancelMs: mirrorGoneAt - finalizedAt,
-          verifyMs: verifiedAt - mirrorGoneAt,
-          completionMs: completedAt - verifiedAt,
-          activateMs: activatedAt - completedAt,
+          mirrorCancelMs: mirrorGoneAt - pausedAt,
+          finalizeMs: finalizedAt - mirrorGoneAt,
+          completionMs: completedAt - mirrorGoneAt,
+          loadedMs: bothAt - mirrorGoneAt,
+          verifyMs: verifiedAt - bothAt,
+          activateMs: activatedAt - verifiedAt,
           totalMs: activatedAt - pausedAt,
         },
         qemu: qemuFigures(await completedFigures(sourceQmp)),

@@ -79,16 +79,19 @@ export interface QemuWanmigOptions {
 }
 
 /** Time spent in the pause, by step (ms): from QEMU stopping the guest to the destination's `cont` answered. */
+/** Where the pause went, in order: the mirror goes, then the disk's drain and QEMU's completion side by side. */
 export interface QemuPauseBreakdown {
-  /** disk.finalize: the last dirty blocks durable at the destination (and its digest check, when verifying). */
-  finalizeMs: number;
   /** The mirror job cancelled and its NBD node deleted. */
   mirrorCancelMs: number;
+  /** After the mirror: disk.finalize, the last dirty blocks durable at the destination (and its digest check). */
+  finalizeMs: number;
+  /** After the mirror, alongside the disk: `migrate-continue` until QEMU reports `completed`. */
+  completionMs: number;
+  /** After the mirror: both the disk drained and the destination QEMU holding the whole stream. */
+  loadedMs: number;
   /** sha256 of both images and their counter files (verifyDiskInPause only). */
   verifyMs: number;
-  /** `migrate-continue` until QEMU reports `completed` (last pages, device state). */
-  completionMs: number;
-  /** Until the destination has loaded the stream and answered `cont`. */
+  /** Then until the destination answered `cont`. */
   activateMs: number;
   totalMs: number;
 }

@@ -77,29 +77,47 @@ export async function waitForIncomingLoaded(
   options: { migrationId: string; timeoutMs: number },
 ): Promise<QmpStatus> {
   const deadline = performance.now() + options.timeoutMs;
-  for (;;) {
-    const [status, info] = await Promise.all([
-      qmp.execute<QmpStatus>('query-status'),
-      qmp.execute<QemuMigrationInfo>('query-migrate'),
-    ]);
-    if (info.status === QemuMigrationStatus.Failed || /internal-error|shutdown|guest-panicked/.test(status.status)) {
-      throw new QemuMigrationInterruptedError({
-        migrationId: options.migrationId,
-        what: 'destination-qemu',
-        detail: `incoming migration ${info.status ?? '?'}, run state ${status.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`,
+  // Woken by the destination's MIGRATION events (when it has them on), polled otherwise.
+  let wake: (() => void) | undefined;
+  const off = qmp.on('MIGRATION', () => wake?.());
+  try {
+    return await pollIncoming();
+  } finally {
+    off();
+  }
+
+  async function pollIncoming(): Promise<QmpStatus> {
+    for (;;) {
+      const [status, info] = await Promise.all([
+        qmp.execute<QmpStatus>('query-status'),
+        qmp.execute<QemuMigrationInfo>('query-migrate'),
+      ]);
+      if (info.status === QemuMigrationStatus.Failed || /internal-error|shutdown|guest-panicked/.test(status.status)) {
+        throw new QemuMigrationInterruptedError({
+          migrationId: options.migrationId,
+          what: 'destination-qemu',
+          detail: `incoming migration ${info.status ?? '?'}, run state ${status.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`,
+        });
+      }
+      const loaded = info.status === QemuMigrationStatus.Completed || info.status === undefined;
+      if (status.running || (loaded && (status.status === 'paused' || status.status === 'prelaunch'))) return status;
+      if (performance.now() > deadline) {
+        throw new QemuMigrationInterruptedError({
+          migrationId: options.migrationId,
+          what: 'destination-qemu',
+          code: ErrorCode.StreamTimeout,
+          detail: `still ${status.status} (incoming ${info.status ?? '?'}) after ${options.timeoutMs} ms`,
+        });
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, POLL_MS / 2);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
       });
+      wake = undefined;
     }
-    const loaded = info.status === QemuMigrationStatus.Completed || info.status === undefined;
-    if (status.running || (loaded && (status.status === 'paused' || status.status === 'prelaunch'))) return status;
-    if (performance.now() > deadline) {
-      throw new QemuMigrationInterruptedError({
-        migrationId: options.migrationId,
-        what: 'destination-qemu',
-        code: ErrorCode.StreamTimeout,
-        detail: `still ${status.status} (incoming ${info.status ?? '?'}) after ${options.timeoutMs} ms`,
-      });
-    }
-    await sleep(POLL_MS / 2);
   }
 }
 
