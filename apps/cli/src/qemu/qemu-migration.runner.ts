@@ -235,6 +235,8 @@ class QemuVmMigration {
       );
       await configureQemuMigration(sourceQmp, {
         downtimeLimitMs: this.o.qemuDowntimeLimitMs ?? qemuShareOf(downtimeMs),
+        autoConverge: this.o.steering?.autoConverge ?? true,
+        xbzrleCacheBytes: this.o.steering?.xbzrleCacheBytes,
       });
       await sourceQmp.execute('migrate-set-capabilities', {
         capabilities: [{ capability: 'pause-before-switchover', state: true }],

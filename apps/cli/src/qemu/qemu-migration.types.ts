@@ -55,6 +55,12 @@ export interface QemuWanmigOptions {
    * digests in its finalize. Both lengthen the pause.
    */
   verifyDiskInPause?: boolean;
+  /**
+   * Steering QEMU's pre-copy. `autoConverge` (default true): QEMU slows the guest's vCPUs, step by step, while its
+   * rounds do not converge, so a guest that dirties memory faster than the WAN carries it still moves (libvirt's
+   * `--auto-converge`). `xbzrleCacheBytes` (default off): QEMU's XBZRLE delta cache for re-sent pages.
+   */
+  steering?: { autoConverge?: boolean; xbzrleCacheBytes?: number };
   /** An open QMP connection to the source (QEMU serves one client per socket); by default the runner opens its own. */
   sourceQmp?: QmpClient;
   /** Destination QEMU options beyond disk, RAM and sockets; they must describe the same machine as the source's. */
@@ -78,7 +84,6 @@ export interface QemuWanmigOptions {
   log?: (line: string) => void;
 }
 
-/** Time spent in the pause, by step (ms): from QEMU stopping the guest to the destination's `cont` answered. */
 /** Where the pause went, in order: the mirror goes, then the disk's drain and QEMU's completion side by side. */
 export interface QemuPauseBreakdown {
   /** The mirror job cancelled and its NBD node deleted. */

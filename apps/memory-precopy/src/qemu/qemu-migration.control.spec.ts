@@ -42,6 +42,7 @@ describe('QEMU migration control over QMP', () => {
             { capability: 'return-path', state: false },
             { capability: 'postcopy-ram', state: false },
             { capability: 'auto-converge', state: false },
+            { capability: 'xbzrle', state: false },
           ],
         },
       },
@@ -51,7 +52,15 @@ describe('QEMU migration control over QMP', () => {
       },
     ]);
     await configureQemuMigration(qmp, { downtimeLimitMs: 100, maxBandwidth: 1e6, autoConverge: true });
+    expect(qmp.commands[2].args).toMatchObject({
+      capabilities: expect.arrayContaining([{ capability: 'auto-converge', state: true }]) as unknown,
+    });
     expect(qmp.commands[3].args).toEqual({ 'downtime-limit': 100, 'max-bandwidth': 1e6 });
+    await configureQemuMigration(qmp, { xbzrleCacheBytes: 64 * 2 ** 20 });
+    expect(qmp.commands[4].args).toMatchObject({
+      capabilities: expect.arrayContaining([{ capability: 'xbzrle', state: true }]) as unknown,
+    });
+    expect(qmp.commands[5].args).toMatchObject({ 'xbzrle-cache-size': 64 * 2 ** 20 });
   });
 
   it('migrates to the unix socket', async () => {

@@ -47,6 +47,12 @@ export interface QemuMigrationTuning {
   maxBandwidth?: number;
   /** QEMU's auto-converge: throttle the guest's vCPUs when rounds stop converging (default off). */
   autoConverge?: boolean;
+  /**
+   * XBZRLE: QEMU keeps a cache of pages it sent and re-sends a changed page as a delta against it. Off unless a
+   * cache size (bytes) is given: the relay's zstd stream already turns unchanged repeats into references, and the
+   * cache costs source memory and CPU for pages that change wholesale.
+   */
+  xbzrleCacheBytes?: number;
 }
 
 type Qmp = Pick<QmpClient, 'execute' | 'on'>;
@@ -69,11 +75,13 @@ export async function configureQemuMigration(qmp: Qmp, tuning: QemuMigrationTuni
       { capability: 'return-path', state: false },
       { capability: 'postcopy-ram', state: false },
       { capability: 'auto-converge', state: tuning.autoConverge ?? false },
+      { capability: 'xbzrle', state: (tuning.xbzrleCacheBytes ?? 0) > 0 },
     ],
   });
   await qmp.execute('migrate-set-parameters', {
     'downtime-limit': tuning.downtimeLimitMs ?? DEFAULT_QEMU_DOWNTIME_LIMIT_MS,
     'max-bandwidth': tuning.maxBandwidth ?? UNPACED_QEMU_MAX_BANDWIDTH,
+    ...((tuning.xbzrleCacheBytes ?? 0) > 0 ? { 'xbzrle-cache-size': tuning.xbzrleCacheBytes } : {}),
   });
 }
 
