@@ -23,6 +23,7 @@ import {
   QemuMigrationSource,
   type QemuFrameOutlet,
   type QemuMigrationSourceOptions,
+  type QemuSourceProgress,
   type QemuSourceReport,
 } from './qemu-migration.source.js';
 import { QemuReceiverUnavailableError, QemuRelayConflictError, QemuRelayNotFoundError } from './qemu-relay.errors.js';
@@ -61,6 +62,8 @@ interface RelayEntry {
   source: QemuMigrationSource;
   /** Settles (never rejects) once the relay has delivered, failed or been closed. */
   settled: Promise<void>;
+  /** The source's progress when it settled: what status reports from then on (it must not drift after the end). */
+  final?: QemuSourceProgress;
   closed: boolean;
   report?: QemuSourceReport;
   error?: WireError;
@@ -167,6 +170,7 @@ export class QemuRelayRegistry implements BeforeApplicationShutdown {
     };
     entry.settled = source.done.then(
       (report) => {
+        entry.final = source.progress;
         entry.report = report;
         this.logger.log(
           `QEMU stream of ${migrationId} delivered: ${report.qemuBytes} bytes in ${report.frames} frames ` +
@@ -174,6 +178,7 @@ export class QemuRelayRegistry implements BeforeApplicationShutdown {
         );
       },
       (err: unknown) => {
+        entry.final = source.progress;
         entry.error = toWireError(err);
         if (!entry.closed) this.logger.warn(`QEMU relay of ${migrationId} failed: ${entry.error.message}`);
       },
@@ -206,7 +211,7 @@ export class QemuRelayRegistry implements BeforeApplicationShutdown {
   }
 
   private view(entry: RelayEntry): QemuRelayStatusReply {
-    const p = entry.source.progress;
+    const p = entry.final ?? entry.source.progress;
     return {
       migrationId: entry.reply.migrationId,
       socketPath: entry.reply.socketPath,
