@@ -223,6 +223,7 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
       }
       if (d.aborted) return { ...d.aborted, stopped: false };
       if (d.resumed && !request.stopRunning) {
+        d.abortRequested = false; // refused: the destination runs on as if it had never been asked
         throw new QemuDestinationConflictError(migrationId, 'it runs the VM already (stopRunning stops it)');
       }
       d.abortRequested = true;
