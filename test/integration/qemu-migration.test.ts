@@ -169,6 +169,44 @@ describe('qemu driver: a whole VM migrates through wanmig across the WAN (two-si
   );
 
   it(
+    'switches to post-copy when pre-copy takes too long: the guest runs at B while its pages arrive or are asked for',
+    async () => {
+      const source = await bootSource('postcopy');
+      await sleep(WORKLOAD_MS / 2);
+      // Half a second of pre-copy, far from converged: post-copy moves the rest with the guest running at B.
+      const r = await runWanmigQemuMigration(bed!, source, {
+        verifyDiskInPause: true,
+        steering: { postcopyAfterMs: 500, autoConverge: false },
+        log: (line) => console.log(line),
+      });
+      guests.push(r.destination);
+      report(r);
+      expect(r.postcopy).toBe(true);
+      expect(r.warnings).toEqual([]);
+      expect(await runState(r.destination.qmpSocket!)).toBe('running');
+      // The destination QEMU spoke back through the relayed return path, and the source QEMU heard it.
+      expect(r.memory.sink.returnBytes).toBeGreaterThan(0);
+      expect(r.memory.relay.returnBytes).toBe(r.memory.sink.returnBytes);
+      expect(r.memory.sink.bytesWritten).toBe(r.memory.relay.qemuBytes);
+      // Its RAM arrived whole: the counter went on from the source's, and keeps going.
+      expect(r.probe.counterWentBack).toBe(false);
+      expect(r.probe.firstDestinationCounter).toBeGreaterThanOrEqual(r.probe.lastSourceCounter!);
+      const atB = await queryGuestCounter(r.destination.servicePort);
+      const later = await waitUntil(
+        async () => {
+          const counter = await queryGuestCounter(r.destination.servicePort);
+          return counter > atB ? counter : undefined;
+        },
+        { what: 'the counter at B to advance', timeoutMs: 10_000, intervalMs: 200 },
+      );
+      expect(later).toBeGreaterThan(atB);
+      expect(r.diskEqualAtPause).toBe(true);
+      expect(r.sourceStatusAfter).toBe('postmigrate');
+    },
+    MIGRATION_TEST_TIMEOUT_MS,
+  );
+
+  it(
     'a destination QEMU killed during the memory stream fails the migration; the source runs on, nothing is left at B',
     async () => {
       const source = await bootSource('killed');
@@ -234,9 +272,10 @@ function report(r: QemuWanmigResult): void {
         `${r.disk.holdingAfterSeconds.toFixed(1)} s)`,
       `pause as the client saw it ${r.clientPauseMs.toFixed(0)} ms (counter ${r.probe.lastSourceCounter} at A -> ` +
         `${r.probe.firstDestinationCounter} at B; ${r.probe.answers} answers, ${r.probe.misses} misses)`,
-      `pause by step: finalize ${p.finalizeMs.toFixed(0)} ms, mirror cancel ${p.mirrorCancelMs.toFixed(0)} ms, ` +
-        `sha256 check ${p.verifyMs.toFixed(0)} ms, completion ${p.completionMs.toFixed(0)} ms, ` +
-        `activate ${p.activateMs.toFixed(0)} ms; total ${p.totalMs.toFixed(0)} ms`,
+      `pause by step: mirror cancel ${p.mirrorCancelMs.toFixed(0)} ms, then finalize ${p.finalizeMs.toFixed(0)} ms ` +
+        `beside completion ${p.completionMs.toFixed(0)} ms (both ${p.loadedMs.toFixed(0)} ms), sha256 check ` +
+        `${p.verifyMs.toFixed(0)} ms, activate ${p.activateMs.toFixed(0)} ms; total ${p.totalMs.toFixed(0)} ms` +
+        (r.postcopy ? ' (post-copy)' : ''),
       `QEMU: total-time ${r.qemu.totalTimeMs} ms, downtime ${r.qemu.downtimeMs} ms, setup ${r.qemu.setupTimeMs} ms, ` +
         `ram transferred ${mib(r.qemu.ramTransferred ?? 0)} of ${mib(r.qemu.ramTotal ?? 0)}, ` +
         `${r.qemu.dirtySyncCount} dirty syncs`,

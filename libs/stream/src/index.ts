@@ -9,3 +9,4 @@ export * from './file.target.js';
 export * from './record.sink.js';
 export * from './record.writer.js';
 export * from './file.digest.js';
+export * from './byte.pipe.js';

@@ -33,6 +33,7 @@ import {
   completedFigures,
   connectQmpWhenUp,
   ensureRunning,
+  POSTCOPY_ACTIVE,
   PRE_SWITCHOVER,
   waitForIncomingLoaded,
   waitForMigrationIdle,
@@ -96,6 +97,8 @@ class QemuVmMigration {
   private relay?: QemuMigrationSource;
   private switchoverCapability = false;
   private migrateStarted = false;
+  /** QEMU was told to switch to post-copy. */
+  private postcopy = false;
 
   constructor(
     private readonly bed: LocalBed,
@@ -141,6 +144,7 @@ class QemuVmMigration {
     const downtimeMs = this.o.downtimeMs ?? DEFAULT_QEMU_DOWNTIME_MS;
     const budget = this.o.bandwidthBps;
     const verify = this.o.verifyDiskInPause ?? false;
+    const postcopyAfterMs = this.o.steering?.postcopyAfterMs;
     let result: Omit<QemuWanmigResult, 'probe' | 'clientPauseMs' | 'wan' | 'sourceStatusAfter' | 'sourceStopped'>;
     const wanBefore = this.bed.sites.wan.stats();
     const t0 = performance.now();
@@ -215,9 +219,19 @@ class QemuVmMigration {
       if (incoming.status !== 'inmigrate') {
         throw this.interrupted('destination-qemu', `expected inmigrate, found ${incoming.status}`);
       }
-      await destQmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+      await destQmp.execute('migrate-set-capabilities', {
+        capabilities: [
+          { capability: 'events', state: true },
+          { capability: 'postcopy-ram', state: postcopyAfterMs !== undefined },
+        ],
+      });
       this.ncB = await connect({ servers: this.bed.sites.b.url });
-      this.sink = await QemuMigrationSink.start({ nc: this.ncB, migrationId, socketPath: incomingSocket });
+      this.sink = await QemuMigrationSink.start({
+        nc: this.ncB,
+        migrationId,
+        socketPath: incomingSocket,
+        returnPath: postcopyAfterMs !== undefined,
+      });
       this.tripwire.watch(this.sink.done, ({ error }) =>
         error === undefined ? undefined : this.interrupted('memory-sink', describe(error), error),
       );
@@ -229,7 +243,12 @@ class QemuVmMigration {
         windowBytes,
         limiter: memoryRate ? new TokenBucket(memoryRate) : undefined,
       });
-      this.relay = await QemuMigrationSource.listen({ migrationId, socketPath: migrateSocket, sender: this.sender });
+      this.relay = await QemuMigrationSource.listen({
+        migrationId,
+        socketPath: migrateSocket,
+        sender: this.sender,
+        returnPath: postcopyAfterMs === undefined ? undefined : { nc: this.bed.nc },
+      });
       this.tripwire.watch(this.relay.done, ({ error }) =>
         error === undefined ? undefined : this.interrupted('memory-relay', describe(error), error),
       );
@@ -237,6 +256,7 @@ class QemuVmMigration {
         downtimeLimitMs: this.o.qemuDowntimeLimitMs ?? qemuShareOf(downtimeMs),
         autoConverge: this.o.steering?.autoConverge ?? true,
         xbzrleCacheBytes: this.o.steering?.xbzrleCacheBytes,
+        postcopy: postcopyAfterMs !== undefined,
       });
       await sourceQmp.execute('migrate-set-capabilities', {
         capabilities: [{ capability: 'pause-before-switchover', state: true }],
@@ -247,12 +267,26 @@ class QemuVmMigration {
       this.enter(QemuMigrationStage.MemoryPrecopy);
       this.migrateStarted = true;
       await this.tripwire.guard(startQemuMigration(sourceQmp, migrateSocket));
-      const paused = await this.tripwire.guard(
-        waitForMigrationStatus(sourceQmp, [PRE_SWITCHOVER, QemuMigrationStatus.Completed], {
-          migrationId,
-          timeoutMs: this.timeouts.memoryMs,
-        }),
-      );
+      // Post-copy, when allowed, once pre-copy has had its time: QEMU then stops the guest at once (at
+      // pre-switchover, as for pre-copy) and the destination runs with the memory still arriving.
+      const postcopyTimer =
+        postcopyAfterMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              this.log(`pre-copy has not converged after ${postcopyAfterMs} ms: switching to post-copy`);
+              this.postcopy = true;
+              sourceQmp.execute('migrate-start-postcopy').catch((err: unknown) => {
+                this.tripwire.fire(this.interrupted('source-qemu', `migrate-start-postcopy: ${describe(err)}`, err));
+              });
+            }, postcopyAfterMs);
+      const paused = await this.tripwire
+        .guard(
+          waitForMigrationStatus(sourceQmp, [PRE_SWITCHOVER, QemuMigrationStatus.Completed], {
+            migrationId,
+            timeoutMs: this.timeouts.memoryMs,
+          }),
+        )
+        .finally(() => clearTimeout(postcopyTimer));
       if (paused.status !== PRE_SWITCHOVER) {
         throw this.interrupted('source-qemu', `switched over without stopping at ${PRE_SWITCHOVER}`);
       }
@@ -277,6 +311,16 @@ class QemuVmMigration {
       };
       const memorySide = async () => {
         await sourceQmp.execute('migrate-continue', { state: PRE_SWITCHOVER });
+        if (this.postcopy) {
+          // Post-copy: the destination may run once it holds the device state; pages follow, or are asked for.
+          await waitForMigrationStatus(sourceQmp, [POSTCOPY_ACTIVE, QemuMigrationStatus.Completed], {
+            migrationId,
+            timeoutMs: this.timeouts.completionMs,
+          });
+          completedAt = performance.now();
+          await waitForIncomingLoaded(destQmp, { migrationId, timeoutMs: this.timeouts.completionMs, postcopy: true });
+          return undefined;
+        }
         await waitForMigrationStatus(sourceQmp, [QemuMigrationStatus.Completed], {
           migrationId,
           timeoutMs: this.timeouts.completionMs,
@@ -287,7 +331,10 @@ class QemuVmMigration {
         // crossing back) is not waited for before the destination runs.
         return withTimeout(this.sink!.done, this.timeouts.completionMs, 'the memory sink');
       };
-      const [report, delivered] = await this.tripwire.guard(Promise.all([diskSide(), memorySide()]));
+      // In post-copy the memory side is the whole remaining RAM at full pace: the disk's drain goes first, alone.
+      const [report] = this.postcopy
+        ? [await this.tripwire.guard(diskSide()), await this.tripwire.guard(memorySide())]
+        : await this.tripwire.guard(Promise.all([diskSide(), memorySide()]));
       const bothAt = performance.now();
       const atPause = verify ? await this.compareDisks() : undefined;
       const verifiedAt = performance.now();
@@ -299,7 +346,15 @@ class QemuVmMigration {
       this.prober.switchTo(this.destination.servicePort);
       // From here on only forward: the destination runs.
       this.tripwire.disarm();
+      if (this.postcopy) {
+        // The rest of the memory arrives while the guest runs at B; a failure now cannot be rolled back.
+        await waitForMigrationStatus(sourceQmp, [QemuMigrationStatus.Completed], {
+          migrationId,
+          timeoutMs: this.timeouts.memoryMs,
+        });
+      }
       const relayed = await withTimeout(this.relay.done, this.timeouts.completionMs, 'the memory relay');
+      const delivered = await withTimeout(this.sink.done, this.timeouts.completionMs, 'the memory sink');
       this.log(`destination running ${(activatedAt - pausedAt).toFixed(0)} ms after the source stopped`);
 
       result = {
@@ -325,6 +380,7 @@ class QemuVmMigration {
           resentBytes: this.sender.stats.resentBytes,
           windowBytes,
         },
+        postcopy: this.postcopy,
         diskEqualAtPause: atPause ? atPause.sourceSha256 === atPause.destinationSha256 : undefined,
         diskAtPause: atPause,
         warnings: [],

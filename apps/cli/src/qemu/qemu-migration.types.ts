@@ -59,8 +59,11 @@ export interface QemuWanmigOptions {
    * Steering QEMU's pre-copy. `autoConverge` (default true): QEMU slows the guest's vCPUs, step by step, while its
    * rounds do not converge, so a guest that dirties memory faster than the WAN carries it still moves (libvirt's
    * `--auto-converge`). `xbzrleCacheBytes` (default off): QEMU's XBZRLE delta cache for re-sent pages.
+   * `postcopyAfterMs` (default off): if pre-copy has not converged after this long, switch to post-copy: the guest
+   * runs at the destination at once and its remaining pages follow (asked for on a fault, over the relayed return
+   * path). Opt-in, as in libvirt: once the destination runs, a broken link loses the guest.
    */
-  steering?: { autoConverge?: boolean; xbzrleCacheBytes?: number };
+  steering?: { autoConverge?: boolean; xbzrleCacheBytes?: number; postcopyAfterMs?: number };
   /** An open QMP connection to the source (QEMU serves one client per socket); by default the runner opens its own. */
   sourceQmp?: QmpClient;
   /** Destination QEMU options beyond disk, RAM and sockets; they must describe the same machine as the source's. */
@@ -138,6 +141,8 @@ export interface QemuWanmigResult {
     windowBytes: number;
   };
   /** verifyDiskInPause: both images hashed in the pause, after the final drain. */
+  /** The migration switched to post-copy (steering.postcopyAfterMs): the guest ran at B before all its RAM was there. */
+  postcopy: boolean;
   diskEqualAtPause?: boolean;
   diskAtPause?: {
     sourceSha256: string;

@@ -10,6 +10,7 @@ import { QemuMigrationInterruptedError } from './qemu-migration.errors.js';
 
 /** `query-migrate` status while the guest is stopped and QEMU waits for `migrate-continue` (pause-before-switchover). */
 export const PRE_SWITCHOVER = 'pre-switchover';
+export const POSTCOPY_ACTIVE = 'postcopy-active';
 /** Statuses in which QEMU's outgoing migration is still under way (QEMU 7.2, precopy). */
 export const MIGRATION_IN_PROGRESS = new Set([
   'setup',
@@ -74,7 +75,7 @@ export async function waitForMigrationStatus(
  */
 export async function waitForIncomingLoaded(
   qmp: Qmp,
-  options: { migrationId: string; timeoutMs: number },
+  options: { migrationId: string; timeoutMs: number; postcopy?: boolean },
 ): Promise<QmpStatus> {
   const deadline = performance.now() + options.timeoutMs;
   // Woken by the destination's MIGRATION events (when it has them on), polled otherwise.
@@ -99,7 +100,11 @@ export async function waitForIncomingLoaded(
           detail: `incoming migration ${info.status ?? '?'}, run state ${status.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`,
         });
       }
-      const loaded = info.status === QemuMigrationStatus.Completed || info.status === undefined;
+      // In post-copy the device state is loaded once the destination leaves `inmigrate` for `paused`.
+      const loaded =
+        info.status === QemuMigrationStatus.Completed ||
+        info.status === undefined ||
+        (options.postcopy === true && info.status === POSTCOPY_ACTIVE);
       if (status.running || (loaded && (status.status === 'paused' || status.status === 'prelaunch'))) return status;
       if (performance.now() > deadline) {
         throw new QemuMigrationInterruptedError({

@@ -154,19 +154,27 @@ describe('QemuIncomingWriter', () => {
     expect(err).toMatchObject({ code: ErrorCode.Unavailable, socketPath });
   });
 
-  it('fails the frame (and the sync) once the destination QEMU has gone', async () => {
+  it('fails the next frame with bytes once the destination QEMU has gone, and the sync after it', async () => {
     const qemu = await fakeQemu();
     const w = writer();
     await w.apply(frame(0, 0, Buffer.from('QEVM')));
     await qemu.close();
-    await expect
-      .poll(() =>
-        w.sync().then(
-          () => 'ok',
-          (e: unknown) => e,
-        ),
-      )
-      .toBeInstanceOf(QemuIncomingError);
+    await expect.poll(() => w.stats.connected && qemu.socket?.destroyed).toBe(true);
+    // Gone is not failed yet: QEMU closes once it has the whole stream.
+    await expect(w.sync()).resolves.toBeUndefined();
     await expect(w.apply(frame(1, 4, randomBytes(1 << 20)))).rejects.toMatchObject({ code: ErrorCode.Unavailable });
+    await expect(w.sync()).rejects.toBeInstanceOf(QemuIncomingError);
+  });
+
+  it('accepts the empty End frame after QEMU closed, having read the whole stream (the end of a post-copy)', async () => {
+    const qemu = await fakeQemu();
+    const w = writer();
+    await w.apply(frame(0, 0, Buffer.from('QEVM')));
+    await expect.poll(() => qemu.bytes.length).toBe(4);
+    await qemu.close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await w.apply(frame(1, 4, Buffer.alloc(0), FrameFlag.End));
+    await expect(w.sync()).resolves.toBeUndefined();
+    expect(w.stats.ended).toBe(true);
   });
 });

@@ -17,6 +17,8 @@ export interface QemuIncomingWriterOptions {
   connectTimeoutMs?: number;
   /** Default: `Zstd.load()` on the first compressed frame. */
   zstd?: Zstd;
+  /** What the destination QEMU sends back on the connection (its return path); by default counted and dropped. */
+  onReturnBytes?: (chunk: Buffer) => void;
 }
 
 export interface QemuIncomingStats {
@@ -28,7 +30,7 @@ export interface QemuIncomingStats {
   connected: boolean;
   /** The End frame was written and the write side closed. */
   ended: boolean;
-  /** Bytes the destination QEMU sent back (none expected: precopy without return path is one-way). */
+  /** Bytes the destination QEMU sent back: its return path (post-copy), else none expected. */
   bytesFromQemu: number;
 }
 
@@ -57,6 +59,7 @@ export class QemuIncomingWriter implements FrameSink {
   private connection?: Promise<Socket>;
   private socket?: Socket;
   private broken?: Error;
+  private writeFailed = false;
   private closed = false;
   private zstd?: Zstd;
   private stream?: Promise<ZstdStreamDecoder>;
@@ -124,14 +127,20 @@ export class QemuIncomingWriter implements FrameSink {
     this.stats.frames++;
     this.stats.payloadBytes += frame.payload.length;
     if (flags & FrameFlag.End) {
-      await new Promise<void>((resolve) => socket.end(resolve));
+      // QEMU may have closed already: it stops reading once it has the whole stream (a post-copy ends so,
+      // while the relay's End frame, empty, is still on its way).
+      if (!socket.destroyed) await new Promise<void>((resolve) => socket.end(resolve));
       this.stats.ended = true;
     }
   }
 
-  /** Every applied byte is already in the kernel: see the class comment. */
+  /**
+   * Every applied byte is already in the kernel: see the class comment. A connection QEMU closed is not a failure
+   * by itself (it closes once it has read the whole stream); a write it refused is, and the next frame with bytes
+   * finds the connection closed.
+   */
   sync(): Promise<void> {
-    if (this.broken && !this.stats.ended) return Promise.reject(this.brokenError());
+    if (this.writeFailed && !this.stats.ended) return Promise.reject(this.brokenError());
     return Promise.resolve();
   }
 
@@ -142,9 +151,16 @@ export class QemuIncomingWriter implements FrameSink {
   }
 
   private write(socket: Socket, body: Buffer, seq: number): Promise<void> {
-    if (this.broken || socket.destroyed) return Promise.reject(this.brokenError(seq));
+    if (this.broken || socket.destroyed) {
+      this.writeFailed = true;
+      return Promise.reject(this.brokenError(seq));
+    }
     return new Promise((resolve, reject) => {
-      socket.write(body, (err) => (err ? reject(this.brokenError(seq, err)) : resolve()));
+      socket.write(body, (err) => {
+        if (!err) return resolve();
+        this.writeFailed = true;
+        reject(this.brokenError(seq, err));
+      });
     });
   }
 
@@ -179,8 +195,11 @@ export class QemuIncomingWriter implements FrameSink {
     if (this.closed) socket.destroy();
     socket.on('error', (err) => (this.broken ??= err));
     socket.on('close', () => (this.broken ??= new Error('the destination QEMU closed the connection')));
-    // Nothing is expected back; read and count it so that it never fills a buffer.
-    socket.on('data', (chunk: Buffer) => (this.stats.bytesFromQemu += chunk.length));
+    // Without a return path nothing is expected back: it is read and counted so that it never fills a buffer.
+    socket.on('data', (chunk: Buffer) => {
+      this.stats.bytesFromQemu += chunk.length;
+      this.options.onReturnBytes?.(chunk);
+    });
   }
 
   private brokenError(seq?: number, cause: unknown = this.broken): QemuIncomingError {

@@ -1,6 +1,7 @@
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Zstd } from '@wanmig/codec';
-import { MemoryWatermarkStore, StreamReceiver, type ReceiverStats } from '@wanmig/stream';
+import { QemuReturnPathStreamId, StreamKind } from '@wanmig/protocol';
+import { BytePipeSender, MemoryWatermarkStore, StreamReceiver, type ReceiverStats } from '@wanmig/stream';
 import { QemuIncomingWriter, type QemuIncomingStats } from './qemu-incoming.writer.js';
 import { QEMU_MIGRATION_STREAM_ID } from './qemu-stream.constants.js';
 
@@ -14,10 +15,18 @@ export interface QemuMigrationSinkOptions {
   zstd?: Zstd;
   /** The receiver acknowledges at least this often while frames arrive (the stream layer's default otherwise). */
   ackIntervalMs?: number;
+  /**
+   * Relay what the destination QEMU sends back (its return path: post-copy page requests) to the source's relay,
+   * which must listen for it (QemuMigrationSource `returnPath`).
+   */
+  returnPath?: boolean;
 }
 
 export interface QemuSinkProgress extends QemuIncomingStats {
   receiver: ReceiverStats;
+  /** Return-path bytes sent back to the source, and why that broke if it did. */
+  returnBytes: number;
+  returnPathError?: string;
 }
 
 export interface QemuSinkReport extends QemuSinkProgress {
@@ -46,6 +55,7 @@ export class QemuMigrationSink {
     private readonly writer: QemuIncomingWriter,
     private readonly receiver: StreamReceiver,
     startedAt: number,
+    private readonly returnPipe?: BytePipeSender,
   ) {
     this.done = receiver.finished().then(() => ({
       ...this.progress,
@@ -58,7 +68,17 @@ export class QemuMigrationSink {
   static async start(options: QemuMigrationSinkOptions): Promise<QemuMigrationSink> {
     const startedAt = performance.now();
     const { nc, migrationId, socketPath, connectTimeoutMs, zstd, ackIntervalMs } = options;
-    const writer = new QemuIncomingWriter({ migrationId, socketPath, connectTimeoutMs, zstd });
+    // A page request must not wait for a window of bulk: the return path has its own small stream, sent at once.
+    const returnPipe = options.returnPath
+      ? new BytePipeSender({ nc, migrationId, streamId: QemuReturnPathStreamId, kind: StreamKind.Memory })
+      : undefined;
+    const writer = new QemuIncomingWriter({
+      migrationId,
+      socketPath,
+      connectTimeoutMs,
+      zstd,
+      onReturnBytes: returnPipe && ((chunk) => returnPipe.push(chunk)),
+    });
     const receiver = new StreamReceiver({
       nc,
       migrationId,
@@ -70,19 +90,22 @@ export class QemuMigrationSink {
     await receiver.start();
     // Connect ahead of the first frame; a failure here shows again (and fails the stream) when a frame needs it.
     void writer.connect().catch(() => undefined);
-    return new QemuMigrationSink(writer, receiver, startedAt);
+    return new QemuMigrationSink(writer, receiver, startedAt, returnPipe);
   }
 
   get progress(): QemuSinkProgress {
     return {
       ...this.writer.stats,
       receiver: { ...this.receiver.stats, rejected: { ...this.receiver.stats.rejected } },
+      returnBytes: this.returnPipe?.stats.bytes ?? 0,
+      returnPathError: this.returnPipe?.error?.message,
     };
   }
 
   /** Stops receiving and drops the connection to the destination QEMU (it was closed already after End). */
   async stop(): Promise<void> {
     await this.receiver.stop();
+    this.returnPipe?.close();
     this.writer.close();
   }
 }

@@ -53,6 +53,8 @@ export interface QemuMigrationTuning {
    * cache costs source memory and CPU for pages that change wholesale.
    */
   xbzrleCacheBytes?: number;
+  /** Allow `migrate-start-postcopy` later (capability `postcopy-ram`; default off). */
+  postcopy?: boolean;
 }
 
 type Qmp = Pick<QmpClient, 'execute' | 'on'>;
@@ -60,8 +62,9 @@ type Qmp = Pick<QmpClient, 'execute' | 'on'>;
 /**
  * Prepares the source QEMU for a relayed precopy migration:
  * - capability `events` on, so state changes arrive as MIGRATION events;
- * - `return-path` and `postcopy-ram` off: precopy over our relay is one-way (the return path
- *   needs a reply channel from the destination QEMU that the relay does not carry);
+ * - `return-path` off, `postcopy-ram` as asked: pre-copy over the relay is one-way; post-copy makes QEMU open
+ *   its return path, which the relay then carries back (QemuMigrationSource `returnPath`, and the sink's), and
+ *   the destination QEMU needs `postcopy-ram` too;
  * - `downtime-limit` (300 ms by default): QEMU stops iterating once remaining dirty memory over
  *   its measured bandwidth fits in it; the measured bandwidth is the WAN's pace, since the relay
  *   stops reading while its window is full;
@@ -73,7 +76,7 @@ export async function configureQemuMigration(qmp: Qmp, tuning: QemuMigrationTuni
     capabilities: [
       { capability: 'events', state: true },
       { capability: 'return-path', state: false },
-      { capability: 'postcopy-ram', state: false },
+      { capability: 'postcopy-ram', state: tuning.postcopy ?? false },
       { capability: 'auto-converge', state: tuning.autoConverge ?? false },
       { capability: 'xbzrle', state: (tuning.xbzrleCacheBytes ?? 0) > 0 },
     ],

@@ -1,7 +1,9 @@
 import { rm } from 'node:fs/promises';
 import type { Server, Socket } from 'node:net';
 import { BatchCompressor, Zstd, ZstdStreamEncoder } from '@wanmig/codec';
-import { ErrorCode, FrameFlag, MAX_FRAME_PAYLOAD, WanmigError } from '@wanmig/protocol';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { ErrorCode, FrameFlag, MAX_FRAME_PAYLOAD, QemuReturnPathStreamId, WanmigError } from '@wanmig/protocol';
+import { BytePipeSink, MemoryWatermarkStore, StreamReceiver } from '@wanmig/stream';
 import { QemuStreamAbortedError, QemuStreamError } from './qemu-migration.errors.js';
 import { DEFAULT_QEMU_FLUSH_IDLE_MS, DEFAULT_QEMU_FRAME_BYTES } from './qemu-stream.constants.js';
 import { listenUnix } from './unix-socket.listener.js';
@@ -32,6 +34,11 @@ export interface QemuMigrationSourceOptions {
   frameBytes?: number;
   /** A partial frame leaves after this long without more bytes (default DEFAULT_QEMU_FLUSH_IDLE_MS). */
   flushIdleMs?: number;
+  /**
+   * Receive the destination QEMU's return path (stream QemuReturnPathStreamId, sent by the sink) on this
+   * connection and write it into QEMU's socket: post-copy needs it for page requests.
+   */
+  returnPath?: { nc: NatsConnection };
 }
 
 export const QemuStreamCompression = { Stream: 'stream', Frame: 'frame', None: 'none' } as const;
@@ -51,6 +58,8 @@ export interface QemuSourceProgress {
   /** Times the socket stopped being read because the sender's window was full, and for how long in all. */
   readStalls: number;
   readStalledMs: number;
+  /** Bytes of the destination's return path written back to QEMU. */
+  returnBytes: number;
   /** QEMU connected; QEMU closed its end (the stream is whole); the End frame is durable at the destination. */
   connected: boolean;
   qemuClosed: boolean;
@@ -90,6 +99,7 @@ export class QemuMigrationSource {
   private readonly counters: QemuSourceProgress = {
     compression: QemuStreamCompression.None,
     qemuBytes: 0,
+    returnBytes: 0,
     framedBytes: 0,
     frameBytes: 0,
     frames: 0,
@@ -163,7 +173,56 @@ export class QemuMigrationSource {
       compressor = new BatchCompressor({ zstd: options.zstd || (await Zstd.load()) });
     }
     const server = await listenUnix(options.socketPath, options.migrationId);
-    return new QemuMigrationSource(options, server, compressor, encoder);
+    const source = new QemuMigrationSource(options, server, compressor, encoder);
+    if (options.returnPath) {
+      try {
+        await source.listenForReturnPath(options.returnPath.nc);
+      } catch (err) {
+        await source.close();
+        throw err;
+      }
+    }
+    return source;
+  }
+
+  private returnReceiver?: StreamReceiver;
+
+  private async listenForReturnPath(nc: NatsConnection): Promise<void> {
+    const sink = new BytePipeSink((data) => this.writeBack(data));
+    this.returnReceiver = new StreamReceiver({
+      nc,
+      migrationId: this.options.migrationId,
+      streamId: QemuReturnPathStreamId,
+      sink,
+      store: new MemoryWatermarkStore(),
+      ackIntervalMs: 5,
+    });
+    await this.returnReceiver.start();
+  }
+
+  /** The destination's return-path bytes into QEMU's socket (QEMU has connected before the destination speaks). */
+  private writeBack(data: Buffer): Promise<void> {
+    const socket = this.socket;
+    if (!socket || socket.destroyed) {
+      return Promise.reject(
+        new QemuStreamError(ErrorCode.Unavailable, 'return-path bytes arrived, but QEMU is not connected', {
+          migrationId: this.options.migrationId,
+          qemuBytes: this.counters.qemuBytes,
+        }),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      socket.write(data, (err) => {
+        if (err) return reject(err);
+        this.counters.returnBytes += data.length;
+        resolve();
+      });
+    });
+  }
+
+  private stopReturnPath(): void {
+    void this.returnReceiver?.stop().catch(() => undefined);
+    this.returnReceiver = undefined;
   }
 
   get progress(): QemuSourceProgress {
@@ -313,6 +372,7 @@ export class QemuMigrationSource {
     this.counters.delivered = true;
     const now = performance.now();
     this.options.sender.close();
+    this.stopReturnPath();
     this.resolveDone({
       ...this.progress,
       streamMs: Math.round(now - this.acceptedAt),
@@ -327,6 +387,7 @@ export class QemuMigrationSource {
     this.unstall();
     this.socket?.destroy();
     this.options.sender.close();
+    this.stopReturnPath();
     void this.stopListening();
     const { migrationId } = this.options;
     const qemuBytes = this.counters.qemuBytes;

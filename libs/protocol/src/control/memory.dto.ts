@@ -19,6 +19,11 @@ export const MemoryStreamId = 2;
 export const DeviceStateStreamId = 3;
 /** QEMU's own migration byte stream (the `qemu` driver), relayed as frames of kind Memory. */
 export const QemuMigrationStreamId = 4;
+/**
+ * The destination QEMU's return path (post-copy page requests, acknowledgements), relayed back to the source QEMU
+ * as raw frames of kind Memory.
+ */
+export const QemuReturnPathStreamId = 5;
 /** Largest device state a destination holds (it is kept in memory until the VM resumes). */
 export const MAX_DEVICE_STATE_BYTES = 64 * 1024 * 1024;
 
