@@ -7,17 +7,22 @@ import { promisify } from 'node:util';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QemuProcess, findQemuBinary, type QemuBinary, type QmpStatus } from '@wanmig/hypervisor';
+import {
+  QemuProcess,
+  configureQemuMigration,
+  findQemuBinary,
+  startQemuMigration,
+  waitForQemuMigration,
+  type QemuBinary,
+  type QemuMigrationInfo,
+  type QmpStatus,
+} from '@wanmig/hypervisor';
 import { recommendedWindowBytes, type SenderStats } from '@wanmig/stream';
 import { startTwoSites, trackDir, trackPid, untrackDir, untrackPid, waitUntil, type TwoSites } from '@wanmig/testing';
 import {
   QEMU_MIGRATION_STREAM_ID,
   QemuMigrationSource,
-  configureQemuMigration,
   openQemuStreamSender,
-  startQemuMigration,
-  waitForQemuMigration,
-  type QemuMigrationInfo,
   type QemuSourceReport,
 } from '../../apps/memory-precopy/src/qemu/index.js';
 import {

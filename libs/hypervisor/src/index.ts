@@ -49,7 +49,13 @@ export {
   QmpProtocolError,
   QmpTimeoutError,
 } from './qemu/qmp.errors.js';
-export { QemuConfigError, QemuNotFoundError, QemuStartError, QemuVersionError } from './qemu/qemu.errors.js';
+export {
+  QemuConfigError,
+  QemuMigrationFailedError,
+  QemuNotFoundError,
+  QemuStartError,
+  QemuVersionError,
+} from './qemu/qemu.errors.js';
 export {
   MIN_QEMU_VERSION,
   QEMU_SYSTEM_BIN_ENV,
@@ -85,6 +91,7 @@ export {
   type AccelProbeResult,
 } from './qemu/accel.probe.js';
 export * from './qemu/qemu.disk-mirror.js';
+export * from './qemu/qemu.migration-control.js';
 export {
   DEFAULT_ANNOUNCE,
   DEFAULT_QEMU_APPEND,

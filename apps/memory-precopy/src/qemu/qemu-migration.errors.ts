@@ -41,19 +41,3 @@ export class QemuStreamNotFreshError extends QemuStreamError {
     this.cursor = fields.cursor;
   }
 }
-
-/** QEMU reported the migration as failed or cancelled, or it did not finish in time. */
-export class QemuMigrationFailedError extends WanmigError {
-  readonly migrationId: string;
-  readonly status: string;
-  constructor(fields: { migrationId: string; status: string; detail?: string; cause?: unknown }) {
-    super(
-      ErrorCode.Unavailable,
-      `QEMU migration of ${fields.migrationId} ended ${fields.status}${fields.detail ? `: ${fields.detail}` : ''}`,
-      { cause: fields.cause },
-    );
-    this.name = 'QemuMigrationFailedError';
-    this.migrationId = fields.migrationId;
-    this.status = fields.status;
-  }
-}

@@ -1,5 +1,7 @@
-import type { QmpClient } from '@wanmig/hypervisor';
-import { QemuMigrationFailedError } from './qemu-migration.errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { QemuMigrationFailedError } from './qemu.errors.js';
+import type { QmpClient } from './qmp.client.js';
+import type { QmpStatus } from './qmp.types.js';
 
 /** Milliseconds of pause QEMU aims for at switchover (its own default is 300 as well). */
 export const DEFAULT_QEMU_DOWNTIME_LIMIT_MS = 300;
@@ -9,7 +11,7 @@ export const DEFAULT_QEMU_DOWNTIME_LIMIT_MS = 300;
  * bandwidth estimate cannot tell from the link. Our socket's backpressure is the pace.
  */
 export const UNPACED_QEMU_MAX_BANDWIDTH = 8 * 1024 ** 3;
-const POLL_MS = 250;
+const POLL_MS = 100;
 
 /** `query-migrate`'s `status` values that end a migration (QEMU 7.2). */
 export const QemuMigrationStatus = {
@@ -99,8 +101,36 @@ export async function startQemuMigration(qmp: Qmp, socketPath: string): Promise<
  * `query-migrate` on `completed`; rejects with QemuMigrationFailedError on `failed`, `cancelled`
  * or when `timeoutMs` passes (QEMU's migration is left as it is: cancel it if that is wanted).
  */
-export async function waitForQemuMigration(
+export function waitForQemuMigration(
   qmp: Qmp,
+  options: { migrationId: string; timeoutMs: number },
+): Promise<QemuMigrationInfo> {
+  return waitForMigrationStatus(qmp, [QemuMigrationStatus.Completed], options);
+}
+
+/** `query-migrate` status while the guest is stopped and QEMU waits for `migrate-continue` (pause-before-switchover). */
+export const PRE_SWITCHOVER = 'pre-switchover';
+export const POSTCOPY_ACTIVE = 'postcopy-active';
+/** Statuses in which QEMU's outgoing migration is still under way (QEMU 7.2, precopy). */
+export const MIGRATION_IN_PROGRESS = new Set([
+  'setup',
+  'active',
+  'pre-switchover',
+  'device',
+  'cancelling',
+  'wait-unplug',
+]);
+/** Run states from which `cont` starts the guest (after a migration that did not switch over, or a pause). */
+const RESUMABLE = new Set(['paused', 'postmigrate', 'prelaunch', 'suspended']);
+
+/**
+ * Waits until QEMU's outgoing migration reaches one of `wanted` (woken by MIGRATION events, polling
+ * `query-migrate` as the authority). Rejects with QemuMigrationFailedError on `failed`/`cancelled` (unless
+ * wanted) or when `timeoutMs` passes.
+ */
+export async function waitForMigrationStatus(
+  qmp: Qmp,
+  wanted: readonly string[],
   options: { migrationId: string; timeoutMs: number },
 ): Promise<QemuMigrationInfo> {
   const deadline = performance.now() + options.timeoutMs;
@@ -109,19 +139,16 @@ export async function waitForQemuMigration(
   try {
     for (;;) {
       const info = await qmp.execute<QemuMigrationInfo>('query-migrate');
-      if (info.status === QemuMigrationStatus.Completed) return info;
-      if (info.status === QemuMigrationStatus.Failed || info.status === QemuMigrationStatus.Cancelled) {
-        throw new QemuMigrationFailedError({
-          migrationId: options.migrationId,
-          status: info.status,
-          detail: info['error-desc'],
-        });
+      const status = info.status ?? 'none';
+      if (wanted.includes(status)) return info;
+      if (status === QemuMigrationStatus.Failed || status === QemuMigrationStatus.Cancelled) {
+        throw new QemuMigrationFailedError({ migrationId: options.migrationId, status, detail: info['error-desc'] });
       }
       const left = deadline - performance.now();
       if (left <= 0) {
         throw new QemuMigrationFailedError({
           migrationId: options.migrationId,
-          status: `still ${info.status ?? 'unknown'} after ${options.timeoutMs} ms`,
+          status: `still ${status} after ${options.timeoutMs} ms (waiting for ${wanted.join('/')})`,
         });
       }
       await new Promise<void>((resolve) => {
@@ -135,5 +162,47 @@ export async function waitForQemuMigration(
     }
   } finally {
     off();
+  }
+}
+
+/**
+ * The source's `query-migrate` once its figures are in. QEMU 7.2 sets `completed` before it computes `total-time`
+ * and `downtime` (migration_calculate_complete runs after), so a query right after the event can read zeros: ask
+ * again, briefly, until `total-time` is set.
+ */
+export async function completedFigures(qmp: Qmp, timeoutMs = 2_000): Promise<QemuMigrationInfo> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const info = await qmp.execute<QemuMigrationInfo>('query-migrate');
+    if ((info['total-time'] ?? 0) > 0 || performance.now() > deadline) return info;
+    await sleep(20);
+  }
+}
+
+/** Waits until no outgoing migration is in progress on `qmp` (after a cancel); the last `query-migrate`. */
+export async function waitForMigrationIdle(qmp: Qmp, timeoutMs: number): Promise<QemuMigrationInfo> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const info = await qmp.execute<QemuMigrationInfo>('query-migrate');
+    if (!MIGRATION_IN_PROGRESS.has(info.status ?? 'none') || performance.now() > deadline) return info;
+    await sleep(POLL_MS / 2);
+  }
+}
+
+/**
+ * Makes sure the guest runs: `cont` from a resumable state, waiting out transient ones (`finish-migrate`,
+ * `inmigrate` while a cancel unwinds). Returns the final run state.
+ */
+export async function ensureRunning(qmp: Qmp, timeoutMs: number): Promise<string> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const status = await qmp.execute<QmpStatus>('query-status');
+    if (status.running) return status.status;
+    if (performance.now() > deadline) return status.status;
+    if (RESUMABLE.has(status.status)) {
+      await qmp.execute('cont').catch(() => undefined);
+    } else {
+      await sleep(POLL_MS / 2);
+    }
   }
 }

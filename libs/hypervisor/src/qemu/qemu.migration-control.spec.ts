@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { QmpEventListener } from '@wanmig/hypervisor';
+import type { QmpEventListener } from './qmp.types.js';
 import {
   DEFAULT_QEMU_DOWNTIME_LIMIT_MS,
   UNPACED_QEMU_MAX_BANDWIDTH,
@@ -7,8 +7,8 @@ import {
   startQemuMigration,
   waitForQemuMigration,
   type QemuMigrationInfo,
-} from './qemu-migration.control.js';
-import { QemuMigrationFailedError } from './qemu-migration.errors.js';
+} from './qemu.migration-control.js';
+import { QemuMigrationFailedError } from './qemu.errors.js';
 
 /** Records commands; `query-migrate` answers from `statuses`, one per call (the last one repeats). */
 class FakeQmp {
