@@ -7,6 +7,9 @@ import type { WireError } from '../errors.js';
  * migration stream from a unix socket at the source site, delta-apply starts the destination QEMU and feeds it.
  * Order: `mem.qemu.incoming` (destination, starts the receiver), then `mem.qemu.relay` (source, opens the stream
  * against it), then QMP `migrate` to the relay's socket, then `mem.qemu.resume` once the source has completed.
+ * Post-copy: `postcopy` at the destination, `returnPath` at the relay, `postcopy-ram` on the source QEMU; after
+ * `migrate-start-postcopy`, `mem.qemu.resume` runs the destination once it holds the device state (source
+ * `postcopy-active`), while the rest of the RAM arrives or is asked for over the return path.
  */
 export const QemuRelayVerb = {
   /** memory-precopy: listen on a unix socket for QEMU's `migrate` and relay the stream to the destination. */
@@ -51,6 +54,13 @@ export class OpenQemuRelayRequest {
   @IsInt()
   @Min(0)
   bandwidthBps?: number;
+
+  /**
+   * Carry the destination QEMU's return path back into the source QEMU's socket: post-copy's page requests (the
+   * destination was started with `postcopy`). Default false: pre-copy is one-way.
+   */
+  @IsBoolean()
+  returnPath: boolean = false;
 }
 
 export interface OpenQemuRelayReply {
@@ -81,6 +91,8 @@ export interface QemuRelayStatusReply {
   /** Bytes the stream sender put on NATS (headers and re-sends included), of which re-sent. */
   senderBytes: number;
   resentBytes: number;
+  /** Bytes of the destination QEMU's return path written into the source QEMU's socket (0 without `returnPath`). */
+  returnBytes: number;
   /** The whole stream is durable at the destination. */
   done: boolean;
   /** The relay failed or was closed before its end (`error` says why). */
@@ -142,6 +154,14 @@ export class StartQemuIncomingRequest {
   @Min(1)
   @Max(65535)
   guestPort: number = 7777;
+
+  /**
+   * Post-copy may come: the destination QEMU gets capability `postcopy-ram`, its return path is sent back to the
+   * relay (open it with `returnPath`), and it counts as loaded once it holds the device state (`postcopy-active`,
+   * `paused`), with RAM still to arrive. Default false.
+   */
+  @IsBoolean()
+  postcopy: boolean = false;
 }
 
 export interface StartQemuIncomingReply {
@@ -152,6 +172,11 @@ export interface StartQemuIncomingReply {
   pid: number;
   /** QEMU's run state (`inmigrate`). */
   status: string;
+  /**
+   * A QMP monitor of the destination QEMU for observers on this host (tools, tests); delta-apply keeps its own.
+   * Valid while the QEMU lives; whoever connects shares the QEMU with delta-apply, so it should only look.
+   */
+  monitorSocket: string;
 }
 
 export interface QemuSinkStatus {
@@ -163,6 +188,10 @@ export interface QemuSinkStatus {
   connected: boolean;
   /** The last frame was written and the socket's write side closed. */
   ended: boolean;
+  /** Bytes the destination QEMU wrote back (its return path) sent to the relay (0 unless started with `postcopy`). */
+  returnBytes: number;
+  /** Why sending the return path back broke, if it did (post-copy then stalls on the pages it asks for). */
+  returnPathError?: string;
   /** The stream is over: ended and acknowledged, or failed (`error`). */
   done: boolean;
   error?: WireError;
@@ -173,12 +202,19 @@ export interface QemuIncomingStatusReply {
   diskPath: string;
   servicePort: number;
   pid: number;
+  /** The destination QEMU's QMP monitor for observers on this host (as in StartQemuIncomingReply). */
+  monitorSocket: string;
+  /** Started with `postcopy`. */
+  postcopy: boolean;
   /** QEMU's run state: `inmigrate` while loading, `paused` once loaded, `running` after resume; `exited`, `aborted`. */
   status: string;
   running: boolean;
-  /** The destination's `query-migrate` status (`active`, `completed`, `failed`), while QEMU runs. */
+  /** The destination's `query-migrate` status (`active`, `postcopy-active`, `completed`, `failed`), while QEMU runs. */
   migrationStatus?: string;
-  /** The whole stream is loaded: the guest waits paused for `mem.qemu.resume` (or runs already). */
+  /**
+   * The guest waits paused for `mem.qemu.resume` (or runs already): the whole stream is loaded, or, when started
+   * with `postcopy`, the device state is (`postcopy-active`), the rest of the RAM still to come.
+   */
   loaded: boolean;
   resumed: boolean;
   aborted: boolean;
@@ -191,7 +227,7 @@ export class ResumeQemuRequest {
   @IsUUID()
   migrationId!: string;
 
-  /** How long to wait for the destination to finish loading the stream before `cont` (ms). */
+  /** How long to wait for the destination to finish loading the stream (in post-copy: the device state) before `cont` (ms). */
   @IsInt()
   @Min(0)
   @Max(300_000)

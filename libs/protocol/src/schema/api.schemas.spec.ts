@@ -92,6 +92,7 @@ const relayStatus: QemuRelayStatusReply = {
   qemuClosed: false,
   senderBytes: 400_256,
   resentBytes: 0,
+  returnBytes: 0,
   done: false,
   failed: false,
   closed: false,
@@ -102,16 +103,26 @@ const incoming: StartQemuIncomingReply = {
   servicePort: 40123,
   pid: 4242,
   status: 'inmigrate',
+  monitorSocket: '/run/wanmig/sim/qemu/m/monitor.qmp',
 };
 const incomingStatus: QemuIncomingStatusReply = {
   ...incoming,
   status: 'paused',
   running: false,
+  postcopy: false,
   migrationStatus: 'completed',
   loaded: true,
   resumed: false,
   aborted: false,
-  sink: { bytesWritten: 1 << 20, frames: 4, payloadBytes: 400_000, connected: true, ended: true, done: true },
+  sink: {
+    bytesWritten: 1 << 20,
+    frames: 4,
+    payloadBytes: 400_000,
+    connected: true,
+    ended: true,
+    returnBytes: 0,
+    done: true,
+  },
 };
 
 /** Replies as the services send them (true), and near misses (false). */
@@ -148,9 +159,22 @@ const REPLY_CASES: [ApiSchemaName, unknown, boolean][] = [
   ['QemuRelayStatusReply', { ...relayStatus, done: true, streamMs: 5120, tailMs: 80 }, true],
   ['QemuRelayStatusReply', { ...relayStatus, failed: true, error: { code: 'STREAM_CLOSED', message: 'closed' } }, true],
   ['QemuRelayStatusReply', { ...relayStatus, qemuBytes: -1 }, false],
+  ['QemuRelayStatusReply', { ...relayStatus, returnBytes: 1.5 }, false],
   ['StartQemuIncomingReply', incoming, true],
   ['StartQemuIncomingReply', { ...incoming, servicePort: 70000 }, false],
+  ['StartQemuIncomingReply', { ...incoming, monitorSocket: undefined }, false],
   ['QemuIncomingStatusReply', incomingStatus, true],
+  [
+    'QemuIncomingStatusReply',
+    {
+      ...incomingStatus,
+      postcopy: true,
+      migrationStatus: 'postcopy-active',
+      sink: { ...incomingStatus.sink, ended: false, done: false, returnBytes: 6_144 },
+    },
+    true,
+  ],
+  ['QemuIncomingStatusReply', { ...incomingStatus, postcopy: undefined }, false],
   ['QemuIncomingStatusReply', { ...incomingStatus, sink: { ...incomingStatus.sink, done: 'yes' } }, false],
   [
     'ResumeQemuReply',

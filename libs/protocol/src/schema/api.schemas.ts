@@ -82,6 +82,7 @@ const schemas = {
     properties: {
       windowBytes: 'Bytes of QEMU’s stream in flight over the WAN; default two bandwidth-delay products and 1 MiB.',
       bandwidthBps: 'Bandwidth budget of the stream in bits per second; 0 or absent: the link’s own pace.',
+      returnPath: 'Carry the destination QEMU’s return path (post-copy page requests) back to the source QEMU.',
     },
   }),
   OpenQemuRelayReply: OPEN_QEMU_RELAY_REPLY_SCHEMA,
@@ -99,6 +100,9 @@ const schemas = {
       accel: 'The accelerator the source runs under.',
       servicePort: 'Host port on 127.0.0.1 forwarded to `guestPort`; 0 or absent: a free one.',
       guestPort: 'The guest’s service port.',
+      postcopy:
+        'Post-copy may come: capability `postcopy-ram`, the return path sent back, and loaded once the device ' +
+        'state is (`postcopy-active`).',
     },
   }),
   StartQemuIncomingReply: START_QEMU_INCOMING_REPLY_SCHEMA,

@@ -43,6 +43,7 @@ export const QEMU_RELAY_STATUS_REPLY_SCHEMA = objectSchema<QemuRelayStatusReply>
     qemuClosed: boolean('QEMU closed its end: its stream is whole.'),
     senderBytes: count('Bytes put on NATS, headers and re-sends included.'),
     resentBytes: count(),
+    returnBytes: count('Bytes of the destination QEMU’s return path written into the source QEMU’s socket.'),
     done: boolean('The whole stream is durable at the destination.'),
     failed: boolean('The relay failed or was closed before its end.'),
     closed: boolean('`mem.qemu.relay.close` was called.'),
@@ -61,6 +62,9 @@ export const START_QEMU_INCOMING_REPLY_SCHEMA = objectSchema<StartQemuIncomingRe
     servicePort: port('Host port on 127.0.0.1 forwarded to the guest’s service.'),
     pid: count(),
     status: string('QEMU’s run state.'),
+    monitorSocket: string(
+      'A QMP monitor of the destination QEMU for observers on its host; delta-apply keeps its own.',
+    ),
   },
   optional: {},
 });
@@ -73,10 +77,12 @@ const QEMU_SINK_STATUS_SCHEMA = objectSchema<QemuSinkStatus>({
     payloadBytes: count(),
     connected: boolean(),
     ended: boolean('The last frame was written and the write side closed.'),
+    returnBytes: count('Bytes of the destination QEMU’s return path sent back to the relay (post-copy).'),
+    returnPathError: string('Why sending the return path back broke, if it did.'),
     done: boolean('The stream is over: acknowledged to its end, or failed.'),
     error: WIRE_ERROR_SCHEMA,
   },
-  optional: { error: true },
+  optional: { returnPathError: true, error: true },
 });
 
 export const QEMU_INCOMING_STATUS_REPLY_SCHEMA = objectSchema<QemuIncomingStatusReply>({
@@ -86,10 +92,15 @@ export const QEMU_INCOMING_STATUS_REPLY_SCHEMA = objectSchema<QemuIncomingStatus
     diskPath: string(),
     servicePort: port('Host port on 127.0.0.1 forwarded to the guest’s service.'),
     pid: count(),
+    monitorSocket: string('A QMP monitor of the destination QEMU for observers on its host.'),
+    postcopy: boolean('Started with `postcopy`.'),
     status: string('QEMU’s run state (`inmigrate`, `paused`, `running`...), `exited` or `aborted`.'),
     running: boolean(),
     migrationStatus: string('The destination’s `query-migrate` status.'),
-    loaded: boolean('The stream is loaded: the guest waits paused for `mem.qemu.resume` (or runs already).'),
+    loaded: boolean(
+      'The guest waits paused for `mem.qemu.resume` (or runs already): the stream is loaded, or in post-copy ' +
+        '(`postcopy-active`) its device state.',
+    ),
     resumed: boolean(),
     aborted: boolean(),
     resumedAt: amount('Epoch milliseconds of the resume.'),
