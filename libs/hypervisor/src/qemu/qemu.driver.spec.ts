@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode } from '@wanmig/protocol';
@@ -110,7 +110,19 @@ describe('QemuDriver.startIncoming', () => {
     expect(fake.commands).toEqual([
       { command: 'migrate-set-capabilities', args: { capabilities: [{ capability: 'events', state: true }] } },
     ]);
-    expect(vm).toMatchObject({ pid: 4242, servicePort: 10022, incomingSocket: join(dir, 'run', 'incoming.sock') });
+    expect(vm).toMatchObject({
+      pid: 4242,
+      servicePort: 10022,
+      incomingSocket: join(dir, 'run', 'incoming.sock'),
+      monitorSocket: join(dir, 'run', 'monitor.qmp'),
+    });
+    // A second QMP monitor for observers, beside the driver's own (-qmp, added by QemuProcess).
+    expect(args.slice(args.indexOf('-mon') - 2, args.indexOf('-mon') + 2)).toEqual([
+      '-chardev',
+      `socket,id=monitor1,path=${join(dir, 'run', 'monitor.qmp')},server=on,wait=off`,
+      '-mon',
+      'chardev=monitor1,mode=control',
+    ]);
     expect(await vm.status()).toEqual({ status: 'inmigrate', running: false });
   });
 
@@ -154,6 +166,29 @@ describe('QemuDriver.startIncoming', () => {
     expect(started).toHaveLength(0);
   });
 
+  it('turns postcopy-ram on with events when post-copy may come; a host without it is UNAVAILABLE', async () => {
+    await driver.startIncoming({ ...spec, postcopy: true });
+    expect(fake.commands).toEqual([
+      {
+        command: 'migrate-set-capabilities',
+        args: {
+          capabilities: [
+            { capability: 'events', state: true },
+            { capability: 'postcopy-ram', state: true },
+          ],
+        },
+      },
+    ]);
+    fake.answers.set(
+      'migrate-set-capabilities',
+      () => new QmpCommandError('migrate-set-capabilities', 'GenericError', 'Postcopy is not supported'),
+    );
+    const err = await driver.startIncoming({ ...spec, postcopy: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QemuConfigError);
+    expect(err).toMatchObject({ code: ErrorCode.Unavailable, message: /post-copy.*Postcopy is not supported/ });
+    expect(fake.stops).toBe(1);
+  });
+
   it('stops QEMU again when it does not take the migration capabilities', async () => {
     fake.answers.set(
       'migrate-set-capabilities',
@@ -186,9 +221,11 @@ describe('QemuDriver.startIncoming', () => {
 
   it('stop is idempotent, and a stopped QEMU reports itself exited', async () => {
     const vm = await driver.startIncoming(spec);
+    await writeFile(vm.monitorSocket, ''); // stands for the socket QEMU leaves behind
     await Promise.all([vm.stop(), vm.stop()]);
     await vm.stop();
     expect(fake.stops).toBe(1);
     expect(await vm.status()).toEqual({ status: QEMU_EXITED, running: false });
+    await expect(access(vm.monitorSocket)).rejects.toThrow();
   });
 });

@@ -2,10 +2,12 @@ import { constants } from 'node:fs';
 import { access, mkdir, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { ErrorCode } from '@wanmig/protocol';
 import { QemuConfigError, QemuStartError } from './qemu.errors.js';
 import { QemuProcess, type QemuExit, type QemuStartOptions } from './qemu.process.js';
 import { Accelerator } from './marker.boot.js';
 import type { QmpClient } from './qmp.client.js';
+import { QmpCommandError } from './qmp.errors.js';
 import type { QmpStatus } from './qmp.types.js';
 
 /** Machine types the driver starts (the source must run the same one). */
@@ -35,6 +37,8 @@ const MAX_UNIX_SOCKET_PATH = 107;
 const LOOPBACK = '127.0.0.1';
 const MAX_PORT_ATTEMPTS = 3;
 const NAME = /^[\w.-]{1,64}$/;
+/** The chardev of the destination's second QMP monitor (incomingPaths' `monitorSocket`). */
+const MONITOR_CHARDEV = 'monitor1';
 
 /**
  * How the guest is launched: the knobs that must be the same at both ends of a migration (QEMU migrates RAM and
@@ -58,8 +62,14 @@ export interface QemuIncomingSpec extends QemuGuestSpec {
   /** The raw disk image QEMU opens in place (the image the migration's disk path filled). */
   diskPath: string;
   ramMiB: number;
-  /** Created if missing: QMP and incoming sockets, serial console and QEMU's stderr log. */
+  /** Created if missing: QMP, monitor and incoming sockets, serial console and QEMU's stderr log. */
   runDir: string;
+  /**
+   * Post-copy may come: capability `postcopy-ram` on before the stream starts (the source needs it too, and the
+   * destination's return path must reach the source). Rejects with QemuConfigError (UNAVAILABLE) where the host
+   * cannot (no userfaultfd). Default off.
+   */
+  postcopy?: boolean;
   /** Host port (127.0.0.1) forwarded to the guest's `guestPort`; absent or 0: a free one. */
   servicePort?: number;
   guestPort?: number;
@@ -109,14 +119,16 @@ export class QemuDriver {
 
   /**
    * Launches QEMU paused in `inmigrate`, waiting on `incomingSocket` for a migration stream, with migration events
-   * on. Rejects with QemuConfigError (INVALID_REQUEST: unreadable kernel, missing disk, bad sizes...) or
-   * QemuStartError (QEMU would not start); nothing keeps running then.
+   * (and `postcopy-ram` when asked) on, and a second QMP monitor on `monitorSocket` for observers. Rejects with
+   * QemuConfigError (INVALID_REQUEST: unreadable kernel, missing disk, bad sizes...; UNAVAILABLE: no post-copy on
+   * this host) or QemuStartError (QEMU would not start); nothing keeps running then.
    */
   async startIncoming(spec: QemuIncomingSpec): Promise<QemuIncomingVm> {
     await checkSpec(spec);
     await mkdir(spec.runDir, { recursive: true });
     const paths = incomingPaths(spec.runDir);
     await rm(paths.incomingSocket, { force: true });
+    await rm(paths.monitorSocket, { force: true });
     const start = this.options.start ?? ((o: QemuStartOptions) => QemuProcess.start(o));
     for (let attempt = 1; ; attempt++) {
       const servicePort = spec.servicePort || (await freeLoopbackPort());
@@ -140,11 +152,16 @@ export class QemuDriver {
       const vm = new QemuIncomingVm(qemu, paths, servicePort, spec.stopTimeoutMs);
       try {
         await qemu.qmp.execute('migrate-set-capabilities', {
-          capabilities: [{ capability: 'events', state: true }],
+          capabilities: [
+            { capability: 'events', state: true },
+            ...(spec.postcopy ? [{ capability: 'postcopy-ram', state: true }] : []),
+          ],
         });
       } catch (err) {
         await vm.stop();
-        throw err;
+        if (!spec.postcopy || !(err instanceof QmpCommandError)) throw err;
+        // QEMU checks userfaultfd when the capability is set at the destination: a host matter, not the request's.
+        throw new QemuConfigError([`post-copy is not available on this host: ${err.desc}`], ErrorCode.Unavailable);
       }
       return vm;
     }
@@ -152,7 +169,10 @@ export class QemuDriver {
 }
 
 export interface QemuIncomingPaths {
+  /** delta-apply's (the driver's) QMP connection. */
   qmpSocket: string;
+  /** A second QMP monitor, for observers on this host (tools, tests): QEMU serves each monitor on its own. */
+  monitorSocket: string;
   incomingSocket: string;
   serialLog: string;
   qemuLog: string;
@@ -181,6 +201,11 @@ export class QemuIncomingVm {
   /** Where the migration stream goes (`-incoming unix:<incomingSocket>`). */
   get incomingSocket(): string {
     return this.paths.incomingSocket;
+  }
+
+  /** The second QMP monitor, free for an observer (the driver's own connection is `qmp`). */
+  get monitorSocket(): string {
+    return this.paths.monitorSocket;
   }
 
   /** QEMU's exit, once it has exited. */
@@ -234,6 +259,7 @@ export class QemuIncomingVm {
     this.stopping ??= (async () => {
       const exit = await this.qemu.stop(this.stopTimeoutMs);
       await rm(this.paths.incomingSocket, { force: true });
+      await rm(this.paths.monitorSocket, { force: true });
       return exit;
     })();
     return this.stopping;
@@ -243,6 +269,7 @@ export class QemuIncomingVm {
 export function incomingPaths(runDir: string): QemuIncomingPaths {
   return {
     qmpSocket: join(runDir, 'qmp.sock'),
+    monitorSocket: join(runDir, 'monitor.qmp'),
     incomingSocket: join(runDir, 'incoming.sock'),
     serialLog: join(runDir, 'serial.log'),
     qemuLog: join(runDir, 'qemu.log'),
@@ -250,7 +277,7 @@ export function incomingPaths(runDir: string): QemuIncomingPaths {
 }
 
 /**
- * QEMU's command line for the guest (QemuProcess adds `-name` and `-qmp`). It builds the same machine as
+ * QEMU's command line for the guest (QemuProcess adds `-name` and `-qmp`; the second monitor is here). It builds the same machine as
  * libs/testing's bootGuest (the test guest the source runs): kernel and initrd, one virtio-blk disk on node
  * `disk0` over a raw `file` node with O_DIRECT, a user-mode NIC with one forwarded port, the serial console to a
  * file. The few lines are duplicated on purpose: a lib may not import libs/testing, and bootGuest is used widely
@@ -276,6 +303,8 @@ export function incomingArgs(spec: QemuIncomingSpec, paths: QemuIncomingPaths, s
     // restrict=on: the guest reaches nothing outside; only the forwarded port comes in.
     ...['-netdev', `user,id=net0,restrict=on,hostfwd=tcp:${LOOPBACK}:${servicePort}-:${guestPort}`],
     ...['-device', 'virtio-net-pci,netdev=net0,id=net0dev,romfile='],
+    ...['-chardev', `socket,id=${MONITOR_CHARDEV},path=${qemuOpt(paths.monitorSocket)},server=on,wait=off`],
+    ...['-mon', `chardev=${MONITOR_CHARDEV},mode=control`],
     ...['-incoming', `unix:${qemuOpt(paths.incomingSocket)}`, '-S'],
   ];
 }
