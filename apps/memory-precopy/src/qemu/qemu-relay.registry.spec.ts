@@ -7,7 +7,11 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '@wanmig/protocol';
 import { recommendedWindowBytes } from '@wanmig/stream';
-import { QemuMigrationSource } from './qemu-migration.source.js';
+import {
+  QemuMigrationSource,
+  type QemuMigrationSourceOptions,
+  type QemuSourceProgress,
+} from './qemu-migration.source.js';
 import { QemuRelayRegistry, type QemuRelayDeps, type RelaySender } from './qemu-relay.registry.js';
 import type { QemuStreamSenderOptions } from './qemu-stream.sender.js';
 
@@ -48,12 +52,14 @@ describe('QemuRelayRegistry', () => {
   let dir: string;
   let registry: QemuRelayRegistry;
   let opened: Array<QemuStreamSenderOptions & { sender: FakeSender }>;
+  let listened: QemuMigrationSourceOptions[];
   let receiverAnswers: boolean;
   const nc = {} as NatsConnection;
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'wanmig-relay-'));
     opened = [];
+    listened = [];
     receiverAnswers = true;
     const deps: QemuRelayDeps = {
       probeReceiver: async () => {
@@ -66,7 +72,11 @@ describe('QemuRelayRegistry', () => {
         opened.push({ ...options, sender });
         return Promise.resolve(sender);
       },
-      listen: (options) => QemuMigrationSource.listen({ ...options, zstd: false, frameBytes: 4096 }),
+      listen: (options) => {
+        listened.push(options);
+        // The return path needs a real connection: here the source listens without it (see the post-copy case).
+        return QemuMigrationSource.listen({ ...options, returnPath: undefined, zstd: false, frameBytes: 4096 });
+      },
     };
     registry = new QemuRelayRegistry(nc, dir, deps);
   });
@@ -90,6 +100,8 @@ describe('QemuRelayRegistry', () => {
     expect(opened).toHaveLength(1);
     expect(opened[0]).toMatchObject({ migrationId, windowBytes, nc });
     expect(opened[0].limiter).toBeDefined();
+    // Pre-copy by default: no return path.
+    expect(listened[0].returnPath).toBeUndefined();
 
     // The same request again, and two at once: the same relay, opened once.
     const again = await Promise.all([
@@ -127,8 +139,61 @@ describe('QemuRelayRegistry', () => {
     expect(status.senderBytes).toBeGreaterThan(10_000);
     expect(status.streamMs).toBeGreaterThanOrEqual(0);
     expect(status.error).toBeUndefined();
+    expect(status.returnBytes).toBe(0);
     // A delivered relay answers a repeat of its request still.
     expect((await registry.open({ migrationId, windowBytes: 1 << 20 })).socketPath).toBe(socketPath);
+  });
+
+  it('with returnPath, the source receives the destination’s return path on the service’s connection', async () => {
+    const migrationId = randomUUID();
+    const reply = await registry.open({ migrationId, returnPath: true });
+    expect(listened).toHaveLength(1);
+    expect(listened[0].returnPath?.nc).toBe(nc);
+    // A repeat must ask for the same: with or without the return path is another relay.
+    await expect(registry.open({ migrationId, returnPath: true })).resolves.toEqual(reply);
+    await expect(registry.open({ migrationId })).rejects.toMatchObject({ code: ErrorCode.Conflict });
+    await expect(registry.open({ migrationId, returnPath: false })).rejects.toMatchObject({ code: ErrorCode.Conflict });
+    // false is the default: the same request as none.
+    const plain = randomUUID();
+    const first = await registry.open({ migrationId: plain });
+    await expect(registry.open({ migrationId: plain, returnPath: false })).resolves.toEqual(first);
+    expect(listened[1].returnPath).toBeUndefined();
+  });
+
+  it('status reports the return-path bytes the source wrote back into QEMU', async () => {
+    const progress: QemuSourceProgress = {
+      compression: 'none',
+      qemuBytes: 1 << 20,
+      framedBytes: 1 << 20,
+      frameBytes: 1 << 20,
+      frames: 16,
+      compressedFrames: 0,
+      readStalls: 0,
+      readStalledMs: 0,
+      returnBytes: 12_288,
+      connected: true,
+      qemuClosed: false,
+      delivered: false,
+    };
+    let abort!: (err: Error) => void;
+    const fake = {
+      done: new Promise((_, reject) => (abort = reject)),
+      progress,
+      close: () => Promise.resolve(abort(new Error('closed'))),
+    } as unknown as QemuMigrationSource;
+    const withFake = new QemuRelayRegistry(nc, dir, {
+      probeReceiver: () => Promise.resolve(10),
+      openSender: () => Promise.resolve(new FakeSender()),
+      listen: (options) => {
+        listened.push(options);
+        return Promise.resolve(fake);
+      },
+    });
+    const migrationId = randomUUID();
+    await withFake.open({ migrationId, returnPath: true });
+    expect(withFake.status({ migrationId })).toMatchObject({ returnBytes: 12_288, qemuBytes: 1 << 20, done: false });
+    expect(listened[0].returnPath).toEqual({ nc });
+    await withFake.beforeApplicationShutdown();
   });
 
   it('close stops relaying, removes the socket, is idempotent, and the relay is not opened again', async () => {

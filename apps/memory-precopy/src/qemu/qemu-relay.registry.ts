@@ -56,7 +56,7 @@ export const DEFAULT_QEMU_RELAY_DEPS: QemuRelayDeps = {
 
 interface RelayEntry {
   /** As asked: a repeat of the same request gets the same reply. */
-  asked: { windowBytes?: number; bandwidthBps?: number };
+  asked: { windowBytes?: number; bandwidthBps?: number; returnPath: boolean };
   reply: OpenQemuRelayReply;
   sender: RelaySender;
   source: QemuMigrationSource;
@@ -72,8 +72,10 @@ interface RelayEntry {
 /**
  * memory-precopy's relays of QEMU migration streams (`mem.qemu.relay*`): one per migration, each a unix socket under
  * `<runtimeDir>/qemu/` that the source QEMU migrates to, relayed by QemuMigrationSource over a stream sender opened
- * against the destination's receiver (delta-apply's `mem.qemu.incoming` starts it). A relay is not reopened: QEMU
- * cannot resume a stream in the middle, so after a close or a failure a new attempt takes a new migration id.
+ * against the destination's receiver (delta-apply's `mem.qemu.incoming` starts it). With `returnPath` the relay also
+ * receives, on the service's own connection, what the destination QEMU writes back (post-copy's page requests) and
+ * writes it into the source QEMU's socket. A relay is not reopened: QEMU cannot resume a stream in the middle, so
+ * after a close or a failure a new attempt takes a new migration id.
  */
 export class QemuRelayRegistry implements BeforeApplicationShutdown {
   private readonly logger = new Logger('memory-precopy');
@@ -154,14 +156,19 @@ export class QemuRelayRegistry implements BeforeApplicationShutdown {
     });
     let source: QemuMigrationSource;
     try {
-      source = await this.deps.listen({ migrationId, socketPath, sender });
+      source = await this.deps.listen({
+        migrationId,
+        socketPath,
+        sender,
+        ...(request.returnPath ? { returnPath: { nc: this.nc } } : {}),
+      });
     } catch (err) {
       sender.close();
       throw err;
     }
     const reply: OpenQemuRelayReply = { migrationId, socketPath, windowBytes, rttMs: Math.round(rttMs * 10) / 10 };
     const entry: RelayEntry = {
-      asked: { windowBytes: request.windowBytes, bandwidthBps: request.bandwidthBps },
+      asked: { windowBytes: request.windowBytes, bandwidthBps: request.bandwidthBps, returnPath: request.returnPath },
       reply,
       sender,
       source,
@@ -185,14 +192,20 @@ export class QemuRelayRegistry implements BeforeApplicationShutdown {
     );
     this.relays.set(migrationId, entry);
     this.logger.log(
-      `QEMU relay of ${migrationId} listens on ${socketPath} (window ${windowBytes}, rtt ${reply.rttMs} ms)`,
+      `QEMU relay of ${migrationId} listens on ${socketPath} (window ${windowBytes}, rtt ${reply.rttMs} ms` +
+        `${request.returnPath ? ', return path' : ''})`,
     );
     return reply;
   }
 
   private repeat(entry: RelayEntry, request: OpenQemuRelayRequest): OpenQemuRelayReply {
     const { migrationId } = request;
-    if (entry.asked.windowBytes !== request.windowBytes || entry.asked.bandwidthBps !== request.bandwidthBps) {
+    const { asked } = entry;
+    if (
+      asked.windowBytes !== request.windowBytes ||
+      asked.bandwidthBps !== request.bandwidthBps ||
+      asked.returnPath !== request.returnPath
+    ) {
       throw new QemuRelayConflictError(migrationId, 'already open with other options');
     }
     if (entry.closed || entry.error) {
@@ -227,6 +240,7 @@ export class QemuRelayRegistry implements BeforeApplicationShutdown {
       qemuClosed: p.qemuClosed,
       senderBytes: entry.sender.stats.bytesSent,
       resentBytes: entry.sender.stats.resentBytes,
+      returnBytes: p.returnBytes,
       done: entry.report !== undefined,
       failed: entry.error !== undefined,
       closed: entry.closed,
