@@ -10,18 +10,21 @@ import {
   type DestinationSink,
   type QemuIncomingDeps,
 } from './qemu-incoming.registry.js';
-import type { QemuSinkProgress, QemuSinkReport } from './qemu-migration.sink.js';
+import type { QemuMigrationSinkOptions, QemuSinkProgress, QemuSinkReport } from './qemu-migration.sink.js';
 
 const RUNTIME = '/run/wanmig/sim';
 const DISK = '/srv/wanmig/b/disk.img';
 const LAUNCH = { ramMiB: 256, kernel: '/k/vmlinuz', initrd: '/k/initrd' };
 
-/** A destination QEMU whose run state the test sets; records resume and stop. */
+/** A destination QEMU whose run state (and incoming migration status) the test sets; records resume and stop. */
 class FakeVm implements DestinationQemu {
   readonly pid = 777;
   readonly servicePort = 40001;
   readonly incomingSocket = '/run/in.sock';
+  readonly monitorSocket = '/run/monitor.qmp';
   state = 'inmigrate';
+  /** `query-migrate`'s status; by default `completed` once paused, `active` before. */
+  migration: string | undefined;
   exit: QemuExit | undefined;
   resumes: Array<QemuAnnounce | false> = [];
   stops = 0;
@@ -30,7 +33,9 @@ class FakeVm implements DestinationQemu {
   readonly qmp = {
     execute: <T>(command: string): Promise<T> =>
       Promise.resolve(
-        (command === 'query-migrate' ? { status: this.state === 'paused' ? 'completed' : 'active' } : {}) as T,
+        (command === 'query-migrate'
+          ? { status: this.migration ?? (this.state === 'paused' ? 'completed' : 'active') }
+          : {}) as T,
       ),
   };
 
@@ -58,7 +63,8 @@ class FakeVm implements DestinationQemu {
 
 class FakeSink implements DestinationSink {
   stops = 0;
-  readonly done = new Promise<QemuSinkReport>(() => undefined);
+  finish!: () => void;
+  readonly done = new Promise<QemuSinkReport>((resolve) => (this.finish = () => resolve({} as QemuSinkReport)));
   readonly progress = {
     bytesWritten: 5,
     frames: 1,
@@ -66,7 +72,11 @@ class FakeSink implements DestinationSink {
     connected: true,
     ended: false,
     bytesFromQemu: 0,
+    returnBytes: 0,
   } as QemuSinkProgress;
+
+  constructor(readonly options: QemuMigrationSinkOptions) {}
+
   stop(): Promise<void> {
     this.stops++;
     return Promise.resolve();
@@ -94,8 +104,8 @@ describe('QemuIncomingRegistry', () => {
         vms.push(vm);
         return Promise.resolve(vm);
       },
-      startSink: () => {
-        const sink = new FakeSink();
+      startSink: (options) => {
+        const sink = new FakeSink(options);
         sinks.push(sink);
         return Promise.resolve(sink);
       },
@@ -106,7 +116,7 @@ describe('QemuIncomingRegistry', () => {
       },
       nc: () => ({}) as NatsConnection,
     };
-    registry = new QemuIncomingRegistry(RUNTIME, deps);
+    registry = new QemuIncomingRegistry(RUNTIME, deps, 50);
   });
 
   afterEach(async () => {
@@ -121,7 +131,14 @@ describe('QemuIncomingRegistry', () => {
 
   it('starts QEMU on the image delta-apply holds for the migration, under <runtimeDir>/qemu/<id>', async () => {
     const reply = await registry.start({ migrationId, ...LAUNCH, append: 'console=ttyS0' });
-    expect(reply).toEqual({ migrationId, diskPath: DISK, servicePort: 40001, pid: 777, status: 'inmigrate' });
+    expect(reply).toEqual({
+      migrationId,
+      diskPath: DISK,
+      servicePort: 40001,
+      pid: 777,
+      status: 'inmigrate',
+      monitorSocket: '/run/monitor.qmp',
+    });
     expect(specs).toEqual([
       {
         name: `wanmig-in-${migrationId.slice(0, 8)}`,
@@ -134,14 +151,23 @@ describe('QemuIncomingRegistry', () => {
         cpus: 1,
         servicePort: undefined,
         guestPort: 7777,
+        postcopy: false,
       },
     ]);
+    expect(sinks[0].options).toMatchObject({ migrationId, socketPath: '/run/in.sock', returnPath: false });
     // A repeat (its keys in another order, the disk path spelled out) is the same request; another is not.
     await expect(registry.start({ append: 'console=ttyS0', diskPath: DISK, migrationId, ...LAUNCH })).resolves.toEqual(
       reply,
     );
     expect(specs).toHaveLength(1);
     expect(await codeOf(registry.start({ migrationId, ...LAUNCH, ramMiB: 512 }))).toBe(ErrorCode.Conflict);
+    // postcopy is part of the request: false is the default, true another request.
+    await expect(registry.start({ migrationId, ...LAUNCH, append: 'console=ttyS0', postcopy: false })).resolves.toEqual(
+      reply,
+    );
+    expect(await codeOf(registry.start({ migrationId, ...LAUNCH, append: 'console=ttyS0', postcopy: true }))).toBe(
+      ErrorCode.Conflict,
+    );
   });
 
   it('refuses bad input, a disk it does not hold, and a path that is not the migration’s image', async () => {
@@ -161,9 +187,11 @@ describe('QemuIncomingRegistry', () => {
     expect(await registry.status({ migrationId })).toMatchObject({
       status: 'inmigrate',
       migrationStatus: 'active',
+      monitorSocket: '/run/monitor.qmp',
+      postcopy: false,
       loaded: false,
       resumed: false,
-      sink: { bytesWritten: 5, frames: 1, payloadBytes: 3, connected: true, ended: false, done: false },
+      sink: { bytesWritten: 5, frames: 1, payloadBytes: 3, connected: true, ended: false, returnBytes: 0, done: false },
     });
     const resuming = registry.resume({ migrationId, announceRounds: 3 });
     await new Promise((resolve) => setTimeout(resolve, 60));
@@ -182,6 +210,51 @@ describe('QemuIncomingRegistry', () => {
       resumed: true,
       resumedAt: reply.resumedAt,
     });
+  });
+
+  it('post-copy: postcopy-ram at the destination, its return path sent back, loaded once paused in postcopy-active', async () => {
+    const reply = await registry.start({ migrationId, ...LAUNCH, postcopy: true });
+    expect(reply.status).toBe('inmigrate');
+    expect(specs[0].postcopy).toBe(true);
+    expect(sinks[0].options).toMatchObject({ migrationId, returnPath: true });
+    await expect(registry.start({ migrationId, ...LAUNCH, postcopy: true })).resolves.toEqual(reply);
+    expect(await codeOf(registry.start({ migrationId, ...LAUNCH }))).toBe(ErrorCode.Conflict);
+
+    // The source switched to post-copy: the destination loads the device state (still inmigrate), then pauses.
+    const vm = vms[0];
+    vm.migration = 'postcopy-active';
+    expect(await registry.status({ migrationId })).toMatchObject({
+      status: 'inmigrate',
+      migrationStatus: 'postcopy-active',
+      postcopy: true,
+      loaded: false,
+    });
+    const resuming = registry.resume({ migrationId, announceRounds: 0 });
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    expect(vm.resumes).toHaveLength(0);
+    vm.state = 'paused';
+    (sinks[0].progress as { returnBytes: number }).returnBytes = 8192;
+    expect(await registry.status({ migrationId })).toMatchObject({
+      status: 'paused',
+      migrationStatus: 'postcopy-active',
+      loaded: true,
+      sink: { returnBytes: 8192, done: false },
+    });
+    expect(await resuming).toMatchObject({ migrationId, status: 'running' });
+    expect(vm.resumes).toEqual([false]);
+  });
+
+  it('without postcopy, a destination paused in postcopy-active is not loaded: a resume refuses it', async () => {
+    await registry.start({ migrationId, ...LAUNCH });
+    vms[0].state = 'paused';
+    vms[0].migration = 'postcopy-active';
+    expect(await registry.status({ migrationId })).toMatchObject({ postcopy: false, loaded: false });
+    const err = await registry.resume({ migrationId }).catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: ErrorCode.Conflict,
+      message: /is paused \(incoming migration postcopy-active\)/,
+    });
+    expect(vms[0].resumes).toHaveLength(0);
   });
 
   it('a resume gives up when QEMU exits, or when the load does not finish in time', async () => {
@@ -226,6 +299,23 @@ describe('QemuIncomingRegistry', () => {
       wasRunning: true,
     });
     expect(vms[0].stops).toBe(1);
+  });
+
+  it('at shutdown a running post-copy destination keeps its feed until its RAM has arrived (or for a while)', async () => {
+    const other = randomUUID();
+    disks.set(other, '/srv/wanmig/b/other.img');
+    await registry.start({ migrationId, ...LAUNCH, postcopy: true });
+    await registry.start({ migrationId: other, ...LAUNCH, postcopy: true });
+    for (const vm of vms) [vm.state, vm.migration] = ['paused', 'postcopy-active'];
+    await registry.resume({ migrationId });
+    await registry.resume({ migrationId: other });
+    setTimeout(() => sinks[0].finish(), 10);
+    const t0 = performance.now();
+    await registry.beforeApplicationShutdown();
+    // The first feed finished and was stopped then; the second never did, and was stopped after the wait (50 ms).
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(45);
+    expect(sinks.map((sink) => sink.stops)).toEqual([1, 1]);
+    expect(vms.map((vm) => vm.stops)).toEqual([0, 0]);
   });
 
   it('at shutdown stops the destinations that never ran and leaves the running ones', async () => {

@@ -4,9 +4,7 @@ import { Logger, type BeforeApplicationShutdown } from '@nestjs/common';
 import type { NatsConnection } from '@nats-io/nats-core';
 import {
   DEFAULT_ANNOUNCE,
-  QEMU_EXITED,
   QemuDriver,
-  type QemuExit,
   type QemuIncomingSpec,
   type QemuIncomingVm,
   type QmpClient,
@@ -35,21 +33,29 @@ import {
   QemuDestinationNotFoundError,
   QemuDestinationStateError,
 } from './qemu-destination.errors.js';
+import { ABORTED, describeExit, incomingMigrationStatus, isLoaded, waitForLoad } from './qemu-incoming.load.js';
 import { QemuMigrationSink, type QemuMigrationSinkOptions } from './qemu-migration.sink.js';
 
 /** Destination QEMUs keep their sockets and logs in `<simRuntimeDir>/qemu/<migrationId>/`. */
 export const QEMU_RUN_SUBDIR = 'qemu';
-/** How often a resume looks whether the destination has finished loading the stream. */
-const LOAD_POLL_MS = 10;
 /** Aborted migration ids remembered (so that a late start of one is refused): the most recent ones. */
 const MAX_TOMBSTONES = 4096;
-/** Run states of a destination that has loaded the stream and waits for `cont` (-S). */
-const LOADED_STATES = new Set(['paused', 'prelaunch']);
+/** At shutdown, how long a running post-copy destination's feed gets to bring the rest of its RAM. */
+export const SHUTDOWN_POSTCOPY_WAIT_MS = 10_000;
 
 /** What the registry needs of a destination QEMU (QemuIncomingVm; a fake in unit specs). */
 export type DestinationQemu = Pick<
   QemuIncomingVm,
-  'pid' | 'servicePort' | 'incomingSocket' | 'exit' | 'exited' | 'status' | 'resume' | 'stop' | 'stderrTail'
+  | 'pid'
+  | 'servicePort'
+  | 'incomingSocket'
+  | 'monitorSocket'
+  | 'exit'
+  | 'exited'
+  | 'status'
+  | 'resume'
+  | 'stop'
+  | 'stderrTail'
 > & { readonly qmp: Pick<QmpClient, 'execute'> };
 
 /** What the registry needs of a sink (QemuMigrationSink). */
@@ -86,6 +92,8 @@ interface Destination {
   key: string;
   diskPath: string;
   runDir: string;
+  /** Started with `postcopy`: loaded also while `postcopy-active`, its return path goes back to the relay. */
+  postcopy: boolean;
   vm: DestinationQemu;
   sink: DestinationSink;
   sinkDone: boolean;
@@ -99,12 +107,14 @@ interface Destination {
 /**
  * delta-apply's destination QEMUs (`mem.qemu.*`): for a migration whose disk this site receives, starts the guest's
  * QEMU on that image, paused on `-incoming`, with a QemuMigrationSink feeding it QEMU's stream as it arrives; runs
- * it once loaded; stops it on abort. Every request about one migration runs under its lock, so a start, a resume and
+ * it once loaded (with `postcopy`, once it holds the device state: the rest of the RAM arrives, or is asked for over
+ * the return path the sink sends back, while it runs); stops it on abort. Every request about one migration runs under its lock, so a start, a resume and
  * an abort never interleave; an abort also tells a resume that waits for the load to give up. A destination that was
  * aborted (or whose abort came first) is never started or run.
  *
  * At shutdown, destinations that never ran are stopped; those that run are left running (the VM outlives the
- * service, as a sim guest does), only their feed is stopped.
+ * service, as a sim guest does), only their feed is stopped (a post-copy one's after its RAM has arrived, within
+ * SHUTDOWN_POSTCOPY_WAIT_MS: without the feed its guest would wait forever for the pages it lacks).
  */
 export class QemuIncomingRegistry implements BeforeApplicationShutdown {
   private readonly logger = new Logger('delta-apply');
@@ -117,6 +127,8 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
   constructor(
     runtimeDir: string,
     private readonly deps: QemuIncomingDeps,
+    /** At shutdown, how long a running post-copy destination's feed gets to bring the rest of its RAM. */
+    private readonly postcopyWaitMs = SHUTDOWN_POSTCOPY_WAIT_MS,
   ) {
     this.runRoot = resolve(runtimeDir, QEMU_RUN_SUBDIR);
   }
@@ -150,19 +162,20 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
 
   async status(body: unknown): Promise<QemuIncomingStatusReply> {
     const d = this.destination(parse(MigrationRef, body).migrationId);
-    const state = d.aborted ? { status: 'aborted', running: false } : await d.vm.status();
-    const live = state.status !== QEMU_EXITED && state.status !== 'aborted';
-    const info = live ? await d.vm.qmp.execute<{ status?: string }>('query-migrate').catch(() => undefined) : undefined;
+    const state = d.aborted ? { status: ABORTED, running: false } : await d.vm.status();
+    const migrationStatus = await incomingMigrationStatus(d.vm, state.status);
     const progress = d.sink.progress;
     return {
       migrationId: d.migrationId,
       diskPath: d.diskPath,
       servicePort: d.vm.servicePort,
       pid: d.vm.pid,
+      monitorSocket: d.vm.monitorSocket,
+      postcopy: d.postcopy,
       status: state.status,
       running: state.running,
-      ...(info?.status === undefined ? {} : { migrationStatus: info.status }),
-      loaded: d.resumed !== undefined || (LOADED_STATES.has(state.status) && info?.status !== 'failed'),
+      ...(migrationStatus === undefined ? {} : { migrationStatus }),
+      loaded: d.resumed !== undefined || isLoaded(state.status, migrationStatus, d.postcopy),
       resumed: d.resumed !== undefined,
       aborted: d.aborted !== undefined,
       ...(d.resumed ? { resumedAt: d.resumed.resumedAt } : {}),
@@ -172,13 +185,18 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
         payloadBytes: progress.payloadBytes,
         connected: progress.connected,
         ended: progress.ended,
+        returnBytes: progress.returnBytes,
+        ...(progress.returnPathError === undefined ? {} : { returnPathError: progress.returnPathError }),
         done: d.sinkDone,
         ...(d.sinkError ? { error: d.sinkError } : {}),
       },
     };
   }
 
-  /** Waits for the stream to be loaded, then `cont` and `announce-self`. A repeat gets the first reply. */
+  /**
+   * Waits for the stream to be loaded (with `postcopy`, its device state: `postcopy-active` and `paused`), then
+   * `cont` and `announce-self`. A repeat gets the first reply.
+   */
   async resume(body: unknown): Promise<ResumeQemuReply> {
     const request = parse(ResumeQemuRequest, body);
     const d = this.destination(request.migrationId);
@@ -187,7 +205,13 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
       if (d.aborted || d.abortRequested)
         throw new QemuDestinationConflictError(d.migrationId, 'aborted; it never runs');
       const t0 = performance.now();
-      await this.waitLoaded(d, request.loadTimeoutMs);
+      await waitForLoad(d.vm, {
+        migrationId: d.migrationId,
+        postcopy: d.postcopy,
+        timeoutMs: request.loadTimeoutMs,
+        aborting: () => d.abortRequested,
+        feedError: () => d.sinkError,
+      });
       const t1 = performance.now();
       const announce = request.announceRounds > 0 ? { ...DEFAULT_ANNOUNCE, rounds: request.announceRounds } : false;
       const result = await d.vm.resume(announce);
@@ -243,6 +267,7 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
     await Promise.allSettled(
       work.map(async (d) => {
         if (d.resumed) {
+          if (d.postcopy && !d.sinkDone) await this.awaitPostcopyFeed(d);
           await d.sink.stop();
           this.logger.log(`leaving the running destination QEMU of ${d.migrationId} (pid ${d.vm.pid})`);
         } else {
@@ -268,6 +293,7 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
       servicePort: request.servicePort,
       guestPort: request.guestPort,
       runDir,
+      postcopy: request.postcopy,
     });
     let sink: DestinationSink;
     try {
@@ -278,13 +304,28 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
           state: state.status,
         });
       }
-      sink = await this.deps.startSink({ nc: this.deps.nc(), migrationId, socketPath: vm.incomingSocket });
+      sink = await this.deps.startSink({
+        nc: this.deps.nc(),
+        migrationId,
+        socketPath: vm.incomingSocket,
+        returnPath: request.postcopy,
+      });
     } catch (err) {
       await vm.stop().catch(() => undefined);
       await rm(runDir, { recursive: true, force: true });
       throw err;
     }
-    const d: Destination = { migrationId, key, diskPath, runDir, vm, sink, sinkDone: false, abortRequested: false };
+    const d: Destination = {
+      migrationId,
+      key,
+      diskPath,
+      runDir,
+      postcopy: request.postcopy,
+      vm,
+      sink,
+      sinkDone: false,
+      abortRequested: false,
+    };
     sink.done.then(
       () => (d.sinkDone = true),
       (err: unknown) => {
@@ -300,50 +341,37 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
     this.destinations.set(migrationId, d);
     this.logger.log(
       `destination QEMU of ${migrationId} waits on ${vm.incomingSocket} (pid ${vm.pid}, ${request.ramMiB} MiB, ` +
-        `disk ${diskPath}, port ${vm.servicePort})`,
+        `disk ${diskPath}, port ${vm.servicePort}${request.postcopy ? ', post-copy' : ''})`,
     );
     return this.startReply(d, 'inmigrate');
   }
 
   private startReply(d: Destination, status: string): StartQemuIncomingReply {
-    return { migrationId: d.migrationId, diskPath: d.diskPath, servicePort: d.vm.servicePort, pid: d.vm.pid, status };
+    return {
+      migrationId: d.migrationId,
+      diskPath: d.diskPath,
+      servicePort: d.vm.servicePort,
+      pid: d.vm.pid,
+      status,
+      monitorSocket: d.vm.monitorSocket,
+    };
   }
 
-  /** Until the run state says loaded (paused after -incoming -S); gives up on an abort, an exit or the time. */
-  private async waitLoaded(d: Destination, timeoutMs: number): Promise<void> {
-    const { migrationId } = d;
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const state = await d.vm.status();
-      if (LOADED_STATES.has(state.status)) return;
-      if (d.abortRequested) throw new QemuDestinationConflictError(migrationId, 'aborted while waiting for the load');
-      if (state.status === QEMU_EXITED) {
-        const tail = d.vm.stderrTail(5).trim();
-        throw new QemuDestinationStateError(
-          ErrorCode.Unavailable,
-          `the destination QEMU of ${migrationId} ${describeExit(d.vm.exit)}${tail ? `: ${tail}` : ''}`,
-          { migrationId, state: state.status },
-        );
-      }
-      if (state.status !== 'inmigrate') {
-        throw new QemuDestinationStateError(
-          ErrorCode.Conflict,
-          `destination QEMU of ${migrationId} is ${state.status}`,
-          {
-            migrationId,
-            state: state.status,
-          },
-        );
-      }
-      if (performance.now() >= deadline) {
-        const fed = d.sinkError ? ` (its feed failed: ${d.sinkError.message})` : '';
-        throw new QemuDestinationStateError(
-          ErrorCode.StreamTimeout,
-          `destination QEMU of ${migrationId} still ${state.status} after ${timeoutMs} ms${fed}`,
-          { migrationId, state: state.status },
-        );
-      }
-      await new Promise((wake) => setTimeout(wake, LOAD_POLL_MS));
+  /** A running post-copy destination still lacks RAM that only its feed brings: it gets a while to finish. */
+  private async awaitPostcopyFeed(d: Destination): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.postcopyWaitMs)));
+    const settled = d.sink.done.then(
+      () => true,
+      () => true,
+    );
+    const done = await Promise.race([settled, timeout]);
+    clearTimeout(timer);
+    if (!done) {
+      this.logger.warn(
+        `the post-copy feed of ${d.migrationId} is not done after ${this.postcopyWaitMs} ms: stopping it, ` +
+          `the guest (pid ${d.vm.pid}) may lack pages`,
+      );
     }
   }
 
@@ -371,13 +399,20 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
 
 /** What makes two starts the same request (in a fixed order: JSON of the DTO would follow the body's key order). */
 function requestKey(r: StartQemuIncomingRequest, diskPath: string): string {
-  const { ramMiB, kernel, initrd, append, machine, accel, cpus, servicePort, guestPort } = r;
-  return JSON.stringify([diskPath, ramMiB, kernel, initrd, append, machine, accel, cpus, servicePort || 0, guestPort]);
-}
-
-function describeExit(exit: QemuExit | undefined): string {
-  if (!exit) return 'is gone';
-  return exit.signal ? `was killed by ${exit.signal}` : `exited ${exit.code}`;
+  const { ramMiB, kernel, initrd, append, machine, accel, cpus, servicePort, guestPort, postcopy } = r;
+  return JSON.stringify([
+    diskPath,
+    ramMiB,
+    kernel,
+    initrd,
+    append,
+    machine,
+    accel,
+    cpus,
+    servicePort || 0,
+    guestPort,
+    postcopy,
+  ]);
 }
 
 function round(ms: number): number {
