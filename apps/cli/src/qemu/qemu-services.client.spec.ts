@@ -35,6 +35,11 @@ describe('QemuServicesClient', () => {
     await client.closeRelay(ID);
     await client.abortIncoming(ID);
     await client.openRelay(ID);
+    // Post-copy: the destination with `postcopy`, the relay with its return path; false is the default, not sent.
+    await client.startIncoming(ID, { ramMiB: 256, kernel: '/k', initrd: '/i', postcopy: true });
+    await client.openRelay(ID, { returnPath: true });
+    await client.startIncoming(ID, { ramMiB: 256, kernel: '/k', initrd: '/i', postcopy: false });
+    await client.openRelay(ID, { returnPath: false });
     expect(calls.map(({ subject, data }) => [subject, data])).toEqual([
       [
         'wanmig.v1.site-b.delta-apply.mem.qemu.incoming',
@@ -46,6 +51,13 @@ describe('QemuServicesClient', () => {
       ['wanmig.v1.site-b.delta-apply.mem.qemu.resume', { migrationId: ID, loadTimeoutMs: 5_000, announceRounds: 2 }],
       ['wanmig.v1.site-a.memory-precopy.mem.qemu.relay.close', { migrationId: ID }],
       ['wanmig.v1.site-b.delta-apply.mem.qemu.incoming.abort', { migrationId: ID, stopRunning: false }],
+      ['wanmig.v1.site-a.memory-precopy.mem.qemu.relay', { migrationId: ID }],
+      [
+        'wanmig.v1.site-b.delta-apply.mem.qemu.incoming',
+        { migrationId: ID, ramMiB: 256, kernel: '/k', initrd: '/i', postcopy: true },
+      ],
+      ['wanmig.v1.site-a.memory-precopy.mem.qemu.relay', { migrationId: ID, returnPath: true }],
+      ['wanmig.v1.site-b.delta-apply.mem.qemu.incoming', { migrationId: ID, ramMiB: 256, kernel: '/k', initrd: '/i' }],
       ['wanmig.v1.site-a.memory-precopy.mem.qemu.relay', { migrationId: ID }],
     ]);
     // The resume may wait for the load: its request outlives it.

@@ -15,11 +15,24 @@ import {
   type StartQemuIncomingRequest,
 } from '@wanmig/protocol';
 
-/** The destination's launch spec and sizes: the source QEMU's, so that the stream loads (see StartQemuIncomingRequest). */
+/**
+ * The destination's launch spec and sizes: the source QEMU's, so that the stream loads (see StartQemuIncomingRequest);
+ * `postcopy` when the source may switch to post-copy (then open the relay with `returnPath`).
+ */
 export type QemuIncomingLaunch = Pick<StartQemuIncomingRequest, 'ramMiB' | 'kernel' | 'initrd'> &
   Partial<
-    Pick<StartQemuIncomingRequest, 'diskPath' | 'append' | 'machine' | 'accel' | 'cpus' | 'servicePort' | 'guestPort'>
+    Pick<
+      StartQemuIncomingRequest,
+      'diskPath' | 'append' | 'machine' | 'accel' | 'cpus' | 'servicePort' | 'guestPort' | 'postcopy'
+    >
   >;
+
+/** How the relay is opened (see OpenQemuRelayRequest); `returnPath` for a destination started with `postcopy`. */
+export interface QemuRelayOptions {
+  windowBytes?: number;
+  bandwidthBps?: number;
+  returnPath?: boolean;
+}
 
 /** Bounds on each call (ms): QEMU starting and stopping, the relay probing its receiver across the WAN. */
 export const QEMU_SERVICE_TIMEOUTS = {
@@ -34,8 +47,9 @@ const DEFAULT_LOAD_TIMEOUT_MS = 30_000;
 /**
  * The memory half of a QEMU VM migration, as calls to the services that own its pieces: memory-precopy's relay of
  * QEMU's stream at the source site, delta-apply's destination QEMU and its feed at the destination site. Order:
- * `startIncoming`, then `openRelay`, QMP `migrate` to its socket, and `resume` once the source completed; on a
- * failure before the resume, `closeRelay` and `abortIncoming`.
+ * `startIncoming`, then `openRelay`, QMP `migrate` to its socket, and `resume` once the source completed (in
+ * post-copy: once it is `postcopy-active`); on a failure before the resume, `closeRelay` and `abortIncoming`.
+ * Options left at their defaults are not sent, so that a service from before them still understands the request.
  */
 export class QemuServicesClient {
   constructor(
@@ -54,10 +68,11 @@ export class QemuServicesClient {
 
   /** Starts the destination QEMU on the image delta-apply holds for the migration, paused on `-incoming`. */
   startIncoming(migrationId: string, launch: QemuIncomingLaunch): Promise<StartQemuIncomingReply> {
+    const { postcopy, ...spec } = launch;
     return callControl<StartQemuIncomingReply>(
       this.nc,
       this.incoming(QemuIncomingVerb.Start),
-      { migrationId, ...launch },
+      { migrationId, ...spec, ...(postcopy ? { postcopy } : {}) },
       QEMU_SERVICE_TIMEOUTS.startIncoming,
     );
   }
@@ -95,11 +110,8 @@ export class QemuServicesClient {
   }
 
   /** Opens the source's relay (after startIncoming): QEMU then migrates to `unix:<socketPath>`. */
-  openRelay(
-    migrationId: string,
-    options: { windowBytes?: number; bandwidthBps?: number } = {},
-  ): Promise<OpenQemuRelayReply> {
-    const { windowBytes, bandwidthBps } = options;
+  openRelay(migrationId: string, options: QemuRelayOptions = {}): Promise<OpenQemuRelayReply> {
+    const { windowBytes, bandwidthBps, returnPath } = options;
     return callControl<OpenQemuRelayReply>(
       this.nc,
       this.relay(QemuRelayVerb.Open),
@@ -107,6 +119,7 @@ export class QemuServicesClient {
         migrationId,
         ...(windowBytes === undefined ? {} : { windowBytes: Math.round(windowBytes) }),
         ...(bandwidthBps ? { bandwidthBps: Math.round(bandwidthBps) } : {}),
+        ...(returnPath ? { returnPath } : {}),
       },
       QEMU_SERVICE_TIMEOUTS.openRelay,
     );
