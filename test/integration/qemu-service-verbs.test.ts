@@ -32,6 +32,10 @@ import { QemuServicesClient } from '../../apps/cli/src/qemu/qemu-services.client
 
 const SETUP_TIMEOUT_MS = 15 * 60_000; // the first guest build debootstraps Debian; later runs find it cached
 const TEST_TIMEOUT_MS = 90_000;
+/** The post-copy case boots its own source guest first. */
+const POSTCOPY_TEST_TIMEOUT_MS = 180_000;
+/** Pre-copy's time before the switch to post-copy (as the runner's post-copy test). */
+const POSTCOPY_AFTER_MS = 500;
 const RAM_MIB = 256;
 /** bootGuest's kernel command line when neither hotMiB nor diskKiB is given: the destination gets the same. */
 const APPEND = 'console=ttyS0 quiet panic=-1';
@@ -40,7 +44,7 @@ const MiB = 2 ** 20;
 interface MigrateInfo {
   status?: string;
   'error-desc'?: string;
-  ram?: { transferred: number };
+  ram?: { transferred: number; 'postcopy-requests'?: number };
 }
 
 const alive = (pid: number) => {
@@ -277,6 +281,20 @@ describe('qemu memory verbs: a guest migrates through memory-precopy and delta-a
         started = await services.startIncoming(migrationId, { ...launch(), diskPath: destPath });
         destinations.set(migrationId, started.pid);
         expect(started).toMatchObject({ migrationId, diskPath: destPath, status: 'inmigrate' });
+        // The destination's observer monitor: another QMP connection, beside the one delta-apply holds.
+        expect(started.monitorSocket).toBe(join(bed!.runtimeDirB, 'qemu', migrationId, 'monitor.qmp'));
+        const monitor = await QmpClient.connect(started.monitorSocket);
+        try {
+          expect(await monitor.execute<QmpStatus>('query-status')).toMatchObject({ status: 'inmigrate' });
+          expect(await services.incomingStatus(migrationId)).toMatchObject({
+            status: 'inmigrate',
+            monitorSocket: started.monitorSocket,
+            postcopy: false,
+          });
+          expect(await monitor.execute<QmpStatus>('query-status')).toMatchObject({ status: 'inmigrate' });
+        } finally {
+          await monitor.close();
+        }
         const relay = await services.openRelay(migrationId);
         await sourceQmp!.execute('migrate-set-capabilities', {
           capabilities: [{ capability: 'pause-before-switchover', state: true }],
@@ -313,8 +331,9 @@ describe('qemu memory verbs: a guest migrates through memory-precopy and delta-a
           },
           { what: 'the relay to report the stream delivered', timeoutMs: 10_000, intervalMs: 50 },
         );
-        expect(relayed).toMatchObject({ failed: false, closed: false, qemuClosed: true });
+        expect(relayed).toMatchObject({ failed: false, closed: false, qemuClosed: true, returnBytes: 0 });
         expect(atB.sink.bytesWritten).toBe(relayed.qemuBytes);
+        expect(atB.sink.returnBytes).toBe(0);
         expect((await sourceQmp!.execute<QmpStatus>('query-status')).status).toBe('postmigrate');
 
         const first = await waitUntil(() => queryGuestCounter(started!.servicePort).catch(() => undefined), {
@@ -353,5 +372,152 @@ describe('qemu memory verbs: a guest migrates through memory-precopy and delta-a
       }
     },
     TEST_TIMEOUT_MS,
+  );
+  it(
+    'post-copy through the verbs: the guest runs at B once it holds the device state, its pages follow or are asked for over the relayed return path',
+    async () => {
+      // A source of its own, running (the one above has moved away).
+      await mkdir(join(dir!, 'postcopy'));
+      const guest = await bootGuest({
+        disk: image.disk,
+        workDir: join(dir!, 'postcopy'),
+        qmpSocket: join(dir!, 'postcopy.qmp'),
+        ramMiB: RAM_MIB,
+        accel: 'tcg',
+      });
+      console.log(`post-copy source guest pid ${guest.pid} ready after ${guest.readyAfterMs} ms`);
+      const qmp = await QmpClient.connect(guest.qmpSocket!);
+      const migrationId = randomUUID();
+      const exportName = `qverbs-${migrationId.slice(0, 8)}`;
+      const destPath = join(bed!.dir, Site.B, `qverbs-${migrationId.slice(0, 8)}`, 'disk.img');
+      await mkdir(join(destPath, '..'), { recursive: true });
+      const t0 = performance.now();
+      let mirror: Awaited<ReturnType<typeof startDiskMirror>> | undefined;
+      let monitor: QmpClient | undefined;
+      try {
+        const exported = await disks.exportMirrorTarget(exportName, guest.disk);
+        const uri = new URL(exported.uri);
+        mirror = await startDiskMirror(qmp, {
+          device: GUEST_DISK_NODE,
+          nbd: { host: uri.hostname, port: Number(uri.port) },
+          exportName,
+        });
+        await disks.migrateHeld({ migrationId, exportName, destPath, downtimeMs: 300, verify: false });
+        await disks.waitHolding(migrationId, 60_000);
+
+        // The destination ready for post-copy, the relay carrying its return path back.
+        const started = await services.startIncoming(migrationId, { ...launch(), diskPath: destPath, postcopy: true });
+        destinations.set(migrationId, started.pid);
+        expect(started).toMatchObject({ migrationId, status: 'inmigrate' });
+        monitor = await QmpClient.connect(started.monitorSocket);
+        const capabilities =
+          await monitor.execute<Array<{ capability: string; state: boolean }>>('query-migrate-capabilities');
+        expect(capabilities.find((c) => c.capability === 'postcopy-ram')?.state).toBe(true);
+        const relay = await services.openRelay(migrationId, { returnPath: true });
+
+        // The source as configureQemuMigration({ postcopy: true }) leaves it; a downtime it cannot meet, so that
+        // pre-copy does not converge before the switch to post-copy.
+        await qmp.execute('migrate-set-capabilities', {
+          capabilities: [
+            { capability: 'events', state: true },
+            { capability: 'return-path', state: false },
+            { capability: 'postcopy-ram', state: true },
+            { capability: 'pause-before-switchover', state: true },
+          ],
+        });
+        await qmp.execute('migrate-set-parameters', { 'downtime-limit': 1, 'max-bandwidth': 8 * 1024 ** 3 });
+        const lastAtA = await queryGuestCounter(guest.servicePort);
+        await qmp.execute('migrate', { uri: `unix:${relay.socketPath}` });
+        await sleep(POSTCOPY_AFTER_MS);
+        await qmp.execute('migrate-start-postcopy');
+
+        // The guest stops at pre-switchover, as in pre-copy: the disk's final drain, the mirror goes, then on.
+        await waitMigrate(qmp, (info) => info.status === 'pre-switchover', 'pre-switchover');
+        const pausedAt = performance.now();
+        await disks.finalize(migrationId);
+        await mirror.cancel();
+        await qmp.execute('migrate-continue', { state: 'pre-switchover' });
+        const switched = await waitMigrate(
+          qmp,
+          (info) => info.status === 'postcopy-active' || info.status === 'completed',
+          'postcopy-active',
+        );
+        const resumed = await services.resume(migrationId);
+        const pauseMs = performance.now() - pausedAt;
+        expect(resumed).toMatchObject({ migrationId, status: 'running' });
+        // The observer sees what delta-apply did over its own connection.
+        expect(await monitor.execute<QmpStatus>('query-status')).toMatchObject({ status: 'running', running: true });
+        const atB = await services.incomingStatus(migrationId);
+        expect(atB).toMatchObject({ postcopy: true, running: true, loaded: true, resumed: true });
+        console.log(
+          `post-copy: source ${switched.status} after the switch; B runs ${pauseMs.toFixed(0)} ms after the pause ` +
+            `(load wait ${resumed.loadWaitMs} ms), incoming ${atB.migrationStatus}, ` +
+            `return path ${atB.sink.returnBytes} bytes so far`,
+        );
+
+        // B runs the guest while the rest of its RAM arrives; its counter goes on from where A's was.
+        const first = await waitUntil(() => queryGuestCounter(started.servicePort).catch(() => undefined), {
+          what: 'the guest to answer at B',
+          timeoutMs: 15_000,
+          intervalMs: 50,
+        }).catch(async (err: unknown) => {
+          await dumpConsoles(join(bed!.runtimeDirB, 'qemu', migrationId), guest);
+          throw err;
+        });
+        expect(first).toBeGreaterThanOrEqual(lastAtA);
+
+        // The source sends the rest, and completes once the destination has all of it.
+        const completed = await waitMigrate(qmp, (info) => info.status === 'completed', 'completed');
+        const later = await waitUntil(
+          async () => {
+            const counter = await queryGuestCounter(started.servicePort);
+            return counter > first ? counter : undefined;
+          },
+          { what: 'the counter at B to advance', timeoutMs: 10_000, intervalMs: 100 },
+        );
+        expect(later).toBeGreaterThan(first);
+
+        // Both ends of the return path agree on what crossed back.
+        const relayed = await waitUntil(
+          async () => {
+            const status = await services.relayStatus(migrationId);
+            return status.done ? status : undefined;
+          },
+          { what: 'the relay to report the stream delivered', timeoutMs: 10_000, intervalMs: 50 },
+        );
+        expect(relayed).toMatchObject({ failed: false, closed: false, qemuClosed: true });
+        expect(relayed.returnBytes).toBeGreaterThan(0);
+        const fed = await waitUntil(
+          async () => {
+            const status = await services.incomingStatus(migrationId);
+            return status.sink.done && status.sink.returnBytes === relayed.returnBytes ? status : undefined;
+          },
+          { what: 'the sink to count the return path as the relay did', timeoutMs: 10_000, intervalMs: 50 },
+        ).catch(async (err: unknown) => {
+          console.log(`sink: ${JSON.stringify((await services.incomingStatus(migrationId)).sink)}`);
+          throw err;
+        });
+        expect(fed.sink).toMatchObject({ ended: true, done: true, bytesWritten: relayed.qemuBytes });
+        expect(fed.sink.error).toBeUndefined();
+        expect(fed.sink.returnPathError).toBeUndefined();
+        console.log(
+          `counter ${lastAtA} at A, ${first} then ${later} at B; QEMU sent ` +
+            `${((completed.ram?.transferred ?? 0) / MiB).toFixed(1)} MiB, ` +
+            `${completed.ram?.['postcopy-requests'] ?? '?'} page requests; return path ${relayed.returnBytes} bytes; ` +
+            `total ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+        );
+
+        expect(await services.abortIncoming(migrationId, { stopRunning: true })).toMatchObject({ stopped: true });
+        destinations.delete(migrationId);
+      } finally {
+        await monitor?.close();
+        await mirror?.cancel().catch(() => undefined);
+        await disks.unexport(exportName).catch(() => undefined);
+        await disks.release(migrationId, true).catch(() => undefined);
+        await qmp.close();
+        await guest.stop();
+      }
+    },
+    POSTCOPY_TEST_TIMEOUT_MS,
   );
 });
