@@ -108,9 +108,9 @@ interface Destination {
  * delta-apply's destination QEMUs (`mem.qemu.*`): for a migration whose disk this site receives, starts the guest's
  * QEMU on that image, paused on `-incoming`, with a QemuMigrationSink feeding it QEMU's stream as it arrives; runs
  * it once loaded (with `postcopy`, once it holds the device state: the rest of the RAM arrives, or is asked for over
- * the return path the sink sends back, while it runs); stops it on abort. Every request about one migration runs under its lock, so a start, a resume and
- * an abort never interleave; an abort also tells a resume that waits for the load to give up. A destination that was
- * aborted (or whose abort came first) is never started or run.
+ * the return path the sink sends back, while it runs); stops it on abort. Every request about one migration runs
+ * under its lock, so a start, a resume and an abort never interleave; an abort also tells a resume that waits for
+ * the load to give up. A destination that was aborted (or whose abort came first) is never started or run.
  *
  * At shutdown, destinations that never ran are stopped; those that run are left running (the VM outlives the
  * service, as a sim guest does), only their feed is stopped (a post-copy one's after its RAM has arrived, within
