@@ -2,7 +2,7 @@ import { QEMU_EXITED, type QemuExit, type QemuIncomingVm, type QmpClient } from 
 import { ErrorCode, type WireError } from '@wanmig/protocol';
 import { QemuDestinationConflictError, QemuDestinationStateError } from './qemu-destination.errors.js';
 
-/** Run states of a destination that has loaded the stream (in post-copy: its device state) and waits for `cont` (-S). */
+/** Run states of a destination that has loaded the stream (in post-copy: its device state), waiting for `cont`. */
 const LOADED_STATES = new Set(['paused', 'prelaunch']);
 /** The destination's `query-migrate` status while it may run with RAM still arriving (or asked for). */
 const POSTCOPY_ACTIVE = 'postcopy-active';

@@ -277,10 +277,10 @@ export function incomingPaths(runDir: string): QemuIncomingPaths {
 }
 
 /**
- * QEMU's command line for the guest (QemuProcess adds `-name` and `-qmp`; the second monitor is here). It builds the same machine as
- * libs/testing's bootGuest (the test guest the source runs): kernel and initrd, one virtio-blk disk on node
- * `disk0` over a raw `file` node with O_DIRECT, a user-mode NIC with one forwarded port, the serial console to a
- * file. The few lines are duplicated on purpose: a lib may not import libs/testing, and bootGuest is used widely
+ * QEMU's command line for the guest (QemuProcess adds `-name` and `-qmp`; the observers' monitor is here). It
+ * builds the same machine as libs/testing's bootGuest (the test guest the source runs): kernel and initrd, one
+ * virtio-blk disk on node `disk0` over a raw `file` node with O_DIRECT, a user-mode NIC with one forwarded port,
+ * the serial console to a file. The few lines are duplicated on purpose: a lib may not import libs/testing, and bootGuest is used widely
  * enough not to be reshaped for this; a device added there must be added here too, or migrations will not load.
  */
 export function incomingArgs(spec: QemuIncomingSpec, paths: QemuIncomingPaths, servicePort: number): string[] {

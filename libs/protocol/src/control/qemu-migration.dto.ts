@@ -227,7 +227,7 @@ export class ResumeQemuRequest {
   @IsUUID()
   migrationId!: string;
 
-  /** How long to wait for the destination to finish loading the stream (in post-copy: the device state) before `cont` (ms). */
+  /** How long to wait for the destination to load the stream (in post-copy: the device state) before `cont` (ms). */
   @IsInt()
   @Min(0)
   @Max(300_000)
