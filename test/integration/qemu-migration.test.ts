@@ -67,7 +67,7 @@ describe('qemu driver: a whole VM migrates through wanmig across the WAN (two-si
   let image: GuestImage;
   let bed: LocalBed | undefined;
   let dir: string | undefined;
-  const guests: GuestHandle[] = [];
+  const guests: Array<{ stop(): Promise<void> }> = [];
 
   const bootSource = async (label: string): Promise<GuestHandle> => {
     await mkdir(join(dir!, label), { recursive: true });
@@ -87,7 +87,7 @@ describe('qemu driver: a whole VM migrates through wanmig across the WAN (two-si
 
   beforeAll(async () => {
     image = await ensureGuestImage();
-    bed = await LocalBed.start({ delayMs: 20, bandwidthBps: 200e6 });
+    bed = await LocalBed.start({ delayMs: 20, bandwidthBps: 200e6, memory: true });
     dir = await mkdtemp(join(tmpdir(), 'wanmig-qemu-vm-'));
     trackDir(dir);
   }, BUILD_TIMEOUT_MS);
@@ -113,6 +113,7 @@ describe('qemu driver: a whole VM migrates through wanmig across the WAN (two-si
 
       const r: QemuWanmigResult = await runWanmigQemuMigration(bed!, source, {
         verifyDiskInPause: true,
+        verifyRamInPause: true,
         log: (line) => console.log(line),
       });
       guests.push(r.destination);
@@ -120,7 +121,7 @@ describe('qemu driver: a whole VM migrates through wanmig across the WAN (two-si
 
       // The destination runs, and the guest's in-memory counter went on from where the source left it.
       expect(r.warnings).toEqual([]);
-      expect(await runState(r.destination.qmpSocket!)).toBe('running');
+      expect(await runState(r.destination.qmpSocket)).toBe('running');
       expect(r.probe.lastSourceCounter).toBeGreaterThan(before);
       const atB = await queryGuestCounter(r.destination.servicePort);
       expect(atB).toBeGreaterThan(r.probe.lastSourceCounter!);
@@ -136,6 +137,9 @@ describe('qemu driver: a whole VM migrates through wanmig across the WAN (two-si
         { what: 'the counter at B to advance', timeoutMs: 10_000, intervalMs: 200 },
       );
       expect(later).toBeGreaterThan(atB);
+
+      // Before the destination ran, its RAM was the source's, byte for byte (through the zstd stream).
+      expect(r.ramAtPause).toMatchObject({ equal: true, bytes: 256 * MiB });
 
       // At pause, after the final drain, the destination image equalled the source disk.
       expect(r.diskEqualAtPause).toBe(true);
@@ -183,7 +187,7 @@ describe('qemu driver: a whole VM migrates through wanmig across the WAN (two-si
       report(r);
       expect(r.postcopy).toBe(true);
       expect(r.warnings).toEqual([]);
-      expect(await runState(r.destination.qmpSocket!)).toBe('running');
+      expect(await runState(r.destination.qmpSocket)).toBe('running');
       // The destination QEMU spoke back through the relayed return path, and the source QEMU heard it.
       expect(r.memory.sink.returnBytes).toBeGreaterThan(0);
       expect(r.memory.relay.returnBytes).toBe(r.memory.sink.returnBytes);

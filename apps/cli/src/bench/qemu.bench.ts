@@ -12,7 +12,7 @@ import {
   type GuestHandle,
   type GuestImage,
 } from '@wanmig/testing';
-import { runWanmigQemuMigration } from '../qemu/qemu-migration.runner.js';
+import { runWanmigQemuMigration, type QemuDestination } from '../qemu/qemu-migration.runner.js';
 import {
   compareDiskImages,
   counterWentOn,
@@ -106,10 +106,10 @@ async function runWanmigRun(
   trackDir(dir);
   let bed: LocalBed | undefined;
   let source: GuestHandle | undefined;
-  let destination: GuestHandle | undefined;
+  let destination: QemuDestination | undefined;
   try {
     say('starting the two-site bed');
-    bed = await LocalBed.start({ delayMs: o.delayMs, bandwidthBps: o.bandwidthBps });
+    bed = await LocalBed.start({ delayMs: o.delayMs, bandwidthBps: o.bandwidthBps, memory: true });
     say(`booting the source guest (${o.ramMiB} MiB, TCG)`);
     await mkdir(join(dir, 'src'));
     source = await bootGuest({
@@ -135,7 +135,7 @@ async function runWanmigRun(
     });
     destination = r.destination;
 
-    const qmp = await QmpClient.connect(destination.qmpSocket!);
+    const qmp = await QmpClient.connect(destination.qmpSocket);
     const status = await qmp.execute<QmpStatus>('query-status').finally(() => qmp.close());
     const running = status.status === 'running';
     const { lastSourceCounter, firstDestinationCounter } = r.probe;

@@ -1,13 +1,31 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { connect } from '@nats-io/transport-node';
-import type { NatsConnection } from '@nats-io/nats-core';
-import { QmpClient, startDiskMirror, type DiskMirror, type QmpStatus } from '@wanmig/hypervisor';
-import { ErrorCode, WanmigError } from '@wanmig/protocol';
-import { recommendedWindowBytes, TokenBucket, type StreamSender } from '@wanmig/stream';
 import {
-  bootGuest,
+  completedFigures,
+  configureQemuMigration,
+  ensureRunning,
+  POSTCOPY_ACTIVE,
+  PRE_SWITCHOVER,
+  QemuMigrationStatus,
+  QmpClient,
+  startDiskMirror,
+  startQemuMigration,
+  waitForMigrationIdle,
+  waitForMigrationStatus,
+  type DiskMirror,
+  type QemuMigrationInfo,
+  type QmpStatus,
+} from '@wanmig/hypervisor';
+import {
+  ErrorCode,
+  WanmigError,
+  type QemuIncomingStatusReply,
+  type QemuRelayStatusReply,
+  type StartQemuIncomingReply,
+} from '@wanmig/protocol';
+import {
+  ensureGuestImage,
   GUEST_DISK_NODE,
   readGuestDiskCounter,
   sha256File,
@@ -16,34 +34,16 @@ import {
   type GuestHandle,
   type LocalBed,
 } from '@wanmig/testing';
-import { QemuMigrationSink } from '../../../delta-apply/src/qemu/index.js';
-import {
-  configureQemuMigration,
-  openQemuStreamSender,
-  QemuMigrationSource,
-  QemuMigrationStatus,
-  startQemuMigration,
-  type QemuMigrationInfo,
-} from '../../../memory-precopy/src/qemu/index.js';
 import { CounterProber } from './counter.prober.js';
 import { DiskPathClient } from './disk-path.client.js';
 import { FailureTripwire } from './failure.tripwire.js';
+import { QemuServicesClient, type QemuIncomingLaunch } from './qemu-services.client.js';
 import { QemuMigrationInterruptedError, QemuMigrationStage, QemuVmMigrationError } from './qemu-migration.errors.js';
 import {
-  completedFigures,
-  connectQmpWhenUp,
-  ensureRunning,
-  POSTCOPY_ACTIVE,
-  PRE_SWITCHOVER,
-  waitForIncomingLoaded,
-  waitForMigrationIdle,
-  waitForMigrationStatus,
-} from './qemu-status.waits.js';
-import {
-  ASSUMED_LINK_BPS,
   DEFAULT_QEMU_DOWNTIME_MS,
   DEFAULT_QEMU_MIGRATION_TIMEOUTS,
   DISK_SHARE_DURING_MEMORY,
+  type QemuDestination,
   type QemuWanmigOptions,
   type QemuWanmigResult,
 } from './qemu-migration.types.js';
@@ -52,6 +52,7 @@ export * from './qemu-migration.types.js';
 export { QemuMigrationInterruptedError, QemuMigrationStage, QemuVmMigrationError } from './qemu-migration.errors.js';
 
 const MiB = 2 ** 20;
+const MEMORY_WATCH_MS = 250;
 
 /**
  * Migrates a running QEMU guest from site A to site B of the bed through wanmig's pieces: its disk through
@@ -78,6 +79,7 @@ class QemuVmMigration {
   private readonly timeouts: typeof DEFAULT_QEMU_MIGRATION_TIMEOUTS;
   private readonly tripwire = new FailureTripwire();
   private readonly disks: DiskPathClient;
+  private readonly services: QemuServicesClient;
   private readonly exportName: string;
   private readonly sourceDir: string;
   private readonly destDir: string;
@@ -88,13 +90,13 @@ class QemuVmMigration {
   private exported = false;
   private diskStarted = false;
   private diskWatch?: NodeJS.Timeout;
+  private memoryWatch?: NodeJS.Timeout;
   private mirror?: DiskMirror;
-  private destination?: GuestHandle;
-  private destQmp?: QmpClient;
-  private ncB?: NatsConnection;
-  private sink?: QemuMigrationSink;
-  private sender?: StreamSender;
-  private relay?: QemuMigrationSource;
+  private incoming?: StartQemuIncomingReply;
+  private destination?: QemuDestination;
+  private relayOpened = false;
+  private lastRelay?: QemuRelayStatusReply;
+  private lastIncoming?: QemuIncomingStatusReply;
   private switchoverCapability = false;
   private migrateStarted = false;
   /** QEMU was told to switch to post-copy. */
@@ -108,6 +110,7 @@ class QemuVmMigration {
     this.migrationId = o.migrationId ?? randomUUID();
     this.timeouts = { ...DEFAULT_QEMU_MIGRATION_TIMEOUTS, ...o.timeouts };
     this.disks = new DiskPathClient(bed.nc, Site.A, Site.B);
+    this.services = new QemuServicesClient(bed.nc, Site.A, Site.B);
     const short = this.migrationId.slice(0, 8);
     this.exportName = `qemu-${short}`;
     this.sourceDir = join(bed.dir, Site.A, `qemu-${short}`);
@@ -126,7 +129,7 @@ class QemuVmMigration {
       migrationId: this.migrationId,
       stage,
       destination: this.destination,
-      memoryBytes: () => this.relay?.progress.qemuBytes ?? 0,
+      memoryBytes: () => this.lastRelay?.qemuBytes ?? 0,
     });
   }
 
@@ -157,7 +160,7 @@ class QemuVmMigration {
       this.tripwire.watch(sourceQmp.closed, ({ value }) => this.interrupted('source-qemu', value?.message ?? 'closed'));
       this.sourceWasRunning = (await sourceQmp.execute<QmpStatus>('query-status')).running;
       const memory = await sourceQmp.execute<{ 'base-memory': number }>('query-memory-size-summary');
-      const ramMiB = Math.round(memory['base-memory'] / MiB);
+      const ramBytes = memory['base-memory'];
       this.prober = new CounterProber(this.source.servicePort, { intervalMs: this.o.probeIntervalMs });
       this.prober.start();
 
@@ -192,66 +195,23 @@ class QemuVmMigration {
       this.log(`disk holds in step after ${holdingAfterSeconds.toFixed(1)} s (round ${holding.round})`);
       if (budget) await this.disks.setBandwidth(migrationId, budget * DISK_SHARE_DURING_MEMORY);
       this.watchDisk();
-      const rttStart = performance.now();
-      await this.disks.destinationStatus(migrationId);
-      const rttMs = performance.now() - rttStart;
 
-      // b. Destination QEMU on the destination image, paused after the incoming migration (-S); the relay.
+      // b. The destination QEMU, started by delta-apply at B on the image it built, paused on `-incoming`; the
+      // relay at A (memory-precopy), which QEMU migrates into.
       this.enter(QemuMigrationStage.Destination);
-      const destQmpSocket = join(this.destDir, 'qmp.sock');
-      const incomingSocket = join(this.destDir, 'incoming.sock');
-      const migrateSocket = join(this.sourceDir, 'migrate.sock');
-      this.destination = await bootGuest({
-        ...this.o.destination,
-        disk: this.destPath,
-        diskMode: 'in-place',
-        ramMiB,
-        qmpSocket: destQmpSocket,
-        waitForReady: false,
-        extraArgs: ['-incoming', `unix:${incomingSocket}`, '-S'],
-      });
-      this.destQmp = await connectQmpWhenUp(destQmpSocket, this.timeouts.rollbackMs);
-      const destQmp = this.destQmp;
-      this.tripwire.watch(destQmp.closed, ({ value }) =>
-        this.interrupted('destination-qemu', value?.message ?? 'closed'),
+      this.incoming = await this.tripwire.guard(
+        this.services.startIncoming(migrationId, await this.launchSpec(ramBytes)),
       );
-      const incoming = await destQmp.execute<QmpStatus>('query-status');
-      if (incoming.status !== 'inmigrate') {
-        throw this.interrupted('destination-qemu', `expected inmigrate, found ${incoming.status}`);
-      }
-      await destQmp.execute('migrate-set-capabilities', {
-        capabilities: [
-          { capability: 'events', state: true },
-          { capability: 'postcopy-ram', state: postcopyAfterMs !== undefined },
-        ],
-      });
-      this.ncB = await connect({ servers: this.bed.sites.b.url });
-      this.sink = await QemuMigrationSink.start({
-        nc: this.ncB,
-        migrationId,
-        socketPath: incomingSocket,
-        returnPath: postcopyAfterMs !== undefined,
-      });
-      this.tripwire.watch(this.sink.done, ({ error }) =>
-        error === undefined ? undefined : this.interrupted('memory-sink', describe(error), error),
+      this.destination = this.destinationOf(this.incoming);
+      const relay = await this.tripwire.guard(
+        this.services.openRelay(migrationId, {
+          windowBytes: this.o.windowBytes,
+          bandwidthBps: budget ? budget * (1 - DISK_SHARE_DURING_MEMORY) : undefined,
+          returnPath: postcopyAfterMs !== undefined,
+        }),
       );
-      const memoryRate = budget ? (budget * (1 - DISK_SHARE_DURING_MEMORY)) / 8 : undefined;
-      const windowBytes = this.o.windowBytes ?? recommendedWindowBytes(memoryRate ?? ASSUMED_LINK_BPS / 8, rttMs);
-      this.sender = await openQemuStreamSender({
-        nc: this.bed.nc,
-        migrationId,
-        windowBytes,
-        limiter: memoryRate ? new TokenBucket(memoryRate) : undefined,
-      });
-      this.relay = await QemuMigrationSource.listen({
-        migrationId,
-        socketPath: migrateSocket,
-        sender: this.sender,
-        returnPath: postcopyAfterMs === undefined ? undefined : { nc: this.bed.nc },
-      });
-      this.tripwire.watch(this.relay.done, ({ error }) =>
-        error === undefined ? undefined : this.interrupted('memory-relay', describe(error), error),
-      );
+      this.relayOpened = true;
+      this.watchMemory();
       await configureQemuMigration(sourceQmp, {
         downtimeLimitMs: this.o.qemuDowntimeLimitMs ?? qemuShareOf(downtimeMs),
         autoConverge: this.o.steering?.autoConverge ?? true,
@@ -266,7 +226,7 @@ class QemuVmMigration {
       // QEMU's pre-copy, paced by the relay, until it stops the guest and waits for us.
       this.enter(QemuMigrationStage.MemoryPrecopy);
       this.migrateStarted = true;
-      await this.tripwire.guard(startQemuMigration(sourceQmp, migrateSocket));
+      await this.tripwire.guard(startQemuMigration(sourceQmp, relay.socketPath));
       // Post-copy, when allowed, once pre-copy has had its time: QEMU then stops the guest at once (at
       // pre-switchover, as for pre-copy) and the destination runs with the memory still arriving.
       const postcopyTimer =
@@ -311,25 +271,13 @@ class QemuVmMigration {
       };
       const memorySide = async () => {
         await sourceQmp.execute('migrate-continue', { state: PRE_SWITCHOVER });
-        if (this.postcopy) {
-          // Post-copy: the destination may run once it holds the device state; pages follow, or are asked for.
-          await waitForMigrationStatus(sourceQmp, [POSTCOPY_ACTIVE, QemuMigrationStatus.Completed], {
-            migrationId,
-            timeoutMs: this.timeouts.completionMs,
-          });
-          completedAt = performance.now();
-          await waitForIncomingLoaded(destQmp, { migrationId, timeoutMs: this.timeouts.completionMs, postcopy: true });
-          return undefined;
-        }
-        await waitForMigrationStatus(sourceQmp, [QemuMigrationStatus.Completed], {
-          migrationId,
-          timeoutMs: this.timeouts.completionMs,
-        });
+        // Pre-copy: QEMU completes once the last bytes are in the relay. Post-copy: once the device state is;
+        // the destination may then run, its pages following or asked for.
+        const wanted = this.postcopy
+          ? [POSTCOPY_ACTIVE, QemuMigrationStatus.Completed]
+          : [QemuMigrationStatus.Completed];
+        await waitForMigrationStatus(sourceQmp, wanted, { migrationId, timeoutMs: this.timeouts.completionMs });
         completedAt = performance.now();
-        await waitForIncomingLoaded(destQmp, { migrationId, timeoutMs: this.timeouts.completionMs });
-        // The destination loaded the whole stream: the sink's End is written. The relay's own end (the ack
-        // crossing back) is not waited for before the destination runs.
-        return withTimeout(this.sink!.done, this.timeouts.completionMs, 'the memory sink');
       };
       // In post-copy the memory side is the whole remaining RAM at full pace: the disk's drain goes first, alone.
       const [report] = this.postcopy
@@ -337,15 +285,21 @@ class QemuVmMigration {
         : await this.tripwire.guard(Promise.all([diskSide(), memorySide()]));
       const bothAt = performance.now();
       const atPause = verify ? await this.compareDisks() : undefined;
+      const ramAtPause = this.o.verifyRamInPause && !this.postcopy ? await this.compareRam(ramBytes) : undefined;
       const verifiedAt = performance.now();
 
+      // d. delta-apply runs the destination once it has loaded the stream (it waits for that itself), and has it
+      // announce itself on its network.
       this.enter(QemuMigrationStage.Activate);
-      if (this.o.beforeCont) await this.tripwire.guard(this.o.beforeCont(destQmp));
-      await this.tripwire.guard(destQmp.execute('cont'));
+      if (this.o.beforeCont) await this.tripwire.guard(this.withDestinationQmp(this.o.beforeCont));
+      const resumed = await this.tripwire.guard(
+        this.services.resume(migrationId, { loadTimeoutMs: this.timeouts.completionMs }),
+      );
       const activatedAt = performance.now();
-      this.prober.switchTo(this.destination.servicePort);
+      this.prober.switchTo(this.incoming.servicePort);
       // From here on only forward: the destination runs.
       this.tripwire.disarm();
+      this.stopWatchingMemory();
       if (this.postcopy) {
         // The rest of the memory arrives while the guest runs at B; a failure now cannot be rolled back.
         await waitForMigrationStatus(sourceQmp, [QemuMigrationStatus.Completed], {
@@ -353,8 +307,7 @@ class QemuVmMigration {
           timeoutMs: this.timeouts.memoryMs,
         });
       }
-      const relayed = await withTimeout(this.relay.done, this.timeouts.completionMs, 'the memory relay');
-      const delivered = await withTimeout(this.sink.done, this.timeouts.completionMs, 'the memory sink');
+      const memoryEnd = await this.memoryOutcome();
       this.log(`destination running ${(activatedAt - pausedAt).toFixed(0)} ms after the source stopped`);
 
       result = {
@@ -374,21 +327,118 @@ class QemuVmMigration {
         qemu: qemuFigures(await completedFigures(sourceQmp)),
         disk: { report, holdingAfterSeconds },
         memory: {
-          relay: relayed,
-          sink: delivered,
-          senderBytes: this.sender.stats.bytesSent,
-          resentBytes: this.sender.stats.resentBytes,
-          windowBytes,
+          relay: memoryEnd.relay,
+          sink: memoryEnd.incoming.sink,
+          senderBytes: memoryEnd.relay.senderBytes,
+          resentBytes: memoryEnd.relay.resentBytes,
+          windowBytes: relay.windowBytes,
         },
         postcopy: this.postcopy,
         diskEqualAtPause: atPause ? atPause.sourceSha256 === atPause.destinationSha256 : undefined,
         diskAtPause: atPause,
-        warnings: [],
+        ramAtPause,
+        warnings: [...resumed.warnings],
       };
     } catch (err) {
       throw await this.rollBack(err);
     }
     return this.finish(result, wanBefore);
+  }
+
+  /** The destination's launch: the source's machine, its kernel and initrd (the test guest's by default). */
+  private async launchSpec(ramBytes: number): Promise<QemuIncomingLaunch> {
+    const d = this.o.destination ?? {};
+    const image = d.kernel && d.initrd ? undefined : await ensureGuestImage();
+    const append = ['console=ttyS0', 'quiet', 'panic=-1'];
+    if (d.hotMiB !== undefined) append.push(`wanmig.hot_mib=${d.hotMiB}`);
+    if (d.diskKiB !== undefined) append.push(`wanmig.disk_kib=${d.diskKiB}`);
+    return {
+      ramMiB: Math.round(ramBytes / MiB),
+      kernel: d.kernel ?? image!.kernel,
+      initrd: d.initrd ?? image!.initrd,
+      append: append.join(' '),
+      diskPath: this.destPath,
+      machine: d.machine ?? 'q35',
+      accel: d.accel ?? 'tcg',
+      ...(d.servicePort === undefined ? {} : { servicePort: d.servicePort }),
+      postcopy: this.o.steering?.postcopyAfterMs !== undefined,
+    };
+  }
+
+  /** The running destination as callers see it: delta-apply owns the QEMU, its monitor socket is for observers. */
+  private destinationOf(started: StartQemuIncomingReply): QemuDestination {
+    const services = this.services;
+    const migrationId = this.migrationId;
+    let stopped: Promise<void> | undefined;
+    return {
+      pid: started.pid,
+      servicePort: started.servicePort,
+      qmpSocket: started.monitorSocket,
+      disk: this.destPath,
+      stop: () =>
+        (stopped ??= services
+          .abortIncoming(migrationId, { stopRunning: true })
+          .then(() => undefined)
+          .catch((err: unknown) => {
+            if (!(err instanceof WanmigError && err.code === ErrorCode.NotFound)) throw err;
+          })),
+    };
+  }
+
+  /**
+   * Runs `step` with a QMP connection to the destination's monitor socket (on this host in the bed), once the
+   * stream is loaded there: asked of QEMU directly, so that a test's look inside the pause costs no WAN round trip.
+   */
+  private async withDestinationQmp(step: (qmp: QmpClient) => Promise<void>): Promise<void> {
+    const qmp = await QmpClient.connect(this.incoming!.monitorSocket);
+    try {
+      await waitUntil(
+        async () => {
+          const [status, info] = await Promise.all([
+            qmp.execute<QmpStatus>('query-status'),
+            qmp.execute<QemuMigrationInfo>('query-migrate'),
+          ]);
+          if (info.status === QemuMigrationStatus.Failed || status.status === 'internal-error') {
+            throw this.interrupted('destination-qemu', `incoming ${info.status ?? '?'}, run state ${status.status}`);
+          }
+          return info.status === QemuMigrationStatus.Completed && status.status === 'paused' ? true : undefined;
+        },
+        { what: 'the destination to load the stream', timeoutMs: this.timeouts.completionMs, intervalMs: 2 },
+      );
+      await step(qmp);
+    } finally {
+      await qmp.close();
+    }
+  }
+
+  /**
+   * Test-only (verifyRamInPause): the guest's RAM at both ends, dumped with `pmemsave` while both are stopped (the
+   * source completed, the destination loaded and not yet running), compared by sha256.
+   */
+  private async compareRam(ramBytes: number): Promise<NonNullable<QemuWanmigResult['ramAtPause']>> {
+    const sourceFile = join(this.sourceDir, 'ram.dump');
+    const destinationFile = join(this.sourceDir, 'ram-destination.dump');
+    await this.sourceQmp!.execute('pmemsave', { val: 0, size: ramBytes, filename: sourceFile });
+    await this.withDestinationQmp((qmp) =>
+      qmp.execute('pmemsave', { val: 0, size: ramBytes, filename: destinationFile }).then(() => undefined),
+    );
+    const [sourceSha256, destinationSha256] = await Promise.all([sha256File(sourceFile), sha256File(destinationFile)]);
+    await Promise.all([rm(sourceFile, { force: true }), rm(destinationFile, { force: true })]);
+    this.log(`RAM at pause: sha256 ${sourceSha256.slice(0, 12)}… / ${destinationSha256.slice(0, 12)}…`);
+    return { sourceSha256, destinationSha256, equal: sourceSha256 === destinationSha256, bytes: ramBytes };
+  }
+
+  /** The relay's and the destination's last word on the memory stream, once the relay is done (bounded wait). */
+  private async memoryOutcome(): Promise<{ relay: QemuRelayStatusReply; incoming: QemuIncomingStatusReply }> {
+    const relay = await waitUntil(
+      async () => {
+        const status = await this.services.relayStatus(this.migrationId);
+        return status.done || status.failed ? status : undefined;
+      },
+      { what: 'the memory relay to finish', timeoutMs: this.timeouts.completionMs, intervalMs: 20 },
+    );
+    const incoming = await this.services.incomingStatus(this.migrationId);
+    return { relay, incoming };
   }
 
   /** After the switch: the client's view, the figures, and the source side taken down. */
@@ -421,9 +471,6 @@ class QemuVmMigration {
     await attempt('query the source', async () => {
       sourceStatusAfter = (await this.sourceQmp!.execute<QmpStatus>('query-status')).status;
     });
-    await attempt('stop the memory sink', () => this.sink!.stop());
-    await attempt('close the NATS connection at site B', () => this.ncB!.close());
-    await attempt('close the destination QMP connection', () => this.destQmp!.close());
     await attempt('disk.unexport', () => this.disks.unexport(this.exportName));
     const stopSource = this.o.stopSource ?? true;
     if (!this.o.sourceQmp) await attempt('close the source QMP connection', () => this.sourceQmp!.close());
@@ -475,6 +522,41 @@ class QemuVmMigration {
     this.diskWatch = undefined;
   }
 
+  /**
+   * While the memory moves, the relay (memory-precopy at A) and the destination (delta-apply at B) are asked how
+   * they fare: a failed relay, a destination QEMU that exited or a feed that broke trips the migration.
+   */
+  private watchMemory(): void {
+    let busy = false;
+    this.memoryWatch = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      Promise.all([
+        this.services.relayStatus(this.migrationId).then((relay) => {
+          this.lastRelay = relay;
+          if (relay.failed && !relay.closed) {
+            this.tripwire.fire(this.interrupted('memory-relay', relay.error?.message ?? 'failed'));
+          }
+        }),
+        this.services.incomingStatus(this.migrationId).then((incoming) => {
+          this.lastIncoming = incoming;
+          if (incoming.status === 'exited' || incoming.status === 'aborted') {
+            this.tripwire.fire(this.interrupted('destination-qemu', `the destination QEMU is ${incoming.status}`));
+          } else if (incoming.sink.error) {
+            this.tripwire.fire(this.interrupted('memory-sink', incoming.sink.error.message));
+          }
+        }),
+      ])
+        .catch(() => undefined) // an unanswered poll is no failure: the next one asks again
+        .finally(() => (busy = false));
+    }, MEMORY_WATCH_MS);
+  }
+
+  private stopWatchingMemory(): void {
+    clearInterval(this.memoryWatch);
+    this.memoryWatch = undefined;
+  }
+
   private interrupted(what: string, detail: string, cause?: unknown): QemuMigrationInterruptedError {
     return new QemuMigrationInterruptedError({
       migrationId: this.migrationId,
@@ -511,10 +593,17 @@ class QemuVmMigration {
         if (!(err instanceof WanmigError && codes.includes(err.code))) throw err;
       };
 
-    if (this.relay) await attempt('close the memory relay', () => this.relay!.close());
-    if (this.sink) await attempt('stop the memory sink', () => this.sink!.stop());
-    if (this.destQmp) await attempt('close the destination QMP connection', () => this.destQmp!.close());
-    if (this.destination) await attempt('stop the destination QEMU', () => this.destination!.stop());
+    this.stopWatchingMemory();
+    if (this.relayOpened) {
+      await attempt('mem.qemu.relay.close', () =>
+        this.services.closeRelay(this.migrationId).catch(tolerate(ErrorCode.NotFound)),
+      );
+    }
+    // The destination QEMU goes before the source resumes: it must never run. An abort of one that never started
+    // is remembered by delta-apply, so a start still on its way is refused.
+    await attempt('mem.qemu.incoming.abort', () =>
+      this.services.abortIncoming(this.migrationId).catch(tolerate(ErrorCode.NotFound)),
+    );
     if (this.diskStarted) {
       await attempt('disk.abort', () =>
         this.disks.abort(this.migrationId).catch(tolerate(ErrorCode.NotFound, ErrorCode.Conflict)),
@@ -555,7 +644,6 @@ class QemuVmMigration {
     if (this.exported) {
       await attempt('disk.unexport', () => this.disks.unexport(this.exportName).catch(tolerate(ErrorCode.NotFound)));
     }
-    if (this.ncB) await attempt('close the NATS connection at site B', () => this.ncB!.close());
     if (this.prober) await attempt('stop the client', () => this.prober!.stop());
     if (qmp && !this.o.sourceQmp) await attempt('close the source QMP connection', () => qmp.close());
     await attempt('remove the work dirs', async () => {

@@ -1,8 +1,7 @@
 import type { QmpClient } from '@wanmig/hypervisor';
 import type { DiskMigrationReport } from '@wanmig/protocol';
-import type { BootGuestOptions, GuestHandle } from '@wanmig/testing';
-import type { QemuSinkReport } from '../../../delta-apply/src/qemu/index.js';
-import type { QemuSourceReport } from '../../../memory-precopy/src/qemu/index.js';
+import type { QemuRelayStatusReply, QemuSinkStatus } from '@wanmig/protocol';
+import type { BootGuestOptions } from '@wanmig/testing';
 import type { CounterProbeReport } from './counter.prober.js';
 import { DEFAULT_FINALIZE_TIMEOUT_MS } from './disk-path.client.js';
 import type { QemuMigrationStage } from './qemu-migration.errors.js';
@@ -28,12 +27,24 @@ export const DEFAULT_QEMU_MIGRATION_TIMEOUTS = {
   rollbackMs: 15_000,
 };
 
+/** The guest at the destination: delta-apply started its QEMU and owns it. */
+export interface QemuDestination {
+  readonly pid: number;
+  /** Host port (127.0.0.1) of the guest's service. */
+  readonly servicePort: number;
+  /** The destination QEMU's monitor socket, for observers (delta-apply holds its own QMP connection). */
+  readonly qmpSocket: string;
+  readonly disk: string;
+  /** Stops the destination QEMU through delta-apply (`mem.qemu.incoming.abort` with `stopRunning`). Idempotent. */
+  stop(): Promise<void>;
+}
+
 /** What the runner tells `onStage` about the migration under way (progress displays; tests that inject faults). */
 export interface QemuMigrationView {
   migrationId: string;
   stage: QemuMigrationStage;
   /** The destination QEMU, once started. */
-  destination?: GuestHandle;
+  destination?: QemuDestination;
   /** Bytes QEMU has written into the memory relay so far. */
   memoryBytes(): number;
 }
@@ -64,6 +75,11 @@ export interface QemuWanmigOptions {
    * path). Opt-in, as in libvirt: once the destination runs, a broken link loses the guest.
    */
   steering?: { autoConverge?: boolean; xbzrleCacheBytes?: number; postcopyAfterMs?: number };
+  /**
+   * Test-only: with both ends stopped, before the destination runs, dump the guest's RAM at each (`pmemsave`) and
+   * compare them by sha256 (`ramAtPause`). Lengthens the pause; pre-copy only.
+   */
+  verifyRamInPause?: boolean;
   /** An open QMP connection to the source (QEMU serves one client per socket); by default the runner opens its own. */
   sourceQmp?: QmpClient;
   /** Destination QEMU options beyond disk, RAM and sockets; they must describe the same machine as the source's. */
@@ -107,7 +123,7 @@ export interface QemuPauseBreakdown {
 export interface QemuWanmigResult {
   migrationId: string;
   /** The guest, now running at site B (the caller checks it and stops it). */
-  destination: GuestHandle;
+  destination: QemuDestination;
   destPath: string;
   /** From the disk export to the destination's `cont` answered. */
   totalSeconds: number;
@@ -133,8 +149,9 @@ export interface QemuWanmigResult {
     holdingAfterSeconds: number;
   };
   memory: {
-    relay: QemuSourceReport;
-    sink: QemuSinkReport;
+    /** memory-precopy's and delta-apply's last status of the stream. */
+    relay: QemuRelayStatusReply;
+    sink: QemuSinkStatus;
     /** Bytes the stream sender put on NATS (frames, headers and re-sends included). */
     senderBytes: number;
     resentBytes: number;
@@ -144,6 +161,8 @@ export interface QemuWanmigResult {
   /** The migration switched to post-copy (steering.postcopyAfterMs): the guest ran at B before all its RAM was there. */
   postcopy: boolean;
   diskEqualAtPause?: boolean;
+  /** verifyRamInPause: the guest's RAM at both ends before the destination ran. */
+  ramAtPause?: { sourceSha256: string; destinationSha256: string; equal: boolean; bytes: number };
   diskAtPause?: {
     sourceSha256: string;
     destinationSha256: string;
