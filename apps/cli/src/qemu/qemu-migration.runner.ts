@@ -7,6 +7,7 @@ import {
   ensureRunning,
   POSTCOPY_ACTIVE,
   PRE_SWITCHOVER,
+  QemuMigrationFailedError,
   QemuMigrationStatus,
   QmpClient,
   startDiskMirror,
@@ -53,6 +54,8 @@ export { QemuMigrationInterruptedError, QemuMigrationStage, QemuVmMigrationError
 
 const MiB = 2 ** 20;
 const MEMORY_WATCH_MS = 250;
+/** How long a failed migration waits for the services to say what broke, before rolling back regardless. */
+const EXPLAIN_TIMEOUT_MS = 2_000;
 
 /**
  * Migrates a running QEMU guest from site A to site B of the bed through wanmig's pieces: its disk through
@@ -340,7 +343,7 @@ class QemuVmMigration {
         warnings: [...resumed.warnings],
       };
     } catch (err) {
-      throw await this.rollBack(err);
+      throw await this.rollBack(await this.explain(err));
     }
     return this.finish(result, wanBefore);
   }
@@ -555,6 +558,24 @@ class QemuVmMigration {
   private stopWatchingMemory(): void {
     clearInterval(this.memoryWatch);
     this.memoryWatch = undefined;
+  }
+
+  /**
+   * QEMU's own word for a broken migration is often just "Broken pipe": when it is the one that reported, ask the
+   * services what broke first (a destination QEMU that exited, a feed or relay that failed) and say that instead.
+   */
+  private async explain(err: unknown): Promise<unknown> {
+    if (!(err instanceof QemuMigrationFailedError) || !this.incoming) return err;
+    const [incoming, relay] = await Promise.all([
+      withTimeout(this.services.incomingStatus(this.migrationId), EXPLAIN_TIMEOUT_MS, 'status').catch(() => undefined),
+      withTimeout(this.services.relayStatus(this.migrationId), EXPLAIN_TIMEOUT_MS, 'status').catch(() => undefined),
+    ]);
+    if (incoming?.status === 'exited' || incoming?.status === 'aborted') {
+      return this.interrupted('destination-qemu', `the destination QEMU is ${incoming.status} (${err.message})`, err);
+    }
+    if (incoming?.sink.error) return this.interrupted('memory-sink', incoming.sink.error.message, err);
+    if (relay?.failed && !relay.closed) return this.interrupted('memory-relay', relay.error?.message ?? 'failed', err);
+    return err;
   }
 
   private interrupted(what: string, detail: string, cause?: unknown): QemuMigrationInterruptedError {
