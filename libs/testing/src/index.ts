@@ -49,3 +49,37 @@ export { LocalBed, type LocalBedOptions } from './local.bed.js';
 export { onLastWords, trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
 export * from './disk-image.generator.js';
 export * from './guest-image.js';
+export { NetBed, type NetBedOptions } from './net/net.bed.js';
+export { netAvailable, netUnavailableMessage, type NetAvailability } from './net/net.availability.js';
+export {
+  NET_ROLES,
+  NET_SITES,
+  NetRole,
+  newBedPrefix,
+  planNetBed,
+  type NetBedPlan,
+  type NetLinkedRole,
+  type NetLinkPlan,
+  type NetSite,
+} from './net/net-bed.plan.js';
+export { ipCommand, type HostRoute } from './net/ip.commands.js';
+export { listNamespaces, netnsExec, replaceHostRoute } from './net/netns.runner.js';
+export { NetnsProcess, type NetnsSpawnOptions, type ProcessExit } from './net/netns.process.js';
+export { NetBedError, NetCommandError } from './net/net.errors.js';
+export {
+  ProbeClient,
+  startProbeClient,
+  startProbeServer,
+  type NetSpawner,
+  type ProbeClientOptions,
+  type ProbeServerOptions,
+} from './net/tcp-probe.launcher.js';
+export {
+  parseProbeEvents,
+  summarizeProbe,
+  TCP_PROBE_CLIENT_SCRIPT,
+  TCP_PROBE_SERVER_SCRIPT,
+  type ProbeEvent,
+  type ProbeOutcome,
+  type ProbeReport,
+} from './net/tcp-probe.scripts.js';
