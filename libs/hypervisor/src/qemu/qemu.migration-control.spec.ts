@@ -70,14 +70,14 @@ describe('QEMU migration control over QMP', () => {
   });
 
   it('waits through active to completed, woken by MIGRATION events', async () => {
-    const qmp = new FakeQmp([{ status: 'active' }, { status: 'active' }, { status: 'completed', downtime: 42 }]);
+    const qmp = new FakeQmp([{ status: 'active' }, { status: 'active' }, { status: 'completed', downtime: 42, 'total-time': 900 }]);
     const waiting = waitForQemuMigration(qmp, { migrationId: 'm', timeoutMs: 5000 });
     const t0 = performance.now();
     for (let i = 0; i < 2; i++) {
       await new Promise((resolve) => setTimeout(resolve, 10));
       qmp.listeners.get('MIGRATION')?.({ event: 'MIGRATION', timestamp: { seconds: 0, microseconds: 0 } });
     }
-    await expect(waiting).resolves.toEqual({ status: 'completed', downtime: 42 });
+    await expect(waiting).resolves.toEqual({ status: 'completed', downtime: 42, 'total-time': 900 });
     expect(performance.now() - t0).toBeLessThan(180); // the events, not two 100 ms polls, woke it
     expect(qmp.listeners.size).toBe(0);
   });

@@ -101,11 +101,13 @@ export async function startQemuMigration(qmp: Qmp, socketPath: string): Promise<
  * `query-migrate` on `completed`; rejects with QemuMigrationFailedError on `failed`, `cancelled`
  * or when `timeoutMs` passes (QEMU's migration is left as it is: cancel it if that is wanted).
  */
-export function waitForQemuMigration(
+export async function waitForQemuMigration(
   qmp: Qmp,
   options: { migrationId: string; timeoutMs: number },
 ): Promise<QemuMigrationInfo> {
-  return waitForMigrationStatus(qmp, [QemuMigrationStatus.Completed], options);
+  // QEMU 7.2 says `completed` before it fills in total-time and downtime: the figures are read once they are.
+  await waitForMigrationStatus(qmp, [QemuMigrationStatus.Completed], options);
+  return completedFigures(qmp);
 }
 
 /** `query-migrate` status while the guest is stopped and QEMU waits for `migrate-continue` (pause-before-switchover). */
