@@ -12,6 +12,7 @@ import { format, resolveConfig } from 'prettier';
 import { describe, expect, it } from 'vitest';
 import { type CloudEvent } from '../control/migration-event.types.js';
 import { type MigrationView } from '../control/migration.dto.js';
+import { type NetMovedEvent, type NetMovedReply, type RelayStatusReply } from '../control/net-redirect.dto.js';
 import {
   type QemuIncomingStatusReply,
   type QemuRelayStatusReply,
@@ -125,6 +126,36 @@ const incomingStatus: QemuIncomingStatusReply = {
   },
 };
 
+const netMoved: NetMovedEvent = {
+  ...event,
+  source: 'wanmig/net-redirect/site-a',
+  type: 'io.wanmig.net.moved',
+  data: {
+    migrationId: migration.id,
+    vmId: 'vm-1',
+    addresses: ['10.0.0.5', 'fd00::5'],
+    fromSite: 'site-a',
+    toSite: 'b',
+  },
+};
+const movedReply: NetMovedReply = {
+  migrationId: migration.id,
+  eventId: netMoved.id,
+  eventSubject: `wanmig.v1.events.migration.site-a.${migration.id}.net-moved`,
+  confirmations: [{ applied: true, controller: 'lb-1', ms: 3.2 }],
+  confirmed: true,
+};
+const relay: RelayStatusReply = {
+  migrationId: migration.id,
+  state: 'listening',
+  listen: { host: '10.0.0.5', port: 8080, netns: 'wm1a2b3c-a' },
+  target: { host: '10.0.0.5', port: 8080 },
+  connections: { accepted: 3, active: 1, closed: 2, failed: 0 },
+  bytes: { in: 1200, out: 64_000 },
+  startedAt: '2025-01-01T10:00:01.000Z',
+  pid: 4242,
+};
+
 /** Replies as the services send them (true), and near misses (false). */
 const REPLY_CASES: [ApiSchemaName, unknown, boolean][] = [
   ['MigrationView', migration, true],
@@ -184,6 +215,40 @@ const REPLY_CASES: [ApiSchemaName, unknown, boolean][] = [
   ['ResumeQemuReply', { migrationId: migration.id, status: 'running', resumedAt: 1.7e12, warnings: [] }, false],
   ['AbortQemuIncomingReply', { migrationId: migration.id, stopped: true, wasRunning: false }, true],
   ['AbortQemuIncomingReply', { migrationId: migration.id, stopped: true }, false],
+  ['CloudEvent', netMoved, true],
+  ['NetMovedEvent', netMoved, true],
+  ['NetMovedEvent', { ...netMoved, type: 'io.wanmig.migration.completed' }, false],
+  ['NetMovedEvent', { ...netMoved, data: { ...netMoved.data, addresses: ['10.0.0.300'] } }, false],
+  ['NetMovedHookAnswer', { applied: true }, true],
+  ['NetMovedHookAnswer', { applied: false, reason: 'VIP pool full', controller: 'lb-1' }, true],
+  ['NetMovedHookAnswer', { applied: 'yes' }, false],
+  ['NetMovedReply', movedReply, true],
+  [
+    'NetMovedReply',
+    { ...movedReply, confirmations: [], confirmed: false, reason: 'no controller listens on the hook' },
+    true,
+  ],
+  ['NetMovedReply', { ...movedReply, confirmed: undefined }, false],
+  [
+    'RouteMoveReply',
+    {
+      migrationId: migration.id,
+      toSite: 'site-b',
+      netns: 'wm1a2b3c-r',
+      routes: [{ address: '10.0.0.5', prefix: '10.0.0.5/32', via: '10.200.0.10', route: '10.0.0.5 via 10.200.0.10' }],
+    },
+    true,
+  ],
+  ['RouteMoveReply', { migrationId: migration.id, toSite: 'site-b', routes: [{ address: '10.0.0.5' }] }, false],
+  ['RelayStatusReply', relay, true],
+  [
+    'RelayStatusReply',
+    { ...relay, state: 'stopped', stoppedAt: '2025-01-01T10:01:01.000Z', stoppedReason: 'idle', pid: undefined },
+    true,
+  ],
+  ['RelayStatusReply', { ...relay, state: 'paused' }, false],
+  ['RelayStatusReply', { ...relay, stoppedReason: 'tired' }, false],
+  ['RelayStatusReply', { ...relay, bytes: { in: -1, out: 0 } }, false],
 ];
 
 describe('API_SCHEMAS', () => {

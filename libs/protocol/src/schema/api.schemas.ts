@@ -5,6 +5,7 @@
  */
 import { MigrationRef } from '../control/disk.dto.js';
 import { CreateMigrationRequest, ListMigrationsRequest } from '../control/migration.dto.js';
+import { NetMovedRequest, RouteMoveRequest, StartRelayRequest, StopRelayRequest } from '../control/net-redirect.dto.js';
 import {
   AbortQemuIncomingRequest,
   OpenQemuRelayRequest,
@@ -17,6 +18,13 @@ import { WIRE_ERROR_SCHEMA } from './error.schemas.js';
 import { CLOUD_EVENT_SCHEMA } from './event.schemas.js';
 import { deepFreeze, JSON_SCHEMA_DIALECT, type JsonSchema } from './json-schema.js';
 import { LIST_MIGRATIONS_REPLY_SCHEMA, MIGRATION_VIEW_SCHEMA } from './migration.schemas.js';
+import {
+  NET_MOVED_EVENT_SCHEMA,
+  NET_MOVED_HOOK_ANSWER_SCHEMA,
+  NET_MOVED_REPLY_SCHEMA,
+  RELAY_STATUS_REPLY_SCHEMA,
+  ROUTE_MOVE_REPLY_SCHEMA,
+} from './net-redirect.schemas.js';
 import { objectSchema, string } from './object.schema.js';
 import {
   ABORT_QEMU_INCOMING_REPLY_SCHEMA,
@@ -39,6 +47,10 @@ export const API_REQUEST_DTOS = {
   StartQemuIncomingRequest,
   ResumeQemuRequest,
   AbortQemuIncomingRequest,
+  NetMovedRequest,
+  RouteMoveRequest,
+  StartRelayRequest,
+  StopRelayRequest,
 } as const;
 
 const schemas = {
@@ -120,6 +132,44 @@ const schemas = {
     properties: { stopRunning: 'Also stop a destination that already runs; refused (CONFLICT) otherwise.' },
   }),
   AbortQemuIncomingReply: ABORT_QEMU_INCOMING_REPLY_SCHEMA,
+  // net-redirect's verbs (`wanmig.v1.<site>.net-redirect.net.*`), the move's event and the hook's answer.
+  NetMovedRequest: dtoSchema(NetMovedRequest, {
+    description:
+      'net-redirect `net.moved`: publish the move as a CloudEvent and ask external controllers (the hook ' +
+      '`wanmig.v1.hooks.net.moved`) to confirm they applied it.',
+    properties: {
+      addresses: 'The VM’s IPv4 and IPv6 addresses; at least one.',
+      confirm:
+        'How long to wait for the controllers, how many must answer, and whether the verb fails without their ' +
+        'confirmation (`required`); absent: 2 s, one controller, only reported.',
+    },
+  }),
+  NetMovedReply: NET_MOVED_REPLY_SCHEMA,
+  NetMovedEvent: NET_MOVED_EVENT_SCHEMA,
+  NetMovedHookAnswer: NET_MOVED_HOOK_ANSWER_SCHEMA,
+  RouteMoveRequest: dtoSchema(RouteMoveRequest, {
+    description:
+      'net-redirect `net.route.move`: the route agent points each address’s /32 (/128) at `toSite`’s next hop ' +
+      'in the router’s namespace.',
+    properties: { toSite: 'The site whose next hop the host routes now use.' },
+  }),
+  RouteMoveReply: ROUTE_MOVE_REPLY_SCHEMA,
+  StartRelayRequest: dtoSchema(StartRelayRequest, {
+    description:
+      'net-redirect `net.relay.start`: at the old site, forward every TCP connection that still arrives at ' +
+      '`listen` to `target` (the VM at its new place).',
+    properties: {
+      listen: 'Where connections still arrive (`netns`: inside that network namespace; port 0: a free one).',
+      target: 'The VM at its new place.',
+      maxMs: 'Hard limit: the listener and every relayed connection are closed then.',
+      idleMs: 'Stop once no connection has been open for this long.',
+    },
+  }),
+  StopRelayRequest: dtoSchema(StopRelayRequest, {
+    description: 'net-redirect `net.relay.stop`: close the listener; open connections finish unless `force`.',
+    properties: { force: 'Cut open connections at once.' },
+  }),
+  RelayStatusReply: RELAY_STATUS_REPLY_SCHEMA,
 } satisfies Record<string, JsonSchema>;
 
 export type ApiSchemaName = keyof typeof schemas;

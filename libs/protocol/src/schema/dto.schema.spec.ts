@@ -1,8 +1,20 @@
 import 'reflect-metadata';
-import { ArrayMaxSize, IsArray, IsInt, IsOptional, IsString, IsUUID, Matches, ValidateIf } from 'class-validator';
+import {
+  ArrayMaxSize,
+  IsArray,
+  IsInt,
+  IsIP,
+  IsOptional,
+  IsString,
+  IsUUID,
+  Matches,
+  ValidateIf,
+  ValidateNested,
+} from 'class-validator';
 import { describe, expect, it } from 'vitest';
 import { PrepareDiskRequest } from '../control/disk.dto.js';
 import { ValidationError } from '../errors.js';
+import { NestedDto } from '../nested-dto.decorator.js';
 import { validateDto } from '../validate.js';
 import { API_REQUEST_DTOS, API_SCHEMAS } from './api.schemas.js';
 import { dtoSchema } from './dto.schema.js';
@@ -10,6 +22,13 @@ import { SchemaGenerationError } from './schema.errors.js';
 import { schemaValidator } from './schema.spec-helper.js';
 
 const MIGRATION_ID = '0b6f1c1e-4d2a-4c55-9a7e-2f0d8e1b3c4a';
+const MOVE = { migrationId: MIGRATION_ID, vmId: 'vm-1', addresses: ['10.0.0.5'], fromSite: 'site-a', toSite: 'site-b' };
+const RELAY = {
+  migrationId: MIGRATION_ID,
+  listen: { host: '127.0.0.1', port: 0 },
+  target: { host: '10.0.0.5', port: 80 },
+  maxMs: 60_000,
+};
 
 /** Bodies each DTO must accept (true) or refuse (false): validateDto and the schema must agree on every one. */
 const CASES: { [K in keyof typeof API_REQUEST_DTOS]: [unknown, boolean][] } = {
@@ -122,6 +141,66 @@ const CASES: { [K in keyof typeof API_REQUEST_DTOS]: [unknown, boolean][] } = {
     [{ migrationId: MIGRATION_ID, stopRunning: 'yes' }, false],
     [{ migrationId: 'm' }, false],
   ],
+  NetMovedRequest: [
+    [{ migrationId: MIGRATION_ID, vmId: 'vm-1', addresses: ['10.0.0.5'], fromSite: 'site-a', toSite: 'site-b' }, true],
+    [
+      {
+        migrationId: MIGRATION_ID,
+        vmId: 'vm-1',
+        addresses: ['10.0.0.5', 'fd00:1::5'],
+        fromSite: 'site-a',
+        toSite: 'site-b',
+        confirm: { timeoutMs: 500, required: true, controllers: 2 },
+      },
+      true,
+    ],
+    [{ ...MOVE, confirm: {} }, true],
+    [{ ...MOVE, confirm: null }, true],
+    [{ ...MOVE, addresses: [] }, false], // a VM without addresses
+    [{ ...MOVE, addresses: ['10.0.0.256'] }, false],
+    [{ ...MOVE, addresses: ['vm-1.example.com'] }, false],
+    [{ ...MOVE, addresses: '10.0.0.5' }, false],
+    [{ ...MOVE, addresses: [5] }, false],
+    [{ ...MOVE, addresses: undefined }, false],
+    [{ ...MOVE, confirm: { required: 'yes' } }, false],
+    [{ ...MOVE, confirm: { timeoutMs: 0 } }, false],
+    [{ ...MOVE, confirm: { timeoutMs: 1000, extra: 1 } }, false],
+    [{ ...MOVE, confirm: [] }, false],
+    [{ ...MOVE, confirm: true }, false],
+    [{ ...MOVE, toSite: 'Site-B' }, false],
+    [{ ...MOVE, fromSite: undefined }, false],
+  ],
+  RouteMoveRequest: [
+    [{ migrationId: MIGRATION_ID, addresses: ['10.0.0.5', '2001:db8::5'], toSite: 'site-b' }, true],
+    [{ migrationId: MIGRATION_ID, addresses: [], toSite: 'site-b' }, false],
+    [{ migrationId: MIGRATION_ID, addresses: ['10.0.0.5/32'], toSite: 'site-b' }, false],
+    [{ migrationId: MIGRATION_ID, addresses: ['10.0.0.5'] }, false],
+    [{ migrationId: MIGRATION_ID, addresses: Array.from({ length: 65 }, (_, i) => `10.0.1.${i}`), toSite: 'b' }, false],
+  ],
+  StartRelayRequest: [
+    [RELAY, true],
+    [{ ...RELAY, listen: { host: '10.0.0.5', port: 8080, netns: 'wm1a2b3c-a' }, idleMs: 2000 }, true],
+    [{ ...RELAY, listen: { host: '::', port: 0 }, target: { host: 'fd00::5', port: 1 } }, true],
+    [{ ...RELAY, listen: { host: '127.0.0.1', port: 0, netns: null } }, true],
+    [{ ...RELAY, listen: { host: 'localhost', port: 0 } }, false],
+    [{ ...RELAY, listen: { host: '127.0.0.1', port: 70000 } }, false],
+    [{ ...RELAY, listen: { host: '127.0.0.1', port: 0, netns: '../etc' } }, false],
+    [{ ...RELAY, listen: { host: '127.0.0.1', port: 0, netns: 'a b' } }, false],
+    [{ ...RELAY, listen: { host: '127.0.0.1' } }, false],
+    [{ ...RELAY, listen: undefined }, false],
+    [{ ...RELAY, listen: 'x' }, false],
+    [{ ...RELAY, target: { host: '10.0.0.5', port: 0 } }, false],
+    [{ ...RELAY, target: { host: '10.0.0.5', port: 80, extra: true } }, false],
+    [{ ...RELAY, maxMs: undefined }, false],
+    [{ ...RELAY, maxMs: 99 }, false],
+    [{ ...RELAY, idleMs: 1.5 }, false],
+  ],
+  StopRelayRequest: [
+    [{ migrationId: MIGRATION_ID }, true],
+    [{ migrationId: MIGRATION_ID, force: true }, true],
+    [{ migrationId: MIGRATION_ID, force: 'now' }, false],
+    [{}, false],
+  ],
 };
 
 function validatorAccepts(dto: new () => object, body: unknown): boolean {
@@ -209,6 +288,65 @@ describe('dtoSchema', () => {
     }
   });
 
+  it('maps @NestedDto as the nested class’s schema and @IsIP as the ipv4/ipv6 formats', () => {
+    class Endpoint {
+      @IsIP('4')
+      host!: string;
+
+      @IsInt()
+      port: number = 80;
+    }
+    class Sample {
+      @NestedDto(() => Endpoint)
+      to!: Endpoint;
+
+      @IsOptional()
+      @NestedDto(() => Endpoint)
+      via?: Endpoint;
+
+      @IsArray()
+      @IsIP(undefined, { each: true })
+      addresses!: string[];
+    }
+    const schema = dtoSchema(Sample, { properties: { to: 'Where.' } });
+    const endpoint = {
+      type: 'object',
+      properties: { host: { type: 'string', format: 'ipv4' }, port: { type: 'integer', default: 80 } },
+      required: ['host'],
+      additionalProperties: false,
+    };
+    expect(schema.properties).toEqual({
+      to: { description: 'Where.', ...endpoint },
+      via: { ...endpoint, type: ['object', 'null'] },
+      addresses: {
+        type: 'array',
+        items: {
+          type: 'string',
+          anyOf: [
+            { type: 'string', format: 'ipv4' },
+            { type: 'string', format: 'ipv6' },
+          ],
+        },
+      },
+    });
+    expect(schema.required).toEqual(['to', 'addresses']);
+    const validate = schemaValidator().compile(schema);
+    const good = { to: { host: '10.0.0.1' }, addresses: ['::1'] };
+    for (const [body, valid] of [
+      [good, true],
+      [{ ...good, to: { host: '::1' } }, false],
+      [{ ...good, to: { host: '10.0.0.1', port: 'x' } }, false],
+      [{ ...good, to: { host: '10.0.0.1', other: 1 } }, false],
+      [{ ...good, to: [{ host: '10.0.0.1' }] }, false],
+      [{ ...good, via: null }, true],
+      [{ ...good, addresses: ['10.0.0.1', 'host'] }, false],
+    ] as const) {
+      expect(validatorAccepts(Sample, body), JSON.stringify(body)).toBe(valid);
+      expect(validate(body), JSON.stringify(body)).toBe(valid);
+    }
+    expect(validateDto(Sample, good).to).toBeInstanceOf(Endpoint);
+  });
+
   it('refuses what it cannot state: custom constraints, regex flags, contradictions, stray annotations', () => {
     expect(() => dtoSchema(PrepareDiskRequest)).toThrow(SchemaGenerationError);
     expect(() => dtoSchema(PrepareDiskRequest)).toThrow(
@@ -227,6 +365,12 @@ describe('dtoSchema', () => {
       value!: string;
     }
     expect(() => dtoSchema(Contradiction)).toThrow(/contradictory type checks/);
+
+    class Bare {
+      @ValidateNested()
+      inner!: object;
+    }
+    expect(() => dtoSchema(Bare)).toThrow(/Bare\.inner: @ValidateNested without @NestedDto/);
 
     class Plain {
       name = 'x';

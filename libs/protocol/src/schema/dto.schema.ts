@@ -4,11 +4,13 @@
  * - unknown keys are refused: `additionalProperties: false`;
  * - a property with `@IsOptional()` may be absent or null (class-validator skips every check on null);
  * - a property initialised in the class is filled in when absent: its value from `new Cls()` becomes `default`;
- * - `required` lists the properties that are neither optional nor defaulted.
+ * - `required` lists the properties that are neither optional nor defaulted;
+ * - a `@NestedDto(() => Cls)` property is Cls's own schema (without its title).
  * Only the decorators mapped below are understood; any other throws a SchemaGenerationError, so a new decorator on a
  * DTO can never silently widen its schema.
  */
 import { getMetadataStorage, ValidationTypes, type MetadataStorage } from 'class-validator';
+import { nestedDtoType } from '../nested-dto.decorator.js';
 import { type JsonSchema, type JsonType } from './json-schema.js';
 import { SchemaGenerationError } from './schema.errors.js';
 
@@ -42,6 +44,8 @@ interface PropertyRules {
   items: PropertyRules | undefined;
   optional: boolean;
   conditional: boolean;
+  /** The DTO class of a `@NestedDto` property. */
+  nested: (new () => object) | undefined;
 }
 
 const emptyRules = (): PropertyRules => ({
@@ -51,6 +55,7 @@ const emptyRules = (): PropertyRules => ({
   items: undefined,
   optional: false,
   conditional: false,
+  nested: undefined,
 });
 
 export function dtoSchema<T extends object>(dto: new () => T, annotations: DtoSchemaAnnotations<T> = {}): JsonSchema {
@@ -63,7 +68,7 @@ export function dtoSchema<T extends object>(dto: new () => T, annotations: DtoSc
   for (const metadata of metadatas) {
     let rules = byProperty.get(metadata.propertyName);
     if (rules === undefined) byProperty.set(metadata.propertyName, (rules = emptyRules()));
-    applyMetadata(dto.name, storage, metadata, rules);
+    applyMetadata(dto, storage, metadata, rules);
   }
 
   const defaults = new dto() as Record<string, unknown>;
@@ -95,13 +100,22 @@ export function dtoSchema<T extends object>(dto: new () => T, annotations: DtoSc
 }
 
 function applyMetadata(
-  dto: string,
+  dtoClass: new () => object,
   storage: MetadataStorage,
   metadata: ValidationMetadata,
   rules: PropertyRules,
 ): void {
+  const dto = dtoClass.name;
   const property = metadata.propertyName;
   switch (metadata.type) {
+    case ValidationTypes.NESTED_VALIDATION:
+      if (metadata.each) throw new SchemaGenerationError('nested DTOs in arrays are not mapped', { dto, property });
+      rules.nested = nestedDtoType(dtoClass, property);
+      if (rules.nested === undefined) {
+        throw new SchemaGenerationError('@ValidateNested without @NestedDto: its class is unknown', { dto, property });
+      }
+      rules.types.add('object');
+      return;
     case ValidationTypes.CONDITIONAL_VALIDATION:
       // @IsOptional() is the conditional `value != null`; @ValidateIf(fn) is opaque: the property may be absent,
       // and the schema keeps the property's checks (stricter than the validator when fn says "skip").
@@ -149,6 +163,22 @@ function applyConstraint(dto: string, property: string, name: string, constraint
     case 'isArray':
       rules.types.add('array');
       return;
+    case 'isObject':
+      rules.types.add('object');
+      return;
+    case 'isIp': {
+      rules.implied.add('string');
+      // class-validator's version: absent (either), 4 or 6, as a number or a string.
+      const version = typeof first === 'number' || typeof first === 'string' ? `${first}` : first;
+      if (version === undefined) {
+        keywords.anyOf = ['ipv4', 'ipv6'].map((format) => ({ type: 'string', format }));
+      } else if (version === '4' || version === '6') {
+        keywords.format = `ipv${version}`;
+      } else {
+        throw new SchemaGenerationError(`unsupported IP version ${JSON.stringify(first)}`, { dto, property });
+      }
+      return;
+    }
     case 'min':
       rules.implied.add('number');
       keywords.minimum = numberConstraint(dto, property, name, first);
@@ -209,6 +239,13 @@ function regexSource(dto: string, property: string, pattern: unknown, modifiers:
 }
 
 function toSchema(dto: string, property: string, rules: PropertyRules): JsonSchema {
+  if (rules.nested !== undefined) {
+    const { title: _title, ...nested } = dtoSchema(rules.nested);
+    if (Object.keys(rules.keywords).length > 0 || rules.items !== undefined) {
+      throw new SchemaGenerationError('a nested DTO takes no other checks', { dto, property });
+    }
+    return nested;
+  }
   const schema: JsonSchema = {};
   const type = resolveType(dto, property, rules);
   if (type !== undefined && rules.keywords.enum === undefined) schema.type = type;
