@@ -1,0 +1,36 @@
+import { ValidationError } from '@wanmig/protocol';
+import { loadConfig } from '@wanmig/service';
+import { describe, expect, it } from 'vitest';
+import { NetRedirectConfig } from './net-redirect.config.js';
+
+describe('NetRedirectConfig', () => {
+  it('has named defaults: no route agent, `ip` on PATH', () => {
+    expect(loadConfig(NetRedirectConfig, {})).toMatchObject({
+      site: 'site-a',
+      routeNetns: '',
+      routeVia: '',
+      ipBin: 'ip',
+      commandTimeoutMs: 5000,
+    });
+  });
+
+  it('reads the route agent from WANMIG_ROUTE_NETNS and WANMIG_ROUTE_VIA', () => {
+    const config = loadConfig(NetRedirectConfig, {
+      WANMIG_SITE: 'site-b',
+      WANMIG_ROUTE_NETNS: 'wm1a2b3c-r',
+      WANMIG_ROUTE_VIA: 'site-a=10.200.0.2,site-b=10.200.0.6',
+    });
+    expect(config).toMatchObject({ routeNetns: 'wm1a2b3c-r', routeVia: 'site-a=10.200.0.2,site-b=10.200.0.6' });
+  });
+
+  it('refuses a bad next-hop list or namespace at boot, naming what is wrong', () => {
+    const bad = () =>
+      loadConfig(NetRedirectConfig, {
+        WANMIG_ROUTE_VIA: 'site-a=10.200.0.2,site-b=router',
+        WANMIG_ROUTE_NETNS: '../x',
+      });
+    expect(bad).toThrow(ValidationError);
+    expect(bad).toThrow(/routeNetns/);
+    expect(bad).toThrow(/routeVia must be site=<next hop> entries.*"site-b=router" is not site=<IPv4 or IPv6 address>/);
+  });
+});

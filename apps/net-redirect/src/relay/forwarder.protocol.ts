@@ -1,0 +1,36 @@
+/**
+ * What the forwarder child (`forwarder.child.ts`, run inside a namespace) and the service say to each other, one JSON
+ * object a line: the child reports on stdout, the service commands on stdin. Imports nothing from wanmig's libs.
+ */
+import type { Endpoint, ForwarderCounters, TcpForwarderOptions } from './tcp.forwarder.js';
+
+/** argv[2] of the child. */
+export interface ForwarderChildConfig extends TcpForwarderOptions {
+  /** Longest a byte count waits before it is reported (ms); connection changes are reported at once. */
+  reportMs: number;
+}
+
+export type ForwarderReport =
+  | { type: 'listening'; address: Endpoint; pid: number }
+  | ({ type: 'counters' } & ForwarderCounters)
+  | { type: 'error'; code?: string; message: string };
+
+/** `drain`: stop accepting, let open connections finish; `stop`: cut everything and exit. */
+export type ForwarderCommand = { type: 'drain' } | { type: 'stop' };
+
+/** Splits a byte stream into lines and hands each parsed JSON object on (anything else is ignored). */
+export function jsonLines<T>(onMessage: (message: T) => void): (chunk: Buffer | string) => void {
+  let partial = '';
+  return (chunk) => {
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.trim() === '') continue;
+      try {
+        onMessage(JSON.parse(line) as T);
+      } catch {
+        // Not ours (a warning node printed): ignored.
+      }
+    }
+  };
+}
