@@ -20,6 +20,11 @@ export interface LocalBedOptions {
   orchestrator?: boolean;
   /** With `orchestrator`: serve each orchestrator's HTTP API on a free port. */
   http?: boolean;
+  /**
+   * Also run net-redirect at both sites (`netRedirect(site)`); `env` adds to a site's environment, e.g. its route
+   * agent's `WANMIG_ROUTE_NETNS` and `WANMIG_ROUTE_VIA`.
+   */
+  net?: boolean | { env?: Partial<Record<Site, Record<string, string>>> };
   log?: (line: string) => void;
 }
 
@@ -77,6 +82,13 @@ export class LocalBed {
       deltaApply: site === Site.B ? this.deltaApply : get('delta-apply'),
       orchestrator: get('orchestrator'),
     };
+  }
+
+  /** The net-redirect of a site (bed started with `net`). */
+  netRedirect(site: Site): ServiceProcess {
+    const proc = this.extra.get(`net-redirect@${site}`);
+    if (!proc) throw new Error(`no net-redirect at ${site}: start the bed with { net: true }`);
+    return proc;
   }
 
   /** Kill -9 a site's orchestrator (as a crash would) and start it again; it resumes what it was driving. */
@@ -186,6 +198,20 @@ export class LocalBed {
           const proc = await start();
           started.push(proc);
           extra.set(name, proc);
+        }
+      }
+      if (options.net) {
+        const env = typeof options.net === 'object' ? options.net.env : undefined;
+        for (const site of [Site.A, Site.B]) {
+          const proc = await ServiceProcess.start({
+            service: 'net-redirect',
+            args: ['--nats', site === Site.A ? sites.a.url : sites.b.url, '--site', site],
+            env: env?.[site],
+            readyPattern: /net-redirect ready/,
+            log: options.log,
+          });
+          started.push(proc);
+          extra.set(`net-redirect@${site}`, proc);
         }
       }
       const nc = await connect({ servers: sites.a.url, maxReconnectAttempts: -1 });
