@@ -11,6 +11,7 @@ import { MemoryReceiverService } from './memory-receiver.service.js';
 import { createMemoryController } from './memory.controller.js';
 import { createQemuIncomingController } from './qemu/qemu-incoming.controller.js';
 import { createQemuIncomingRegistry, QemuIncomingRegistry } from './qemu/qemu-incoming.registry.js';
+import { createQemuOrphanReaper, QemuOrphanReaper } from './qemu/qemu-orphans.reaper.js';
 import { RoomLedger } from './room.ledger.js';
 
 export interface DeltaApplyModuleOptions {
@@ -44,6 +45,8 @@ export class DeltaApplyModule {
           useFactory: createQemuIncomingRegistry,
           inject: [DELTA_APPLY_CONFIG, DataPlaneConnection, DiskReceiverService],
         },
+        // Before the verbs are served: destination QEMUs a killed delta-apply left behind.
+        { provide: QemuOrphanReaper, useFactory: createQemuOrphanReaper, inject: [DELTA_APPLY_CONFIG] },
       ],
     };
   }

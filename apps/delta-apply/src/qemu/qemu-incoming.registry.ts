@@ -34,6 +34,7 @@ import {
   QemuDestinationStateError,
 } from './qemu-destination.errors.js';
 import { ABORTED, describeExit, incomingMigrationStatus, isLoaded, waitForLoad } from './qemu-incoming.load.js';
+import { QemuDestinationRecords } from './qemu-destination.record.js';
 import { QemuMigrationSink, type QemuMigrationSinkOptions } from './qemu-migration.sink.js';
 
 /** Destination QEMUs keep their sockets and logs in `<simRuntimeDir>/qemu/<migrationId>/`. */
@@ -69,6 +70,8 @@ export interface QemuIncomingDeps {
   diskPathOf(migrationId: string): string;
   /** The data-plane connection the sink receives on. */
   nc(): NatsConnection;
+  /** Keeps each destination's record in its run dir, for QemuOrphanReaper after a crash (none in unit specs). */
+  records?: Pick<QemuDestinationRecords, 'started' | 'resumed'>;
 }
 
 /** The registry as delta-apply runs it: QemuDriver, QemuMigrationSink, the disk sessions' images. */
@@ -83,6 +86,7 @@ export function createQemuIncomingRegistry(
     startSink: (options) => QemuMigrationSink.start(options),
     diskPathOf: (migrationId) => disks.status({ migrationId }).path,
     nc: () => dataPlane.nc,
+    records: new QemuDestinationRecords(),
   });
 }
 
@@ -225,6 +229,7 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
         warnings: result.warnings,
       };
       for (const warning of result.warnings) this.logger.warn(`resume of ${d.migrationId}: ${warning}`);
+      await this.record(d.migrationId, () => this.deps.records?.resumed(d.runDir, d.resumed!.resumedAt));
       this.logger.log(`destination QEMU of ${d.migrationId} runs (pid ${d.vm.pid}, port ${d.vm.servicePort})`);
       return d.resumed;
     });
@@ -297,6 +302,8 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
     });
     let sink: DestinationSink;
     try {
+      // First: from here a crash of delta-apply leaves this QEMU to the next one's QemuOrphanReaper.
+      await this.record(migrationId, () => this.deps.records?.started(migrationId, runDir, vm.pid));
       const state = await vm.status();
       if (state.status !== 'inmigrate') {
         throw new QemuDestinationStateError(ErrorCode.Unavailable, `QEMU started ${state.status}, not inmigrate`, {
@@ -382,6 +389,15 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
       .catch((err: unknown) => this.logger.warn(`stopping the feed of ${d.migrationId}: ${String(err)}`));
     await d.vm.stop();
     await rm(d.runDir, { recursive: true, force: true });
+  }
+
+  /** A record that cannot be written costs only the clean-up after a crash: logged, never fatal. */
+  private async record(migrationId: string, write: () => Promise<void> | undefined): Promise<void> {
+    try {
+      await write();
+    } catch (err) {
+      this.logger.warn(`cannot record the destination QEMU of ${migrationId}: ${String(err)}`);
+    }
   }
 
   private bury(migrationId: string): void {
