@@ -12,6 +12,8 @@ export interface VmDescription {
   nics: Array<{ mac: string; addresses: string[] }>;
   /** Where a client reaches the guest's service (host:port). */
   serviceAddress: string;
+  /** The same service on a unix socket, when the driver offers one (a site's NIC forwards to it). */
+  serviceSocket?: string;
   state: VmRunState;
 }
 

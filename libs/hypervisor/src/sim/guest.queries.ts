@@ -24,6 +24,7 @@ export interface GuestView {
   readonly seed: number;
   readonly serviceAddress: string;
   readonly controlSocket: string;
+  readonly serviceSocket: string;
   readonly startedAt: number;
 }
 
@@ -83,6 +84,7 @@ export function describeGuest(g: GuestView): SimVmDescription {
     ...(o.diskUri !== undefined ? { diskUri: o.diskUri } : {}),
     nics: [{ mac: `52:54:00:${mac}`, addresses: ['127.0.0.1'] }],
     serviceAddress: g.serviceAddress,
+    serviceSocket: g.serviceSocket,
     state: g.state,
     pid: process.pid,
     ramFile: o.ramFile,

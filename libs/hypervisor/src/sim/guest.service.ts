@@ -1,4 +1,5 @@
 import { type AddressInfo, type Server, type Socket, createServer } from 'node:net';
+import { rm } from 'node:fs/promises';
 import { ErrorCode } from '@wanmig/protocol';
 import {
   MAX_SERVICE_LINE,
@@ -22,6 +23,8 @@ export const HELD_REPLY_WAIT_MS = 1000;
  */
 export class GuestService {
   private readonly server: Server;
+  /** The same service on a unix socket: what a site's NIC (net-redirect, inside a namespace) forwards to. */
+  private readonly unixServer: Server;
   private readonly sockets = new Set<Socket>();
   private gate: Promise<void> | undefined;
   private openGate: (() => void) | undefined;
@@ -34,6 +37,7 @@ export class GuestService {
     private readonly log: (line: string) => void,
   ) {
     this.server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.unixServer = createServer((socket) => this.accept(socket));
     this.hold();
   }
 
@@ -47,6 +51,18 @@ export class GuestService {
     });
     const address = this.server.address() as AddressInfo;
     return `127.0.0.1:${address.port}`;
+  }
+
+  /** Also serves on a unix socket at `path` (a stale socket file there is replaced). */
+  async listenUnix(path: string): Promise<void> {
+    await rm(path, { force: true });
+    await new Promise<void>((resolve, reject) => {
+      this.unixServer.once('error', reject);
+      this.unixServer.listen(path, () => {
+        this.unixServer.off('error', reject);
+        resolve();
+      });
+    });
   }
 
   get holding(): boolean {
@@ -81,9 +97,11 @@ export class GuestService {
 
   async close(): Promise<void> {
     this.closing = true;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = [this.server, this.unixServer]
+      .filter((server) => server.listening)
+      .map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
     for (const socket of this.sockets) socket.destroy();
-    await closed;
+    await Promise.all(closed);
   }
 
   private accept(socket: Socket): void {

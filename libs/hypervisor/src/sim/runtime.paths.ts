@@ -12,6 +12,8 @@ export interface GuestRuntimeInfo {
   controlSocket: string;
   /** host:port of the guest's TCP service. */
   serviceAddress: string;
+  /** The same service on a unix socket. */
+  serviceSocket?: string;
   ramFile: string;
   ramBytes: number;
   incoming: boolean;
@@ -19,6 +21,8 @@ export interface GuestRuntimeInfo {
 
 export interface GuestPaths {
   controlSocket: string;
+  /** The guest's service on a unix socket: reachable from inside a network namespace, unlike 127.0.0.1. */
+  serviceSocket: string;
   infoFile: string;
   /** The guest's stderr: its log, and the tail a GuestDiedError quotes. */
   logFile: string;
@@ -29,6 +33,7 @@ export interface GuestPaths {
 export function guestPaths(runtimeDir: string, vmId: string): GuestPaths {
   return {
     controlSocket: join(runtimeDir, `${vmId}.ctl`),
+    serviceSocket: join(runtimeDir, `${vmId}.svc`),
     infoFile: join(runtimeDir, `${vmId}.json`),
     logFile: join(runtimeDir, `${vmId}.log`),
     ramFile: join(runtimeDir, `${vmId}.ram`),

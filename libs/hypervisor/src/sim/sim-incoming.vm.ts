@@ -28,6 +28,9 @@ export class SimIncomingVm implements IncomingVm {
   get serviceAddress(): string {
     return this.link.o.info.serviceAddress;
   }
+  get serviceSocket(): string | undefined {
+    return this.link.o.info.serviceSocket;
+  }
   get ramFile(): string {
     return this.link.o.info.ramFile;
   }

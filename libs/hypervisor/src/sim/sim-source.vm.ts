@@ -27,6 +27,9 @@ export class SimSourceVm implements SourceVm {
   get serviceAddress(): string {
     return this.link.o.info.serviceAddress;
   }
+  get serviceSocket(): string | undefined {
+    return this.link.o.info.serviceSocket;
+  }
   get ramFile(): string {
     return this.link.o.info.ramFile;
   }

@@ -107,6 +107,9 @@ export class SimGuest implements GuestView {
   get controlSocket(): string {
     return this.paths.controlSocket;
   }
+  get serviceSocket(): string {
+    return this.paths.serviceSocket;
+  }
 
   get runtimeInfo(): GuestRuntimeInfo {
     return {
@@ -114,6 +117,7 @@ export class SimGuest implements GuestView {
       pid: process.pid,
       controlSocket: this.paths.controlSocket,
       serviceAddress: this.address,
+      serviceSocket: this.paths.serviceSocket,
       ramFile: this.options.ramFile,
       ramBytes: this.options.ramBytes,
       incoming: this.runState === VmRunState.Incoming,
@@ -142,6 +146,7 @@ export class SimGuest implements GuestView {
       });
     }
     this.address = await this.service.listen(o.servicePort);
+    await this.service.listenUnix(this.paths.serviceSocket);
     await this.control.listen(this.paths.controlSocket);
     writeRuntimeInfo(this.paths.infoFile, this.runtimeInfo);
     if (!o.incoming) await this.run();
@@ -351,6 +356,7 @@ export class SimGuest implements GuestView {
     const info = await readRuntimeInfo(this.paths.infoFile).catch(() => undefined);
     if (info?.pid === process.pid) removeQuietly(this.paths.infoFile);
     if (this.control.listening) removeQuietly(this.paths.controlSocket);
+    if (info?.pid === process.pid) removeQuietly(this.paths.serviceSocket);
     this.ram.close();
     if (deleteRam) removeQuietly(this.options.ramFile);
     if (exit) this.onStopped(code);
