@@ -102,11 +102,14 @@ export {
   QemuDriver,
   QemuIncomingVm,
   QemuMachine,
+  guestArgs,
   type QemuAnnounce,
   type QemuDriverOptions,
+  type QemuGuestLaunch,
   type QemuGuestSpec,
   type QemuIncomingPaths,
   type QemuIncomingSpec,
   type QemuProcessHandle,
   type QemuResumeResult,
 } from './qemu/qemu.driver.js';
+export { inNetns, nicArgs, tapNetworkProblems, type QemuTapNetwork } from './qemu/qemu.network.js';

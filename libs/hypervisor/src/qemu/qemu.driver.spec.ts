@@ -148,6 +148,33 @@ describe('QemuDriver.startIncoming', () => {
     expect(started).toHaveLength(1);
   });
 
+  it('puts the NIC on a tap inside a network namespace when asked: QEMU runs there, no port is forwarded', async () => {
+    const network = { netns: 'wm123456-b', tap: 'tap0', mac: '52:54:00:AA:bb:01' };
+    const vm = await driver.startIncoming({ ...spec, servicePort: 10022, network });
+    expect(started).toHaveLength(1);
+    const { args, netns } = started[0];
+    expect(netns).toBe('wm123456-b');
+    expect(args.join(' ')).not.toContain('hostfwd');
+    const after = (flag: string) => args.flatMap((a, i) => (args[i - 1] === flag ? [a] : []));
+    expect(after('-netdev')).toEqual(['tap,id=net0,ifname=tap0,script=no,downscript=no']);
+    // The same device as with user-mode networking (QEMU migrates the device, not its backend), with the MAC.
+    expect(after('-device')).toContain('virtio-net-pci,netdev=net0,id=net0dev,romfile=,mac=52:54:00:aa:bb:01');
+    expect(vm.servicePort).toBe(0);
+  });
+
+  it('refuses a tap network it could not name to QEMU', async () => {
+    const err = await driver
+      .startIncoming({ ...spec, network: { netns: 'a b', tap: 'x'.repeat(16), mac: '01:00:5e:00:00:01' } })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QemuConfigError);
+    expect((err as QemuConfigError).problems).toEqual([
+      expect.stringContaining('network.netns'),
+      expect.stringContaining('network.tap'),
+      expect.stringContaining('multicast'),
+    ]);
+    expect(started).toHaveLength(0);
+  });
+
   it('refuses a spec it cannot start, naming every problem, without starting QEMU', async () => {
     const err = await driver
       .startIncoming({

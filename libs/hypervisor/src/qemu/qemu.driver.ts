@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCode } from '@wanmig/protocol';
 import { QemuConfigError, QemuStartError } from './qemu.errors.js';
+import { nicArgs, tapNetworkProblems, type QemuTapNetwork } from './qemu.network.js';
 import { QemuProcess, type QemuExit, type QemuStartOptions } from './qemu.process.js';
 import { Accelerator } from './marker.boot.js';
 import type { QmpClient } from './qmp.client.js';
@@ -56,12 +57,23 @@ export interface QemuGuestSpec {
   cpus?: number;
 }
 
-export interface QemuIncomingSpec extends QemuGuestSpec {
-  /** QEMU's `-name`: 1-64 of [A-Za-z0-9_.-]. */
-  name: string;
+/** The guest's machine as QEMU's command line gives it (guestArgs): the same at both ends of a migration. */
+export interface QemuGuestLaunch extends QemuGuestSpec {
   /** The raw disk image QEMU opens in place (the image the migration's disk path filled). */
   diskPath: string;
   ramMiB: number;
+  /** The guest port the user-mode NIC forwards to (DEFAULT_QEMU_GUEST_PORT); unused with `network`. */
+  guestPort?: number;
+  /**
+   * The NIC on a tap in a network namespace, QEMU running inside it (see QemuTapNetwork). Absent: user-mode
+   * networking with `servicePort` forwarded, as before.
+   */
+  network?: QemuTapNetwork;
+}
+
+export interface QemuIncomingSpec extends QemuGuestLaunch {
+  /** QEMU's `-name`: 1-64 of [A-Za-z0-9_.-]. */
+  name: string;
   /** Created if missing: QMP, monitor and incoming sockets, serial console and QEMU's stderr log. */
   runDir: string;
   /**
@@ -70,9 +82,8 @@ export interface QemuIncomingSpec extends QemuGuestSpec {
    * cannot (no userfaultfd). Default off.
    */
   postcopy?: boolean;
-  /** Host port (127.0.0.1) forwarded to the guest's `guestPort`; absent or 0: a free one. */
+  /** Host port (127.0.0.1) forwarded to the guest's `guestPort`; absent or 0: a free one. None with `network`. */
   servicePort?: number;
-  guestPort?: number;
   /** Bound on QEMU opening its QMP socket. */
   readyTimeoutMs?: number;
   /** stop(): QMP `quit`, then SIGTERM, then SIGKILL within this (QemuProcess's default). */
@@ -131,7 +142,8 @@ export class QemuDriver {
     await rm(paths.monitorSocket, { force: true });
     const start = this.options.start ?? ((o: QemuStartOptions) => QemuProcess.start(o));
     for (let attempt = 1; ; attempt++) {
-      const servicePort = spec.servicePort || (await freeLoopbackPort());
+      // On a tap the guest is reached at its own address: no port to forward (0 says so).
+      const servicePort = spec.network ? 0 : spec.servicePort || (await freeLoopbackPort());
       let qemu: QemuProcessHandle;
       try {
         qemu = await start({
@@ -142,11 +154,12 @@ export class QemuDriver {
           readyTimeoutMs: spec.readyTimeoutMs,
           qemuBin: this.options.qemuBin,
           onSpawn: spec.onSpawn,
+          netns: spec.network?.netns,
         });
       } catch (err) {
         // Another process may have taken the port between probing and QEMU binding it: again with a fresh one.
         const portRace = err instanceof QemuStartError && /host forwarding/i.test(err.stderrTail);
-        if (!portRace || spec.servicePort || attempt >= MAX_PORT_ATTEMPTS) throw err;
+        if (!portRace || spec.servicePort || spec.network || attempt >= MAX_PORT_ATTEMPTS) throw err;
         continue;
       }
       const vm = new QemuIncomingVm(qemu, paths, servicePort, spec.stopTimeoutMs);
@@ -185,7 +198,7 @@ export class QemuIncomingVm {
   constructor(
     private readonly qemu: QemuProcessHandle,
     readonly paths: QemuIncomingPaths,
-    /** Host port forwarded to the guest's service port. */
+    /** Host port forwarded to the guest's service port; 0 for a guest on a tap (reached at its own address). */
     readonly servicePort: number,
     private readonly stopTimeoutMs?: number,
   ) {}
@@ -277,13 +290,15 @@ export function incomingPaths(runDir: string): QemuIncomingPaths {
 }
 
 /**
- * QEMU's command line for the guest (QemuProcess adds `-name` and `-qmp`; the observers' monitor is here). It
- * builds the same machine as libs/testing's bootGuest (the test guest the source runs): kernel and initrd, one
- * virtio-blk disk on node `disk0` over a raw `file` node with O_DIRECT, a user-mode NIC with one forwarded port,
- * the serial console to a file. The few lines are duplicated on purpose: a lib may not import libs/testing, and bootGuest is used widely
- * enough not to be reshaped for this; a device added there must be added here too, or migrations will not load.
+ * QEMU's command line for the guest's machine (QemuProcess adds `-name` and `-qmp`): kernel and initrd, one
+ * virtio-blk disk on node `disk0` over a raw `file` node with O_DIRECT, one virtio-net NIC (user-mode with one
+ * forwarded port, or a tap: nicArgs), the serial console to a file. It builds the same machine as libs/testing's
+ * bootGuest (the test guest the source usually runs); a source started with these arguments (and no `-incoming`)
+ * migrates to a destination started by startIncoming. The few lines are duplicated on purpose: a lib may not import
+ * libs/testing, and bootGuest is used widely enough not to be reshaped for this; a device added there must be added
+ * here too, or migrations will not load.
  */
-export function incomingArgs(spec: QemuIncomingSpec, paths: QemuIncomingPaths, servicePort: number): string[] {
+export function guestArgs(spec: QemuGuestLaunch, serialLog: string, servicePort: number): string[] {
   const file = {
     driver: 'file',
     filename: spec.diskPath,
@@ -297,12 +312,17 @@ export function incomingArgs(spec: QemuIncomingSpec, paths: QemuIncomingPaths, s
     ...['-m', String(spec.ramMiB), '-smp', String(spec.cpus ?? 1)],
     ...['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot'],
     ...['-kernel', spec.kernel, '-initrd', spec.initrd, '-append', spec.append ?? DEFAULT_QEMU_APPEND],
-    ...['-chardev', `file,id=serial0,path=${qemuOpt(paths.serialLog)}`, '-serial', 'chardev:serial0'],
+    ...['-chardev', `file,id=serial0,path=${qemuOpt(serialLog)}`, '-serial', 'chardev:serial0'],
     ...['-blockdev', JSON.stringify(file), '-blockdev', JSON.stringify(raw)],
     ...['-device', `virtio-blk-pci,drive=${QEMU_DISK_NODE},id=vda`],
-    // restrict=on: the guest reaches nothing outside; only the forwarded port comes in.
-    ...['-netdev', `user,id=net0,restrict=on,hostfwd=tcp:${LOOPBACK}:${servicePort}-:${guestPort}`],
-    ...['-device', 'virtio-net-pci,netdev=net0,id=net0dev,romfile='],
+    ...nicArgs(spec.network ? { network: spec.network } : { servicePort, guestPort }),
+  ];
+}
+
+/** The destination's command line: the guest's machine, a second QMP monitor for observers, `-incoming ... -S`. */
+export function incomingArgs(spec: QemuIncomingSpec, paths: QemuIncomingPaths, servicePort: number): string[] {
+  return [
+    ...guestArgs(spec, paths.serialLog, servicePort),
     ...['-chardev', `socket,id=${MONITOR_CHARDEV},path=${qemuOpt(paths.monitorSocket)},server=on,wait=off`],
     ...['-mon', `chardev=${MONITOR_CHARDEV},mode=control`],
     ...['-incoming', `unix:${qemuOpt(paths.incomingSocket)}`, '-S'],
@@ -331,6 +351,7 @@ async function checkSpec(spec: QemuIncomingSpec): Promise<void> {
   }
   // The kernel echoes control characters verbatim and QEMU splits nothing: only printable text on the line.
   if (spec.append !== undefined && !/^[\x20-\x7e]*$/.test(spec.append)) problems.push('append must be printable ASCII');
+  if (spec.network) problems.push(...tapNetworkProblems(spec.network));
   for (const [what, path] of [
     ['kernel', spec.kernel],
     ['initrd', spec.initrd],

@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { ErrorCode } from '@wanmig/protocol';
 import { findQemuBinary } from './qemu.binary.js';
 import { QemuConfigError, QemuStartError } from './qemu.errors.js';
+import { inNetns } from './qemu.network.js';
 import { QmpClient } from './qmp.client.js';
 
 export const DEFAULT_QEMU_READY_TIMEOUT_MS = 15_000;
@@ -35,6 +36,11 @@ export interface QemuStartOptions {
   qemuBin?: string;
   /** Default bound on each QMP command. */
   qmpCommandTimeoutMs?: number;
+  /**
+   * Run QEMU inside this network namespace (`ip netns exec`, root only), e.g. for a tap NIC there. Its host-side
+   * sockets must then be unix sockets: the namespace has its own loopback.
+   */
+  netns?: string;
   /**
    * Called with the pid as soon as QEMU is spawned, before it is ready: e.g. to register it for killing should
    * this process die (QEMU outlives its parent otherwise).
@@ -81,7 +87,11 @@ export class QemuProcess {
     const args = [...o.args];
     if (!args.includes('-name')) args.push('-name', o.name);
     args.push('-qmp', `unix:${escapeOption(o.qmpSocket)},server=on,wait=off`);
-    const child = new QemuChild(spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] }), o.logFile);
+    const command = inNetns(o.netns, bin, args);
+    const child = new QemuChild(
+      spawn(command.command, command.args, { stdio: ['ignore', 'ignore', 'pipe'] }),
+      o.logFile,
+    );
     if (child.pid > 0) o.onSpawn?.(child.pid);
     try {
       const qmp = await waitForQmp(child, o, readyTimeoutMs);
