@@ -170,6 +170,27 @@ describe('QemuIncomingRegistry', () => {
     );
   });
 
+  it('passes a tap network on to QEMU; it is part of the request', async () => {
+    const network = { netns: 'wm123456-b', tap: 'tap0', mac: '52:54:00:77:6d:01' };
+    await registry.start({ migrationId, ...LAUNCH, network });
+    expect(specs[0].network).toEqual(network);
+    await expect(
+      registry.start({ migrationId, ...LAUNCH, network: { ...network, mac: '52:54:00:77:6D:01' } }),
+    ).resolves.toMatchObject({ migrationId });
+    expect(await codeOf(registry.start({ migrationId, ...LAUNCH }))).toBe(ErrorCode.Conflict);
+    expect(await codeOf(registry.start({ migrationId, ...LAUNCH, network: { ...network, tap: 'tap1' } }))).toBe(
+      ErrorCode.Conflict,
+    );
+    expect(specs).toHaveLength(1);
+    // Names QEMU could not take, or a network that is not an object, are bad input.
+    const other = randomUUID();
+    for (const bad of [{ ...network, tap: 'x'.repeat(16) }, { ...network, mac: 'nope' }, 'tap0']) {
+      expect(await codeOf(registry.start({ migrationId: other, ...LAUNCH, network: bad }))).toBe(
+        ErrorCode.InvalidRequest,
+      );
+    }
+  });
+
   it('refuses bad input, a disk it does not hold, and a path that is not the migration’s image', async () => {
     expect(await codeOf(registry.start({ migrationId, ...LAUNCH, kernel: 'vmlinuz' }))).toBe(ErrorCode.InvalidRequest);
     expect(await codeOf(registry.start({ migrationId, ...LAUNCH, accel: 'hvf' }))).toBe(ErrorCode.InvalidRequest);

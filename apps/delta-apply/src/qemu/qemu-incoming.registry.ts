@@ -299,6 +299,7 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
       guestPort: request.guestPort,
       runDir,
       postcopy: request.postcopy,
+      ...(request.network ? { network: { ...request.network } } : {}),
     });
     let sink: DestinationSink;
     try {
@@ -348,7 +349,8 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
     this.destinations.set(migrationId, d);
     this.logger.log(
       `destination QEMU of ${migrationId} waits on ${vm.incomingSocket} (pid ${vm.pid}, ${request.ramMiB} MiB, ` +
-        `disk ${diskPath}, port ${vm.servicePort}${request.postcopy ? ', post-copy' : ''})`,
+        `disk ${diskPath}, ${request.network ? `tap ${request.network.tap} in ${request.network.netns}` : `port ${vm.servicePort}`}` +
+        `${request.postcopy ? ', post-copy' : ''})`,
     );
     return this.startReply(d, 'inmigrate');
   }
@@ -415,7 +417,7 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
 
 /** What makes two starts the same request (in a fixed order: JSON of the DTO would follow the body's key order). */
 function requestKey(r: StartQemuIncomingRequest, diskPath: string): string {
-  const { ramMiB, kernel, initrd, append, machine, accel, cpus, servicePort, guestPort, postcopy } = r;
+  const { ramMiB, kernel, initrd, append, machine, accel, cpus, servicePort, guestPort, postcopy, network } = r;
   return JSON.stringify([
     diskPath,
     ramMiB,
@@ -428,6 +430,7 @@ function requestKey(r: StartQemuIncomingRequest, diskPath: string): string {
     servicePort || 0,
     guestPort,
     postcopy,
+    network ? [network.netns, network.tap, network.mac.toLowerCase()] : null,
   ]);
 }
 

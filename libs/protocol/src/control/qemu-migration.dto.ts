@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { IsBoolean, IsIn, IsInt, IsOptional, IsUUID, Matches, Max, Min } from 'class-validator';
 import type { WireError } from '../errors.js';
+import { NestedDto } from '../nested-dto.decorator.js';
 
 /**
  * The `qemu` driver's memory path as verbs of the services that own its pieces: memory-precopy relays QEMU's
@@ -105,6 +106,24 @@ export interface QemuRelayStatusReply {
   error?: WireError;
 }
 
+/**
+ * The destination guest's NIC on a tap device in a network namespace at its site, QEMU running inside it (the
+ * source's NIC was on the same kind of network: a bridge whose gateway address and MAC are the same at both sites).
+ */
+export class QemuTapNetworkSpec {
+  /** The network namespace QEMU runs in (`ip netns exec`). */
+  @Matches(/^[\w.-]{1,64}$/)
+  netns!: string;
+
+  /** The tap device there, made beforehand (e.g. on the site's bridge). */
+  @Matches(/^[\w.-]{1,15}$/)
+  tap!: string;
+
+  /** The NIC's MAC: the source's. */
+  @Matches(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/)
+  mac!: string;
+}
+
 export class StartQemuIncomingRequest {
   @IsUUID()
   migrationId!: string;
@@ -162,12 +181,20 @@ export class StartQemuIncomingRequest {
    */
   @IsBoolean()
   postcopy: boolean = false;
+
+  /**
+   * The guest's NIC on a tap in a network namespace instead of QEMU's user-mode network (no port forwarded: the
+   * reply's `servicePort` is 0). Default absent: user-mode, `servicePort` forwarded to `guestPort`.
+   */
+  @IsOptional()
+  @NestedDto(() => QemuTapNetworkSpec)
+  network?: QemuTapNetworkSpec;
 }
 
 export interface StartQemuIncomingReply {
   migrationId: string;
   diskPath: string;
-  /** Host port (127.0.0.1) the guest's service answers on once it runs. */
+  /** Host port (127.0.0.1) the guest's service answers on once it runs; 0 for a guest on a tap (`network`). */
   servicePort: number;
   pid: number;
   /** QEMU's run state (`inmigrate`). */

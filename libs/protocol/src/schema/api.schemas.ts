@@ -115,6 +115,9 @@ const schemas = {
       postcopy:
         'Post-copy may come: capability `postcopy-ram`, the return path sent back, and loaded once the device ' +
         'state is (`postcopy-active`).',
+      network:
+        'The NIC on a tap in a network namespace (QEMU runs inside it) instead of user-mode networking; no port is ' +
+        'forwarded then (`servicePort` 0 in the reply).',
     },
   }),
   StartQemuIncomingReply: START_QEMU_INCOMING_REPLY_SCHEMA,

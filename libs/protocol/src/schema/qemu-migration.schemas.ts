@@ -59,7 +59,7 @@ export const START_QEMU_INCOMING_REPLY_SCHEMA = objectSchema<StartQemuIncomingRe
   properties: {
     migrationId: uuid(),
     diskPath: string('The image QEMU runs on, in place.'),
-    servicePort: port('Host port on 127.0.0.1 forwarded to the guest’s service.'),
+    servicePort: port('Host port on 127.0.0.1 forwarded to the guest’s service; 0 for a guest on a tap (`network`).'),
     pid: count(),
     status: string('QEMU’s run state.'),
     monitorSocket: string(
