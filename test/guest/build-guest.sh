@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the small real guest that QEMU tests boot: the Debian kernel from /boot, a busybox initramfs that
 # loads the virtio modules, mounts /dev/vda and runs a workload (a hot set in RAM, gentle synced disk writes, a
-# counter served on TCP port 7777), and a 2 GiB ext4 disk holding a debootstrapped Debian base system.
+# counter served on TCP port 7777 once per connection and streamed every 50 ms on port 7778), and a 2 GiB ext4 disk
+# holding a debootstrapped Debian base system. The guest's address is 10.0.2.15/24 via 10.0.2.2 (QEMU's user-mode
+# network) unless the kernel command line says `wanmig.ip=<addr>/<len>` and `wanmig.gw=<addr>` (a tap on a bridge).
 #
 # Output (in ${WANMIG_GUEST_CACHE:-/var/cache/wanmig/guest}, outside the repository):
 #   vmlinuz  initramfs.cpio.gz  disk.img  kernel-version  .stamp
@@ -211,14 +213,19 @@ done
 
 hot_mib=32
 disk_kib=256
+ip_cidr=10.0.2.15/24
+gateway=10.0.2.2
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     wanmig.hot_mib=*) hot_mib=${arg#*=} ;;
     wanmig.disk_kib=*) disk_kib=${arg#*=} ;;
+    wanmig.ip=*) ip_cidr=${arg#*=} ;;
+    wanmig.gw=*) gateway=${arg#*=} ;;
   esac
 done
 echo "$hot_mib" >/run/wanmig/hot_mib
 echo "$disk_kib" >/run/wanmig/disk_kib
+echo "$ip_cidr" >/run/wanmig/ip
 
 i=0
 while [ ! -b /dev/vda ]; do
@@ -237,8 +244,8 @@ while [ ! -e /sys/class/net/eth0 ]; do
 done
 ip link set lo up
 ip link set eth0 up || fail "eth0 does not come up"
-ip addr add 10.0.2.15/24 dev eth0 || fail "cannot set 10.0.2.15 on eth0"
-ip route add default via 10.0.2.2
+ip addr add "$ip_cidr" dev eth0 || fail "cannot set $ip_cidr on eth0"
+ip route add default via "$gateway" || fail "cannot route via $gateway"
 
 echo 'COUNTER 0' >/run/counter
 exec /bin/busybox init
@@ -249,6 +256,7 @@ cat >"$stage/etc/inittab" <<'EOF'
 ::respawn:/etc/wanmig/hot.sh
 ::respawn:/etc/wanmig/disk.sh
 ::respawn:/bin/busybox nc -ll -p 7777 -e /bin/busybox cat /run/counter
+::respawn:/bin/busybox nc -ll -p 7778 -e /etc/wanmig/stream.sh
 ::once:/etc/wanmig/ready.sh
 ::shutdown:/bin/sync
 EOF
@@ -262,6 +270,14 @@ while :; do
   echo "COUNTER $n" >/run/counter.tmp
   mv /run/counter.tmp /run/counter
   usleep 100000
+done
+EOF
+
+# The stream (port 7778): one long-lived connection per client, the counter line every 50 ms until it goes away.
+cat >"$stage/etc/wanmig/stream.sh" <<'EOF'
+#!/bin/sh
+while cat /run/counter; do
+  usleep 50000
 done
 EOF
 
@@ -304,7 +320,8 @@ EOF
 cat >"$stage/etc/wanmig/ready.sh" <<'EOF'
 #!/bin/sh
 i=0
-until [ -f /run/wanmig/hot.ready ] && netstat -ltn 2>/dev/null | grep -q ':7777 '; do
+until [ -f /run/wanmig/hot.ready ] && netstat -ltn 2>/dev/null | grep -q ':7777 ' &&
+  netstat -ltn 2>/dev/null | grep -q ':7778 '; do
   i=$((i + 1))
   if [ $i -gt 600 ]; then
     echo "wanmig-guest: FAILED workload or service not up after 60 s" >/dev/console
@@ -312,7 +329,7 @@ until [ -f /run/wanmig/hot.ready ] && netstat -ltn 2>/dev/null | grep -q ':7777 
   fi
   usleep 100000
 done
-echo "wanmig-guest: ready ip=10.0.2.15 port=7777 hot_mib=$(cat /run/wanmig/hot_mib)" \
+echo "wanmig-guest: ready ip=$(cat /run/wanmig/ip) port=7777 stream=7778 hot_mib=$(cat /run/wanmig/hot_mib)" \
   "disk_kib=$(cat /run/wanmig/disk_kib) kernel=$(uname -r)" >/dev/console
 EOF
 chmod 0755 "$stage/init" "$stage"/etc/wanmig/*.sh
