@@ -27,6 +27,22 @@ import {
   type RunOptions,
 } from './netns.runner.js';
 
+export interface BridgeOptions {
+  /** Default `br0`. */
+  name?: string;
+  /** The bridge's own address, `<IPv4>/<length>`: the guests' gateway. */
+  address?: string;
+  /** The bridge's MAC, e.g. `02:00:00:00:00:fe` (locally administered). */
+  mac?: string;
+}
+
+const UNICAST_MAC = /^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$/i;
+
+function assertIfname(name: string, what: string, prefix: string): void {
+  if (!/^[\w.-]+$/.test(name) || name.length > MAX_IFNAME_LENGTH)
+    throw new NetBedError(`${what} name ${name} is not 1-${MAX_IFNAME_LENGTH} of [A-Za-z0-9_.-]`, prefix);
+}
+
 export interface NetBedOptions {
   /** `wm` and six hex digits (default: random). Namespaces are `<prefix>-c`, `-r`, `-a`, `-b`. */
   prefix?: string;
@@ -47,11 +63,12 @@ export interface NetBedOptions {
  * site's `lo` as a /32, `routeVm` points the router's /32 route at that site. Everything lives only inside the bed's
  * namespaces; `destroy()` (also run by the child-process registry's last words if the test is killed) removes them.
  *
- * QEMU guests (not built yet): `addBridge(site)` makes `br0` in the site namespace; the site's router link stays
- * routed, not enslaved. A guest would need a tap made in the site namespace (`ip -n <ns> tuntap add tap0 mode tap`,
- * `ip -n <ns> link set tap0 master br0 up`) and QEMU started inside it (`spawn(site, ['qemu-system-x86_64', ...,
- * '-netdev', 'tap,id=n0,ifname=tap0,script=no,downscript=no'])`); the guest then owns the VM address, the site routes
- * the /32 to `br0` instead of holding it on `lo`, and QEMU's `announce-self` at the destination refreshes the bridge.
+ * QEMU guests: `addBridge(site, { address, mac })` makes `br0` in the site namespace, the guests' gateway; the site's
+ * router link stays routed, not enslaved, and the site forwards between the two. `addTap(site, tap)` makes a tap on
+ * it, for a QEMU started inside the namespace (`-netdev tap,ifname=<tap>,script=no,downscript=no`). The guest then
+ * owns the VM address, the site reaches it through `br0`'s subnet instead of holding it on `lo`. Give both sites'
+ * bridges the same gateway address and MAC (an anycast gateway, as EVPN data centres do): a guest that moves keeps
+ * its ARP entry for the gateway, and QEMU's `announce-self` at the destination refreshes the bridge there.
  */
 export class NetBed {
   private readonly processes = new Set<NetnsProcess>();
@@ -148,15 +165,43 @@ export class NetBed {
   }
 
   /**
-   * A bridge (default `br0`) inside a site namespace, up, for QEMU guests' taps later. The site's router link is not
-   * enslaved to it: traffic between sites stays routed.
+   * A bridge (default `br0`) inside a site namespace, up, for QEMU guests' taps. The site's router link is not
+   * enslaved to it: traffic between sites stays routed. With `address` (a CIDR, e.g. `10.<octet>.100.254/24`) the
+   * bridge is the guests' gateway and the site forwards between it and the router; `mac` fixes its MAC (the same at
+   * both sites makes an anycast gateway). A name alone may be given as before.
    */
-  async addBridge(site: NetSite, name = 'br0'): Promise<string> {
+  async addBridge(site: NetSite, options: BridgeOptions | string = {}): Promise<string> {
     this.assertLive();
-    if (name.length > MAX_IFNAME_LENGTH)
-      throw new NetBedError(`bridge name ${name} is longer than ${MAX_IFNAME_LENGTH}`, this.prefix);
-    await this.ip(ipCommand.addBridge(this.namespace(site), name));
-    await this.ip(ipCommand.linkUp(this.namespace(site), name));
+    const { name = 'br0', address, mac } = typeof options === 'string' ? { name: options } : options;
+    assertIfname(name, 'bridge', this.prefix);
+    if (mac !== undefined && !UNICAST_MAC.test(mac))
+      throw new NetBedError(`bridge MAC ${mac} is not a unicast MAC address`, this.prefix);
+    const netns = this.namespace(site);
+    await this.ip(ipCommand.addBridge(netns, name));
+    if (mac !== undefined) await this.ip(['-n', netns, 'link', 'set', name, 'address', mac]);
+    if (address !== undefined) {
+      const [host, length] = address.split('/');
+      assertIPv4(host, 'bridge address');
+      if (!/^\d{1,2}$/.test(length ?? '') || Number(length) > 32)
+        throw new NetBedError(`bridge address ${address} is not <IPv4>/<length>`, this.prefix);
+      await this.ip(ipCommand.replaceAddress(netns, name, address));
+      await this.ip(ipCommand.enableForwarding(netns));
+    }
+    await this.ip(ipCommand.linkUp(netns, name));
+    return name;
+  }
+
+  /**
+   * A tap device `name` in a site namespace, enslaved to `bridge` (default `br0`) and up, for a QEMU started inside
+   * that namespace; it goes with the namespace.
+   */
+  async addTap(site: NetSite, name: string, bridge = 'br0'): Promise<string> {
+    this.assertLive();
+    assertIfname(name, 'tap', this.prefix);
+    const netns = this.namespace(site);
+    await this.ip(['-n', netns, 'tuntap', 'add', 'dev', name, 'mode', 'tap']);
+    await this.ip(['-n', netns, 'link', 'set', name, 'master', bridge]);
+    await this.ip(ipCommand.linkUp(netns, name));
     return name;
   }
 
