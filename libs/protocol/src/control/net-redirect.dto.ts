@@ -4,8 +4,10 @@ import {
   ArrayMinSize,
   IsArray,
   IsBoolean,
+  IsIn,
   IsInt,
   IsIP,
+  IsObject,
   IsOptional,
   IsUUID,
   Matches,
@@ -21,7 +23,9 @@ import type { CloudEvent } from './migration-event.types.js';
  * net-redirect: the network side of a switchover, at each site. `net.moved` tells existing infrastructure (load
  * balancers, DNS, SDN controllers) that a VM's addresses now live at another site; `net.route.move` points the
  * router's host routes of those addresses at the new site; `net.relay.*` forwards the connections that still arrive
- * at the old site to the VM at its new place, until they drain or a time limit passes.
+ * at the old site to the VM at its new place, until they drain or a time limit passes. `net.vm.*` is a VM's virtual
+ * NIC at a site: its addresses inside the site's namespace, forwarding to the guest's unix socket, and at the old site
+ * the relay (the NIC re-points its open connections and new ones to the new site's NIC through a tunnel endpoint).
  */
 export const NetRedirectVerb = {
   /** Publish the move as a CloudEvent and ask external controllers (the hook) to confirm they applied it. */
@@ -33,6 +37,13 @@ export const NetRedirectVerb = {
   RelayStatus: 'net.relay.status',
   /** Stop relaying: close the listener and let open connections finish (or cut them with `force`). */
   RelayStop: 'net.relay.stop',
+  /** The VM's NIC at this site: its addresses on the namespace's `lo`, forwarders to the guest's unix socket. */
+  VmAttach: 'net.vm.attach',
+  /** The old site's NIC relays: its connections (open ones too, with `lines` framing) go to the new site's tunnels. */
+  VmRelay: 'net.vm.relay',
+  /** The NIC goes: addresses removed, forwarders stopped, connections cut. */
+  VmDetach: 'net.vm.detach',
+  VmStatus: 'net.vm.status',
 } as const;
 export type NetRedirectVerb = (typeof NetRedirectVerb)[keyof typeof NetRedirectVerb];
 
@@ -295,4 +306,165 @@ export interface RelayStatusReply {
   error?: string;
   /** The forwarder process (with `netns`). */
   pid?: number;
+}
+
+/** Most addresses, and ports, of one VM NIC. */
+export const MAX_VM_NIC_ADDRESSES = 8;
+export const MAX_VM_NIC_PORTS = 16;
+/** An absolute unix socket path that fits `sun_path` (108 bytes with its NUL; the length bound is in the pattern so the schema states it). */
+const UNIX_SOCKET_PATH = /^\/[^\0]{0,106}$/;
+/** Bounds of a NIC relay's `maxMs` (ms). */
+export const MIN_VM_RELAY_MS = 1_000;
+export const MAX_VM_RELAY_MS = 3_600_000;
+
+/**
+ * How a NIC's forwarders see the guest's protocol. `lines`: one request line, one reply line; an open connection can
+ * be carried over to another upstream (its unanswered lines replayed). `none`: bytes only; an open connection stays
+ * on its upstream until it ends.
+ */
+export const VmNicFraming = { Lines: 'lines', None: 'none' } as const;
+export type VmNicFraming = (typeof VmNicFraming)[keyof typeof VmNicFraming];
+
+export const VmNicState = {
+  /** Forwarding to the guest's socket at this site. */
+  Attached: 'attached',
+  /** Forwarding to the new site's tunnel endpoints, until `maxMs`, an idle `idleMs` or a detach. */
+  Relaying: 'relaying',
+  Detached: 'detached',
+} as const;
+export type VmNicState = (typeof VmNicState)[keyof typeof VmNicState];
+
+export class VmAttachRequest {
+  @Matches(VM_ID)
+  vmId!: string;
+
+  /** Placed as /32 (/128) on the namespace's `lo`. */
+  @IsArray()
+  @ArrayMinSize(1)
+  @ArrayMaxSize(MAX_VM_NIC_ADDRESSES)
+  @IsIP(undefined, { each: true })
+  addresses!: string[];
+
+  /** TCP ports the VM answers on, at each address. */
+  @IsArray()
+  @ArrayMinSize(1)
+  @ArrayMaxSize(MAX_VM_NIC_PORTS)
+  @IsInt({ each: true })
+  @Min(1, { each: true })
+  @Max(65535, { each: true })
+  ports!: number[];
+
+  /** Absolute path of the guest service's unix socket (on the filesystem every namespace shares), fits `sun_path`. */
+  @Matches(UNIX_SOCKET_PATH)
+  socket!: string;
+
+  @IsOptional()
+  @IsIn(Object.values(VmNicFraming))
+  framing?: VmNicFraming;
+
+  /** The site's namespace; absent: the service's `WANMIG_VM_NETNS`. */
+  @IsOptional()
+  @Matches(NETNS_NAME)
+  netns?: string;
+}
+
+/** One port's tunnel endpoint at the new site (`tunnelHost:tunnelPort` forwards to the VM's `port` there). */
+export class VmTunnel {
+  @IsInt()
+  @Min(1)
+  @Max(65535)
+  port!: number;
+
+  @IsInt()
+  @Min(1)
+  @Max(65535)
+  tunnelPort!: number;
+}
+
+export class VmRelayRequest {
+  @Matches(VM_ID)
+  vmId!: string;
+
+  /** The new site's tunnel host (its `VmNicStatus.tunnelHost`). */
+  @IsIP()
+  tunnelHost!: string;
+
+  /**
+   * Each attached port's tunnel at the new site (`VmNicStatus.ports` there). Items are VmTunnel objects, checked by
+   * the service (class-validator's nested arrays are not stated by dtoSchema; the schema states them by hand).
+   */
+  @IsArray()
+  @ArrayMinSize(1)
+  @ArrayMaxSize(MAX_VM_NIC_PORTS)
+  @IsObject({ each: true })
+  tunnels!: VmTunnel[];
+
+  /** Hard limit (ms): the NIC detaches then. */
+  @IsInt()
+  @Min(MIN_VM_RELAY_MS)
+  @Max(MAX_VM_RELAY_MS)
+  maxMs!: number;
+
+  /** Detach once no connection has been open for this long (ms). */
+  @IsOptional()
+  @IsInt()
+  @Min(10)
+  @Max(MAX_VM_RELAY_MS)
+  idleMs?: number;
+}
+
+export class VmDetachRequest {
+  @Matches(VM_ID)
+  vmId!: string;
+
+  /**
+   * Accepted for symmetry with `net.relay.stop`: a NIC's detach always cuts its connections, since the VM's addresses
+   * leave this site with it.
+   */
+  @IsBoolean()
+  force: boolean = false;
+}
+
+export class VmNicRef {
+  @Matches(VM_ID)
+  vmId!: string;
+}
+
+export interface VmNicPort {
+  port: number;
+  /** The tunnel endpoint's port on `tunnelHost` (absent: no `WANMIG_VM_TUNNEL_HOST` at this site). */
+  tunnelPort?: number;
+}
+
+export interface VmNicRelay {
+  tunnelHost: string;
+  tunnels: Array<{ port: number; tunnelPort: number }>;
+  startedAt: string;
+  maxMs: number;
+  idleMs?: number;
+}
+
+export interface VmNicConnectionCounts extends RelayConnectionCounts {
+  /** Carried over to, or accepted for, the new site's tunnel. */
+  relayed: number;
+}
+
+export interface VmNicStatus {
+  vmId: string;
+  state: VmNicState;
+  netns: string;
+  addresses: string[];
+  socket: string;
+  framing: VmNicFraming;
+  ports: VmNicPort[];
+  /** Where this NIC's tunnel endpoints listen (an address of this site in `netns`). */
+  tunnelHost?: string;
+  relay?: VmNicRelay;
+  connections: VmNicConnectionCounts;
+  /** `in`: from clients to the guest (or the tunnel); `out`: back to clients. */
+  bytes: { in: number; out: number };
+  stoppedReason?: RelayStopReason;
+  error?: string;
+  /** The forwarder processes, one per port (none once detached). */
+  pids: number[];
 }

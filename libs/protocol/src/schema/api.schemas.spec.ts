@@ -12,7 +12,12 @@ import { format, resolveConfig } from 'prettier';
 import { describe, expect, it } from 'vitest';
 import { type CloudEvent } from '../control/migration-event.types.js';
 import { type MigrationView } from '../control/migration.dto.js';
-import { type NetMovedEvent, type NetMovedReply, type RelayStatusReply } from '../control/net-redirect.dto.js';
+import {
+  type NetMovedEvent,
+  type NetMovedReply,
+  type RelayStatusReply,
+  type VmNicStatus,
+} from '../control/net-redirect.dto.js';
 import {
   type QemuIncomingStatusReply,
   type QemuRelayStatusReply,
@@ -155,6 +160,26 @@ const relay: RelayStatusReply = {
   startedAt: '2025-01-01T10:00:01.000Z',
   pid: 4242,
 };
+const nic: VmNicStatus = {
+  vmId: 'shop',
+  state: 'relaying',
+  netns: 'wm1a2b3c-a',
+  addresses: ['10.200.100.1', 'fd00:20::5'],
+  socket: '/run/wanmig/shop/service.sock',
+  framing: 'lines',
+  ports: [{ port: 7000, tunnelPort: 41234 }],
+  tunnelHost: '10.200.1.2',
+  relay: {
+    tunnelHost: '10.200.2.2',
+    tunnels: [{ port: 7000, tunnelPort: 40999 }],
+    startedAt: '2025-01-01T10:00:01.000Z',
+    maxMs: 600_000,
+    idleMs: 30_000,
+  },
+  connections: { accepted: 3, active: 1, closed: 2, failed: 0, relayed: 1 },
+  bytes: { in: 1200, out: 64_000 },
+  pids: [4242],
+};
 
 /** Replies as the services send them (true), and near misses (false). */
 const REPLY_CASES: [ApiSchemaName, unknown, boolean][] = [
@@ -249,6 +274,21 @@ const REPLY_CASES: [ApiSchemaName, unknown, boolean][] = [
   ['RelayStatusReply', { ...relay, state: 'paused' }, false],
   ['RelayStatusReply', { ...relay, stoppedReason: 'tired' }, false],
   ['RelayStatusReply', { ...relay, bytes: { in: -1, out: 0 } }, false],
+  ['VmNicStatus', nic, true],
+  [
+    'VmNicStatus',
+    { ...nic, state: 'detached', relay: undefined, tunnelHost: undefined, stoppedReason: 'idle', pids: [] },
+    true,
+  ],
+  ['VmNicStatus', { ...nic, state: 'moving' }, false],
+  ['VmNicStatus', { ...nic, connections: { ...nic.connections, relayed: undefined } }, false],
+  ['VmNicStatus', { ...nic, ports: [{ port: 70000 }] }, false],
+  [
+    'VmRelayRequest',
+    { vmId: 'shop', tunnelHost: '10.200.2.2', tunnels: [{ port: 7000, tunnelPort: 40999 }], maxMs: 60_000 },
+    true,
+  ],
+  ['VmRelayRequest', { vmId: 'shop', tunnelHost: '10.200.2.2', tunnels: [{ port: 7000 }], maxMs: 60_000 }, false],
 ];
 
 describe('API_SCHEMAS', () => {

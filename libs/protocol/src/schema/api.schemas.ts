@@ -5,7 +5,16 @@
  */
 import { MigrationRef } from '../control/disk.dto.js';
 import { CreateMigrationRequest, ListMigrationsRequest } from '../control/migration.dto.js';
-import { NetMovedRequest, RouteMoveRequest, StartRelayRequest, StopRelayRequest } from '../control/net-redirect.dto.js';
+import {
+  NetMovedRequest,
+  RouteMoveRequest,
+  StartRelayRequest,
+  StopRelayRequest,
+  VmAttachRequest,
+  VmDetachRequest,
+  VmNicRef,
+  VmRelayRequest,
+} from '../control/net-redirect.dto.js';
 import {
   AbortQemuIncomingRequest,
   OpenQemuRelayRequest,
@@ -24,6 +33,8 @@ import {
   NET_MOVED_REPLY_SCHEMA,
   RELAY_STATUS_REPLY_SCHEMA,
   ROUTE_MOVE_REPLY_SCHEMA,
+  VM_NIC_STATUS_SCHEMA,
+  vmRelayRequestSchema,
 } from './net-redirect.schemas.js';
 import { objectSchema, string } from './object.schema.js';
 import {
@@ -51,6 +62,10 @@ export const API_REQUEST_DTOS = {
   RouteMoveRequest,
   StartRelayRequest,
   StopRelayRequest,
+  VmAttachRequest,
+  VmRelayRequest,
+  VmDetachRequest,
+  VmNicRef,
 } as const;
 
 const schemas = {
@@ -173,6 +188,35 @@ const schemas = {
     properties: { force: 'Cut open connections at once.' },
   }),
   RelayStatusReply: RELAY_STATUS_REPLY_SCHEMA,
+  VmAttachRequest: dtoSchema(VmAttachRequest, {
+    description:
+      'net-redirect `net.vm.attach`: the VM’s NIC at this site: its addresses as /32 (/128) on `lo` of the site’s ' +
+      'namespace, and per port a forwarder listening on every address (and on a tunnel endpoint) to the guest’s ' +
+      'unix socket. A repeat answers the same; a repeat on a relaying NIC points it back at `socket` (the rollback).',
+    properties: {
+      ports: 'TCP ports the VM answers on, at each address.',
+      socket: 'Absolute path of the guest service’s unix socket.',
+      framing: '`lines`: one request line, one reply line, so a relay can carry open connections over; default `none`.',
+      netns: 'The site’s namespace; absent: the service’s `WANMIG_VM_NETNS`.',
+    },
+  }),
+  VmRelayRequest: vmRelayRequestSchema({
+    description:
+      'net-redirect `net.vm.relay`: at the old site, the NIC forwards its connections (open `lines` ones carried ' +
+      'over) and new ones to the new site’s tunnel endpoints, until `maxMs` or an idle `idleMs`, then detaches.',
+    properties: {
+      tunnelHost: 'The new site NIC’s `tunnelHost`.',
+      tunnels: 'Each attached port’s tunnel port at the new site.',
+      maxMs: 'Hard limit: the NIC detaches then.',
+      idleMs: 'Detach once no connection has been open for this long.',
+    },
+  }),
+  VmDetachRequest: dtoSchema(VmDetachRequest, {
+    description: 'net-redirect `net.vm.detach`: the NIC’s addresses leave `lo`, its forwarders stop (connections cut).',
+    properties: { force: 'Accepted for symmetry with `net.relay.stop`; a detach always cuts connections.' },
+  }),
+  VmNicRef: dtoSchema(VmNicRef, { description: 'net-redirect `net.vm.status`: the NIC of `vmId` at this site.' }),
+  VmNicStatus: VM_NIC_STATUS_SCHEMA,
 } satisfies Record<string, JsonSchema>;
 
 export type ApiSchemaName = keyof typeof schemas;

@@ -30,6 +30,21 @@ const RELAY = {
   maxMs: 60_000,
 };
 
+const NIC = {
+  vmId: 'shop',
+  addresses: ['10.200.100.1'],
+  ports: [7000],
+  socket: '/run/wanmig/shop.sock',
+  framing: 'lines',
+};
+// Items of `tunnels` that are objects but wrong are refused by the schema and by the service, not by validateDto.
+const VM_RELAY = {
+  vmId: 'shop',
+  tunnelHost: '10.200.2.2',
+  tunnels: [{ port: 7000, tunnelPort: 40999 }],
+  maxMs: 60_000,
+};
+
 /** Bodies each DTO must accept (true) or refuse (false): validateDto and the schema must agree on every one. */
 const CASES: { [K in keyof typeof API_REQUEST_DTOS]: [unknown, boolean][] } = {
   CreateMigrationRequest: [
@@ -200,6 +215,44 @@ const CASES: { [K in keyof typeof API_REQUEST_DTOS]: [unknown, boolean][] } = {
     [{ migrationId: MIGRATION_ID, force: true }, true],
     [{ migrationId: MIGRATION_ID, force: 'now' }, false],
     [{}, false],
+  ],
+  VmAttachRequest: [
+    [NIC, true],
+    [{ ...NIC, addresses: ['10.0.0.5', 'fd00::5'], ports: [1, 65535], framing: 'none', netns: 'wm1a2b3c-a' }, true],
+    [{ ...NIC, framing: null, netns: null }, true],
+    [{ ...NIC, addresses: [] }, false],
+    [{ ...NIC, addresses: Array.from({ length: 9 }, (_, i) => `10.0.0.${i + 1}`) }, false],
+    [{ ...NIC, addresses: ['10.0.0.300'] }, false],
+    [{ ...NIC, ports: [] }, false],
+    [{ ...NIC, ports: [0] }, false],
+    [{ ...NIC, ports: [70000] }, false],
+    [{ ...NIC, ports: [1.5] }, false],
+    [{ ...NIC, ports: Array.from({ length: 17 }, (_, i) => i + 1) }, false],
+    [{ ...NIC, socket: 'relative.sock' }, false],
+    [{ ...NIC, socket: `/${'s'.repeat(107)}` }, false],
+    [{ ...NIC, framing: 'bytes' }, false],
+    [{ ...NIC, netns: '../etc' }, false],
+  ],
+  VmRelayRequest: [
+    [VM_RELAY, true],
+    [{ ...VM_RELAY, tunnelHost: 'fd00::2', idleMs: 30_000 }, true],
+    [{ ...VM_RELAY, tunnelHost: 'site-b' }, false],
+    [{ ...VM_RELAY, tunnels: [] }, false],
+    [{ ...VM_RELAY, tunnels: [7000] }, false],
+    [{ ...VM_RELAY, maxMs: 999 }, false],
+    [{ ...VM_RELAY, maxMs: 3_600_001 }, false],
+    [{ ...VM_RELAY, idleMs: 5 }, false],
+  ],
+  VmDetachRequest: [
+    [{ vmId: 'shop' }, true],
+    [{ vmId: 'shop', force: true }, true],
+    [{ vmId: 'shop', force: 'yes' }, false],
+    [{}, false],
+  ],
+  VmNicRef: [
+    [{ vmId: 'shop' }, true],
+    [{ vmId: 'a b' }, false],
+    [{ vmId: 'shop', extra: 1 }, false],
   ],
 };
 

@@ -2,6 +2,10 @@ import {
   NET_MOVED_EVENT_TYPE,
   RelayState,
   RelayStopReason,
+  VmNicFraming,
+  VmNicState,
+  VmRelayRequest,
+  VmTunnel,
   type NetMovedConfirmation,
   type NetMovedData,
   type NetMovedEvent,
@@ -11,8 +15,13 @@ import {
   type RelayStatusReply,
   type RouteInPlace,
   type RouteMoveReply,
+  type VmNicConnectionCounts,
+  type VmNicPort,
+  type VmNicRelay,
+  type VmNicStatus,
 } from '../control/net-redirect.dto.js';
 import { CLOUDEVENTS_SPECVERSION } from '../control/migration-event.types.js';
+import { dtoSchema } from './dto.schema.js';
 import { type JsonSchema } from './json-schema.js';
 import {
   amount,
@@ -163,3 +172,76 @@ export const RELAY_STATUS_REPLY_SCHEMA = objectSchema<RelayStatusReply>({
   },
   optional: { stoppedAt: true, stoppedReason: true, error: true, pid: true },
 });
+
+const VM_NIC_PORT_SCHEMA = objectSchema<VmNicPort>({
+  properties: {
+    port: port('A port the VM answers on, at each of its addresses.'),
+    tunnelPort: port('The tunnel endpoint on `tunnelHost` for this port (absent: no tunnel host configured).'),
+  },
+  optional: { tunnelPort: true },
+});
+
+const VM_NIC_RELAY_SCHEMA = objectSchema<VmNicRelay>({
+  description: 'Where the NIC relays to (the new site’s tunnel endpoints) and its limits.',
+  properties: {
+    tunnelHost: ip(),
+    tunnels: arrayOf(
+      objectSchema<VmNicRelay['tunnels'][number]>({
+        properties: { port: port(), tunnelPort: port() },
+        optional: {},
+      }),
+    ),
+    startedAt: timestamp(),
+    maxMs: count(),
+    idleMs: count(),
+  },
+  optional: { idleMs: true },
+});
+
+const VM_NIC_COUNTS_SCHEMA = objectSchema<VmNicConnectionCounts>({
+  properties: {
+    accepted: count(),
+    active: count(),
+    closed: count('Closed, whichever way (`failed` included).'),
+    failed: count('Closed by an error: the guest’s socket or the tunnel refused or was unreachable, a reset.'),
+    relayed: count('Carried over to, or accepted for, the new site’s tunnel.'),
+  },
+  optional: {},
+});
+
+export const VM_NIC_STATUS_SCHEMA = objectSchema<VmNicStatus>({
+  description: 'A VM’s NIC at one site: where it forwards, its ports and tunnel endpoints, its counters.',
+  properties: {
+    vmId: string(),
+    state: oneOfValues(VmNicState),
+    netns: string('The site’s network namespace the addresses and forwarders live in.'),
+    addresses: arrayOf(ip(), 'On the namespace’s `lo` as /32 (/128) while not detached.'),
+    socket: string('The guest service’s unix socket.'),
+    framing: oneOfValues(VmNicFraming),
+    ports: arrayOf(VM_NIC_PORT_SCHEMA),
+    tunnelHost: ip('Where this NIC’s tunnel endpoints listen.'),
+    relay: VM_NIC_RELAY_SCHEMA,
+    connections: VM_NIC_COUNTS_SCHEMA,
+    bytes: objectSchema<VmNicStatus['bytes']>({
+      description: '`in`: from clients to the guest (or the tunnel); `out`: back to clients.',
+      properties: { in: count(), out: count() },
+      optional: {},
+    }),
+    stoppedReason: oneOfValues(RelayStopReason),
+    error: string('Why the NIC failed.'),
+    pids: arrayOf(count(), 'The forwarder processes, one per port.'),
+  },
+  optional: { tunnelHost: true, relay: true, stoppedReason: true, error: true },
+});
+
+/**
+ * `net.vm.relay`'s request: generated from its DTO, with `tunnels`' items stated by VmTunnel's own schema (dtoSchema
+ * does not map nested DTOs in arrays; the service validates each item with VmTunnel).
+ */
+export function vmRelayRequestSchema(annotations: Parameters<typeof dtoSchema<VmRelayRequest>>[1]): JsonSchema {
+  const schema = dtoSchema(VmRelayRequest, annotations);
+  const properties = schema.properties as Record<string, JsonSchema>;
+  const { title: _title, ...item } = dtoSchema(VmTunnel);
+  properties.tunnels = { ...properties.tunnels, items: item };
+  return schema;
+}
