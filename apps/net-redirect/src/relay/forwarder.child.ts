@@ -1,7 +1,7 @@
 /**
  * The relay's forwarder as its own process, for a listener inside a network namespace (Node cannot enter one, so the
  * service starts `ip netns exec <ns> node forwarder.child.js '<config>'`). Reports on stdout as JSON lines (see
- * forwarder.protocol.ts), takes `drain` / `stop` on stdin, and exits when its stdin closes: it never outlives the
+ * forwarder.protocol.ts), takes `drain` / `stop` / `retarget` on stdin, and exits when its stdin closes: it never outlives the
  * service that started it.
  */
 import {
@@ -51,6 +51,10 @@ async function main(): Promise<void> {
     jsonLines<ForwarderCommand>((command) => {
       if (command.type === 'drain') forwarder?.stopAccepting();
       else if (command.type === 'stop') exit(0);
+      else if (command.type === 'retarget') {
+        forwarder?.retarget(command.target, command.relay);
+        report({ type: 'retargeted' });
+      }
     }),
   );
   try {
@@ -61,7 +65,7 @@ async function main(): Promise<void> {
     process.stdout.write('', () => process.exit(1));
     return;
   }
-  report({ type: 'listening', address: forwarder.address, pid: process.pid });
+  report({ type: 'listening', address: forwarder.address, addresses: forwarder.addresses, pid: process.pid });
 }
 
 main().catch((err: unknown) => {

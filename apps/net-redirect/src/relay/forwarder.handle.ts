@@ -7,7 +7,13 @@ import {
   type ForwarderCommand,
   type ForwarderReport,
 } from './forwarder.protocol.js';
-import { emptyCounters, TcpForwarder, type Endpoint, type ForwarderCounters } from './tcp.forwarder.js';
+import {
+  emptyCounters,
+  TcpForwarder,
+  type Endpoint,
+  type ForwarderCounters,
+  type ForwarderTarget,
+} from './tcp.forwarder.js';
 
 /** A listen error as the relay reports it: `code` EADDRINUSE is a CONFLICT, anything else UNAVAILABLE. */
 export class ForwarderStartError extends Error {
@@ -22,12 +28,16 @@ export class ForwarderStartError extends Error {
 /** A running forwarder, in this process or in a child inside a namespace; what NetRelay drives. */
 export interface ForwarderHandle {
   readonly address: Endpoint;
+  /** Every listening endpoint (`listen`, then `alsoListen`), ports as bound. */
+  readonly addresses: Endpoint[];
   /** The child's pid (namespaced forwarders). */
   readonly pid?: number;
   counters(): ForwarderCounters;
   /** Called on every change of the counters, and once with an error if the forwarder dies on its own. */
   onChange(listener: (error?: string) => void): void;
   stopAccepting(): void;
+  /** New connections (and open `lines` ones) go to `target`; resolves once the forwarder applied it. */
+  retarget(target: ForwarderTarget, relay: boolean): Promise<void>;
   /** Cuts every connection and ends the forwarder (the child exits). Idempotent. */
   destroy(): Promise<void>;
 }
@@ -43,9 +53,14 @@ export async function startInProcessForwarder(config: ForwarderChildConfig): Pro
   }
   return {
     address: forwarder.address,
+    addresses: forwarder.addresses,
     counters: () => ({ ...forwarder.counters }),
     onChange: (fn) => (listener = fn),
     stopAccepting: () => forwarder.stopAccepting(),
+    retarget: (target, relay) => {
+      forwarder.retarget(target, relay);
+      return Promise.resolve();
+    },
     destroy: () => forwarder.destroy(),
   };
 }
@@ -92,9 +107,12 @@ export function startChildForwarder(
 class ChildForwarder implements ForwarderHandle {
   readonly started: Promise<ForwarderHandle>;
   address: Endpoint = { host: '', port: 0 };
+  addresses: Endpoint[] = [];
   private latest: ForwarderCounters = emptyCounters();
   private listener: (error?: string) => void = () => {};
   private stderr = '';
+  /** Retargets sent and not yet acknowledged, oldest first (the child answers them in order). */
+  private readonly retargets: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private readonly exited: Promise<void>;
   private ending = false;
 
@@ -129,7 +147,10 @@ class ChildForwarder implements ForwarderHandle {
             listening = true;
             clearTimeout(timer);
             this.address = report.address;
+            this.addresses = report.addresses ?? [report.address];
             resolve(this);
+          } else if (report.type === 'retargeted') {
+            this.retargets.shift()?.resolve();
           } else if (report.type === 'error') {
             fail(report.message, report.code);
           } else if (report.type === 'counters') {
@@ -142,6 +163,11 @@ class ChildForwarder implements ForwarderHandle {
       child.once('error', (err) => fail(`cannot start ${options.ipBin} netns exec: ${err.message}`));
       child.once('close', (code, signal) => {
         const why = this.stderr.trim() || `exited (${signal ?? code})`;
+        for (const pending of this.retargets.splice(0)) {
+          pending.reject(
+            new ForwarderStartError(`the forwarder in ${options.netns} exited before it retargeted: ${why}`),
+          );
+        }
         if (!listening) fail(`the forwarder in ${options.netns} could not start: ${why}`);
         else if (!this.ending) this.listener(`the forwarder in ${options.netns} died: ${why}`);
       });
@@ -162,6 +188,16 @@ class ChildForwarder implements ForwarderHandle {
 
   stopAccepting(): void {
     this.send({ type: 'drain' });
+  }
+
+  retarget(target: ForwarderTarget, relay: boolean): Promise<void> {
+    if (this.ending || this.child.exitCode !== null || this.child.signalCode !== null) {
+      return Promise.reject(new ForwarderStartError(`the forwarder in ${this.options.netns} is gone`));
+    }
+    return new Promise((resolve, reject) => {
+      this.retargets.push({ resolve, reject });
+      this.send({ type: 'retarget', target, relay });
+    });
   }
 
   async destroy(): Promise<void> {

@@ -2,7 +2,7 @@
  * What the forwarder child (`forwarder.child.ts`, run inside a namespace) and the service say to each other, one JSON
  * object a line: the child reports on stdout, the service commands on stdin. Imports nothing from wanmig's libs.
  */
-import type { Endpoint, ForwarderCounters, TcpForwarderOptions } from './tcp.forwarder.js';
+import type { Endpoint, ForwarderCounters, ForwarderTarget, TcpForwarderOptions } from './tcp.forwarder.js';
 
 /** argv[2] of the child. */
 export interface ForwarderChildConfig extends TcpForwarderOptions {
@@ -11,12 +11,18 @@ export interface ForwarderChildConfig extends TcpForwarderOptions {
 }
 
 export type ForwarderReport =
-  | { type: 'listening'; address: Endpoint; pid: number }
+  | { type: 'listening'; address: Endpoint; addresses: Endpoint[]; pid: number }
+  /** The answer to a `retarget`, in the order they came. */
+  | { type: 'retargeted' }
   | ({ type: 'counters' } & ForwarderCounters)
   | { type: 'error'; code?: string; message: string };
 
-/** `drain`: stop accepting, let open connections finish; `stop`: cut everything and exit. */
-export type ForwarderCommand = { type: 'drain' } | { type: 'stop' };
+/**
+ * `drain`: stop accepting, let open connections finish; `stop`: cut everything and exit; `retarget`: new connections
+ * (and open `lines` ones) go to `target` from now on.
+ */
+export type ForwarderCommand =
+  { type: 'drain' } | { type: 'stop' } | { type: 'retarget'; target: ForwarderTarget; relay: boolean };
 
 /** Splits a byte stream into lines and hands each parsed JSON object on (anything else is ignored). */
 export function jsonLines<T>(onMessage: (message: T) => void): (chunk: Buffer | string) => void {
