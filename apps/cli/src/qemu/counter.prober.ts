@@ -22,6 +22,21 @@ export interface CounterProbeReport {
   counterWentBack: boolean;
 }
 
+/** The report of a probe that never asked (the runner's `probeCounter: false`): all zeros. */
+export function emptyProbeReport(): CounterProbeReport {
+  return {
+    queries: 0,
+    answers: 0,
+    misses: 0,
+    maxGapMs: 0,
+    maxGapStartMs: 0,
+    lastSourceCounter: undefined,
+    firstDestinationCounter: undefined,
+    answersAfterSwitch: 0,
+    counterWentBack: false,
+  };
+}
+
 /**
  * A client of the test guest's counter service (one `COUNTER <n>` per connection): asks every `intervalMs`, one
  * query at a time, and records the gaps between answers. When the VM moves it is told the new port; the query
@@ -36,17 +51,7 @@ export class CounterProber {
   private lastAnswerAt: number | undefined;
   private lastCounter: number | undefined;
   private switched = false;
-  private readonly report: CounterProbeReport = {
-    queries: 0,
-    answers: 0,
-    misses: 0,
-    maxGapMs: 0,
-    maxGapStartMs: 0,
-    lastSourceCounter: undefined,
-    firstDestinationCounter: undefined,
-    answersAfterSwitch: 0,
-    counterWentBack: false,
-  };
+  private readonly report: CounterProbeReport = emptyProbeReport();
 
   constructor(
     port: number,

@@ -44,13 +44,16 @@ export class DiskPathClient {
     return controlSubject(this.destSite, ServiceName.DeltaApply, verb);
   }
 
-  /** Serves `imagePath` as a `mirror-target` export on 127.0.0.1 (QEMU writes the image, the export tracks blocks). */
-  exportMirrorTarget(name: string, imagePath: string): Promise<ExportDiskReply> {
+  /**
+   * Serves `imagePath` as a `mirror-target` export (QEMU writes the image, the export tracks blocks): on the unix
+   * socket `socket` when given, else on a free port of 127.0.0.1.
+   */
+  exportMirrorTarget(name: string, imagePath: string, socket?: string): Promise<ExportDiskReply> {
     return callControl<ExportDiskReply>(this.nc, this.source(DiskTransferVerb.Export), {
       name,
       imagePath,
       role: 'mirror-target',
-      port: 0,
+      ...(socket === undefined ? { port: 0 } : { socket }),
     });
   }
 

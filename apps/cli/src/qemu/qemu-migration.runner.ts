@@ -35,7 +35,7 @@ import {
   type GuestHandle,
   type LocalBed,
 } from '@wanmig/testing';
-import { CounterProber } from './counter.prober.js';
+import { CounterProber, emptyProbeReport } from './counter.prober.js';
 import { DiskPathClient } from './disk-path.client.js';
 import { FailureTripwire } from './failure.tripwire.js';
 import { QemuServicesClient, type QemuIncomingLaunch } from './qemu-services.client.js';
@@ -56,6 +56,8 @@ const MiB = 2 ** 20;
 const MEMORY_WATCH_MS = 250;
 /** How long a failed migration waits for the services to say what broke, before rolling back regardless. */
 const EXPLAIN_TIMEOUT_MS = 2_000;
+/** The mirror-target export's socket in the source-side dir. */
+const MIRROR_SOCKET = 'mirror.sock';
 
 /**
  * Migrates a running QEMU guest from site A to site B of the bed through wanmig's pieces: its disk through
@@ -164,18 +166,21 @@ class QemuVmMigration {
       this.sourceWasRunning = (await sourceQmp.execute<QmpStatus>('query-status')).running;
       const memory = await sourceQmp.execute<{ 'base-memory': number }>('query-memory-size-summary');
       const ramBytes = memory['base-memory'];
-      this.prober = new CounterProber(this.source.servicePort, { intervalMs: this.o.probeIntervalMs });
-      this.prober.start();
+      if (this.o.probeCounter ?? true) {
+        this.prober = new CounterProber(this.source.servicePort, { intervalMs: this.o.probeIntervalMs });
+        this.prober.start();
+      }
 
-      // a. Disk: export, mirror, held migration until it keeps the destination in step.
+      // a. Disk: export, mirror, held migration until it keeps the destination in step. The export listens on a
+      // unix socket: QEMU reaches it wherever it runs, inside a network namespace too (which has its own loopback).
       this.enter(QemuMigrationStage.DiskExport);
-      const exported = await this.disks.exportMirrorTarget(this.exportName, this.source.disk);
+      const mirrorSocket = join(this.sourceDir, MIRROR_SOCKET);
+      await this.disks.exportMirrorTarget(this.exportName, this.source.disk, mirrorSocket);
       this.exported = true;
-      const uri = new URL(exported.uri);
       this.enter(QemuMigrationStage.DiskMirror);
       this.mirror = await startDiskMirror(sourceQmp, {
         device: GUEST_DISK_NODE,
-        nbd: { host: uri.hostname, port: Number(uri.port) },
+        nbd: { path: mirrorSocket },
         exportName: this.exportName,
       });
       this.tripwire.watch(this.mirror.failed, ({ value }) =>
@@ -299,10 +304,11 @@ class QemuVmMigration {
         this.services.resume(migrationId, { loadTimeoutMs: this.timeouts.completionMs }),
       );
       const activatedAt = performance.now();
-      this.prober.switchTo(this.incoming.servicePort);
+      this.prober?.switchTo(this.incoming.servicePort);
       // From here on only forward: the destination runs.
       this.tripwire.disarm();
       this.stopWatchingMemory();
+      const hookWarnings = await this.afterResume();
       if (this.postcopy) {
         // The rest of the memory arrives while the guest runs at B; a failure now cannot be rolled back.
         await waitForMigrationStatus(sourceQmp, [QemuMigrationStatus.Completed], {
@@ -340,12 +346,23 @@ class QemuVmMigration {
         diskEqualAtPause: atPause ? atPause.sourceSha256 === atPause.destinationSha256 : undefined,
         diskAtPause: atPause,
         ramAtPause,
-        warnings: [...resumed.warnings],
+        warnings: [...resumed.warnings, ...hookWarnings],
       };
     } catch (err) {
       throw await this.rollBack(await this.explain(err));
     }
     return this.finish(result, wanBefore);
+  }
+
+  /** The caller's afterResume, at once: what it throws is a warning, the guest runs at B either way. */
+  private async afterResume(): Promise<string[]> {
+    if (!this.o.afterResume) return [];
+    try {
+      await this.o.afterResume({ migrationId: this.migrationId, destination: this.destination! });
+      return [];
+    } catch (err) {
+      return [`afterResume: ${describe(err)}`];
+    }
   }
 
   /** The destination's launch: the source's machine, its kernel and initrd (the test guest's by default). */
@@ -359,12 +376,13 @@ class QemuVmMigration {
       ramMiB: Math.round(ramBytes / MiB),
       kernel: d.kernel ?? image!.kernel,
       initrd: d.initrd ?? image!.initrd,
-      append: append.join(' '),
+      append: d.append ?? append.join(' '),
       diskPath: this.destPath,
       machine: d.machine ?? 'q35',
       accel: d.accel ?? 'tcg',
       ...(d.servicePort === undefined ? {} : { servicePort: d.servicePort }),
       postcopy: this.o.steering?.postcopyAfterMs !== undefined,
+      ...(d.network ? { network: { ...d.network } } : {}),
     };
   }
 
@@ -457,15 +475,17 @@ class QemuVmMigration {
         warnings.push(`${what}: ${describe(err)}`);
       }
     };
-    const prober = this.prober!;
-    await attempt('the guest to answer at the destination', () =>
-      waitUntil(() => prober.answersAfterSwitch > 0, {
-        what: 'the guest to answer at the destination',
-        timeoutMs: this.timeouts.resumeMs,
-        intervalMs: 10,
-      }),
-    );
-    const probe = await prober.stop();
+    const prober = this.prober;
+    if (prober) {
+      await attempt('the guest to answer at the destination', () =>
+        waitUntil(() => prober.answersAfterSwitch > 0, {
+          what: 'the guest to answer at the destination',
+          timeoutMs: this.timeouts.resumeMs,
+          intervalMs: 10,
+        }),
+      );
+    }
+    const probe = prober ? await prober.stop() : emptyProbeReport();
     const wanAfter = this.bed.sites.wan.stats();
     const wan = { aToB: wanAfter.aToB - wanBefore.aToB, bToA: wanAfter.bToA - wanBefore.bToA, total: 0 };
     wan.total = wan.aToB + wan.bToA;

@@ -1,4 +1,4 @@
-import type { QmpClient } from '@wanmig/hypervisor';
+import type { QemuTapNetwork, QmpClient } from '@wanmig/hypervisor';
 import type { DiskMigrationReport } from '@wanmig/protocol';
 import type { QemuRelayStatusReply, QemuSinkStatus } from '@wanmig/protocol';
 import type { BootGuestOptions } from '@wanmig/testing';
@@ -30,7 +30,7 @@ export const DEFAULT_QEMU_MIGRATION_TIMEOUTS = {
 /** The guest at the destination: delta-apply started its QEMU and owns it. */
 export interface QemuDestination {
   readonly pid: number;
-  /** Host port (127.0.0.1) of the guest's service. */
+  /** Host port (127.0.0.1) of the guest's service; 0 for a guest on a tap (reached at its own address). */
   readonly servicePort: number;
   /** The destination QEMU's monitor socket, for observers (delta-apply holds its own QMP connection). */
   readonly qmpSocket: string;
@@ -86,7 +86,16 @@ export interface QemuWanmigOptions {
   destination?: Pick<
     BootGuestOptions,
     'accel' | 'machine' | 'kernel' | 'initrd' | 'hotMiB' | 'diskKiB' | 'servicePort' | 'stopTimeoutMs'
-  >;
+  > & {
+    /** The kernel command line (default: the test guest's as bootGuest builds it from hotMiB and diskKiB). */
+    append?: string;
+    /**
+     * The destination's NIC on a tap in a network namespace at site B, QEMU running inside it (see
+     * QemuTapNetwork); the source's NIC must be on the same kind of network, with the same MAC. Default: user-mode
+     * networking with a forwarded port, as bootGuest's.
+     */
+    network?: QemuTapNetwork;
+  };
   /**
    * Runs with the destination loaded and still paused, just before its `cont` (its time is part of the pause): e.g.
    * a snapshot of the destination disk, so its state at the switch can be compared with the source afterwards.
@@ -98,6 +107,18 @@ export interface QemuWanmigOptions {
   windowBytes?: number;
   /** How often the client asks the guest its counter, ms (20). */
   probeIntervalMs?: number;
+  /**
+   * A client polls the guest's counter service on the source's, then the destination's, forwarded port (default
+   * true): `probe` and `clientPauseMs`. Off for a guest whose port is not forwarded to this host (a NIC on a tap in
+   * a namespace): those figures are then zeros, and the caller measures from a client on the guest's network.
+   */
+  probeCounter?: boolean;
+  /**
+   * Runs as soon as the destination runs (`mem.qemu.resume` answered), before the runner waits for the guest's
+   * answer there, reads QEMU's figures and stops the source: e.g. moving the VM's route to site B (net-redirect's
+   * `net.route.move`). Not part of the pause figures. What it throws becomes a warning: the guest runs at B anyway.
+   */
+  afterResume?: (view: { migrationId: string; destination: QemuDestination }) => Promise<void>;
   timeouts?: Partial<typeof DEFAULT_QEMU_MIGRATION_TIMEOUTS>;
   onStage?: (view: QemuMigrationView) => void;
   log?: (line: string) => void;

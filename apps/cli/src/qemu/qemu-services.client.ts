@@ -23,7 +23,7 @@ export type QemuIncomingLaunch = Pick<StartQemuIncomingRequest, 'ramMiB' | 'kern
   Partial<
     Pick<
       StartQemuIncomingRequest,
-      'diskPath' | 'append' | 'machine' | 'accel' | 'cpus' | 'servicePort' | 'guestPort' | 'postcopy'
+      'diskPath' | 'append' | 'machine' | 'accel' | 'cpus' | 'servicePort' | 'guestPort' | 'postcopy' | 'network'
     >
   >;
 
