@@ -114,3 +114,57 @@ export class ShuttingDownError extends NetRedirectError {
     this.name = 'ShuttingDownError';
   }
 }
+
+/** Base of the VM NICs' errors (`net.vm.*`): each names the VM. */
+export class VmNicError extends NetRedirectError {
+  readonly vmId: string;
+  constructor(code: ErrorCode, vmId: string, message: string, cause?: unknown) {
+    super(code, `NIC of VM ${vmId}: ${message}`, { cause });
+    this.name = 'VmNicError';
+    this.vmId = vmId;
+  }
+}
+
+/** No NIC of this VM at this site. */
+export class VmNicNotFoundError extends VmNicError {
+  constructor(vmId: string) {
+    super(ErrorCode.NotFound, vmId, 'none at this site');
+    this.name = 'VmNicNotFoundError';
+  }
+}
+
+/** A request that contradicts the NIC as it is (other addresses or ports, another namespace, a detached NIC). */
+export class VmNicConflictError extends VmNicError {
+  constructor(vmId: string, what: string) {
+    super(ErrorCode.Conflict, vmId, what);
+    this.name = 'VmNicConflictError';
+  }
+}
+
+/** A port of the NIC is taken at one of its addresses (or its tunnel host): nothing was left behind. */
+export class VmNicPortInUseError extends VmNicError {
+  readonly port: number;
+  constructor(vmId: string, port: number, where: string, cause?: unknown) {
+    super(ErrorCode.Conflict, vmId, `port ${port} is already in use (${where}); nothing was left behind`, cause);
+    this.name = 'VmNicPortInUseError';
+    this.port = port;
+  }
+}
+
+/** A relay that names a port the NIC does not have, or a tunnel item that is not `{ port, tunnelPort }`. */
+export class VmNicInvalidRequestError extends VmNicError {
+  constructor(vmId: string, what: string) {
+    super(ErrorCode.InvalidRequest, vmId, what);
+    this.name = 'VmNicInvalidRequestError';
+  }
+}
+
+/** The NIC cannot be made: no namespace configured, an `ip` command or a forwarder failed (nothing is left behind). */
+export class VmNicUnavailableError extends VmNicError {
+  readonly command?: string;
+  constructor(vmId: string, reason: string, fields: { command?: string; cause?: unknown } = {}) {
+    super(ErrorCode.Unavailable, vmId, reason, fields.cause);
+    this.name = 'VmNicUnavailableError';
+    this.command = fields.command;
+  }
+}

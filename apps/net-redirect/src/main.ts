@@ -2,12 +2,14 @@
 /**
  * net-redirect: the network side of a switchover at one site. Publishes a VM's move for existing infrastructure
  * (`net.moved`: a CloudEvent and a request/reply hook for controllers), moves the VM's host routes in the router's
- * namespace (`net.route.move`), and relays the connections that still reach the old site (`net.relay.*`).
+ * namespace (`net.route.move`), relays the connections that still reach the old site (`net.relay.*`), and gives VMs
+ * their NIC at this site (`net.vm.*`: the VM's addresses in the site's namespace, forwarding to the guest's socket).
  *
  *   node dist/apps/net-redirect/src/main.js [--nats URL] [--site NAME] [--js-domain NAME]
  *        [--route-netns NS] [--route-via site-a=10.1.0.2,site-b=10.2.0.2] [--ip-bin PATH]
+ *        [--vm-netns NS] [--vm-tunnel-host ADDRESS]
  *   (or WANMIG_NATS_URL, WANMIG_SITE, WANMIG_JS_DOMAIN, WANMIG_ROUTE_NETNS, WANMIG_ROUTE_VIA, WANMIG_IP_BIN,
- *    WANMIG_COMMAND_TIMEOUT_MS)
+ *    WANMIG_COMMAND_TIMEOUT_MS, WANMIG_VM_NETNS, WANMIG_VM_TUNNEL_HOST)
  */
 import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
@@ -22,6 +24,8 @@ const FLAGS = {
   'route-netns': 'WANMIG_ROUTE_NETNS',
   'route-via': 'WANMIG_ROUTE_VIA',
   'ip-bin': 'WANMIG_IP_BIN',
+  'vm-netns': 'WANMIG_VM_NETNS',
+  'vm-tunnel-host': 'WANMIG_VM_TUNNEL_HOST',
 } as const;
 
 async function main(): Promise<void> {
@@ -38,7 +42,7 @@ async function main(): Promise<void> {
     natsUrl: config.natsUrl,
     queue: `net-redirect.${config.site}`,
   });
-  // Nest's shutdown hooks (SIGTERM, SIGINT) cut the relays (their forwarder children exit) and drain `nc`.
+  // Nest's shutdown hooks (SIGTERM, SIGINT) cut the relays, detach the NICs (forwarder children exit) and drain `nc`.
   const routes = config.routeVia ? ` routes=${config.routeNetns || '(own namespace)'}` : '';
   process.stderr.write(`net-redirect ready site=${config.site}${routes}\n`);
 }

@@ -33,4 +33,14 @@ describe('NetRedirectConfig', () => {
     expect(bad).toThrow(/routeNetns/);
     expect(bad).toThrow(/routeVia must be site=<next hop> entries.*"site-b=router" is not site=<IPv4 or IPv6 address>/);
   });
+
+  it('reads the VM NICs’ namespace and tunnel host, and refuses a tunnel host that is not an address', () => {
+    expect(loadConfig(NetRedirectConfig, {})).toMatchObject({ vmNetns: '', vmTunnelHost: '' });
+    expect(
+      loadConfig(NetRedirectConfig, { WANMIG_VM_NETNS: 'wm1a2b3c-a', WANMIG_VM_TUNNEL_HOST: '10.200.1.2' }),
+    ).toMatchObject({ vmNetns: 'wm1a2b3c-a', vmTunnelHost: '10.200.1.2' });
+    const bad = () => loadConfig(NetRedirectConfig, { WANMIG_VM_TUNNEL_HOST: 'site-a', WANMIG_VM_NETNS: 'a b' });
+    expect(bad).toThrow(/vmTunnelHost/);
+    expect(bad).toThrow(/vmNetns/);
+  });
 });

@@ -1,11 +1,13 @@
 import {
   IsInt,
+  IsIP,
   IsString,
   Matches,
   Max,
   Min,
   MinLength,
   Validate,
+  ValidateIf,
   ValidatorConstraint,
   type ValidatorConstraintInterface,
 } from 'class-validator';
@@ -57,6 +59,15 @@ export class NetRedirectConfig {
   @Min(100)
   @Max(120_000)
   commandTimeoutMs: number = DEFAULT_COMMAND_TIMEOUT_MS;
+
+  /** The site's namespace VM NICs live in (`net.vm.attach` without `netns`); empty: a request must name one. */
+  @Matches(/^([A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?$/)
+  vmNetns: string = '';
+
+  /** An address of this site inside that namespace where NICs' tunnel endpoints listen; empty: no tunnels here. */
+  @ValidateIf((config: NetRedirectConfig) => config.vmTunnelHost !== '')
+  @IsIP()
+  vmTunnelHost: string = '';
 }
 
 export const NET_REDIRECT_CONFIG = Symbol('NET_REDIRECT_CONFIG');

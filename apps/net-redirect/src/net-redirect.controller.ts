@@ -7,8 +7,10 @@ import {
   type NetMovedReply,
   type RelayStatusReply,
   type RouteMoveReply,
+  type VmNicStatus,
 } from '@wanmig/protocol';
 import { NetMovedService } from './moved/net-moved.service.js';
+import { VmNicRegistry } from './nic/vm-nic.registry.js';
 import { RelayRegistry } from './relay/relay.registry.js';
 import { RouteAgent } from './route/route.agent.js';
 
@@ -22,6 +24,7 @@ export function netRedirectController(site: string): Type<unknown> {
       @Inject(NetMovedService) private readonly moves: NetMovedService,
       @Inject(RouteAgent) private readonly routes: RouteAgent,
       @Inject(RelayRegistry) private readonly relays: RelayRegistry,
+      @Inject(VmNicRegistry) private readonly nics: VmNicRegistry,
     ) {}
 
     @MessagePattern(on(NetRedirectVerb.Moved))
@@ -47,6 +50,26 @@ export function netRedirectController(site: string): Type<unknown> {
     @MessagePattern(on(NetRedirectVerb.RelayStop))
     relayStop(@Payload() body: unknown): Promise<RelayStatusReply> {
       return this.relays.stop(body);
+    }
+
+    @MessagePattern(on(NetRedirectVerb.VmAttach))
+    vmAttach(@Payload() body: unknown): Promise<VmNicStatus> {
+      return this.nics.attach(body);
+    }
+
+    @MessagePattern(on(NetRedirectVerb.VmRelay))
+    vmRelay(@Payload() body: unknown): Promise<VmNicStatus> {
+      return this.nics.relay(body);
+    }
+
+    @MessagePattern(on(NetRedirectVerb.VmDetach))
+    vmDetach(@Payload() body: unknown): Promise<VmNicStatus> {
+      return this.nics.detach(body);
+    }
+
+    @MessagePattern(on(NetRedirectVerb.VmStatus))
+    vmStatus(@Payload() body: unknown): VmNicStatus {
+      return this.nics.status(body);
     }
   }
   return NetRedirectController;

@@ -5,6 +5,7 @@ import { JetStreamMoveSink } from './moved/move-event.sink.js';
 import { NetMovedService } from './moved/net-moved.service.js';
 import { NATS_CONNECTION, NET_REDIRECT_CONFIG, type NetRedirectConfig } from './net-redirect.config.js';
 import { netRedirectController } from './net-redirect.controller.js';
+import { VmNicRegistry } from './nic/vm-nic.registry.js';
 import { forwarderStarter } from './relay/forwarder.starter.js';
 import { RelayRegistry } from './relay/relay.registry.js';
 import { processExecutor, type CommandExecutor } from './route/command.executor.js';
@@ -18,6 +19,8 @@ export class NetRedirectModule implements OnApplicationShutdown {
   /** `nc` carries the events and the hook; Nest's own connection carries the verbs. */
   static forRoot(config: NetRedirectConfig, nc: NatsConnection, executor: CommandExecutor = processExecutor) {
     const via = parseRouteVia(config.routeVia);
+    // One starter for relays and NICs: its children are tracked together and killed together at exit.
+    const starter = forwarderStarter({ ipBin: config.ipBin });
     return {
       module: NetRedirectModule,
       controllers: [netRedirectController(config.site)],
@@ -47,12 +50,26 @@ export class NetRedirectModule implements OnApplicationShutdown {
               executor,
             ),
         },
-        { provide: RelayRegistry, useFactory: () => new RelayRegistry(forwarderStarter({ ipBin: config.ipBin })) },
+        { provide: RelayRegistry, useFactory: () => new RelayRegistry(starter) },
+        {
+          provide: VmNicRegistry,
+          useFactory: () =>
+            new VmNicRegistry(
+              {
+                netns: config.vmNetns || undefined,
+                tunnelHost: config.vmTunnelHost || undefined,
+                ipBin: config.ipBin,
+                commandTimeoutMs: config.commandTimeoutMs,
+              },
+              executor,
+              starter,
+            ),
+        },
       ],
     } satisfies DynamicModule;
   }
 
-  /** After the relays are cut (RelayRegistry's beforeApplicationShutdown): flush and close `nc`. */
+  /** After the relays are cut and the NICs detached (the registries' beforeApplicationShutdown): flush, close `nc`. */
   async onApplicationShutdown(): Promise<void> {
     await this.nc.drain().catch(() => undefined);
   }
