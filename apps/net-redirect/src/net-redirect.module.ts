@@ -9,6 +9,7 @@ import { VmNicRegistry } from './nic/vm-nic.registry.js';
 import { forwarderStarter } from './relay/forwarder.starter.js';
 import { RelayRegistry } from './relay/relay.registry.js';
 import { processExecutor, type CommandExecutor } from './route/command.executor.js';
+import { FlowPins, PIN_TABLE_BASE } from './route/flow.pins.js';
 import { RouteAgent } from './route/route.agent.js';
 import { parseRouteVia } from './route/route-via.table.js';
 
@@ -21,6 +22,41 @@ export class NetRedirectModule implements OnApplicationShutdown {
     const via = parseRouteVia(config.routeVia);
     // One starter for relays and NICs: its children are tracked together and killed together at exit.
     const starter = forwarderStarter({ ipBin: config.ipBin });
+    const table = via.ok && via.table.size > 0 ? via.table : undefined;
+    const routeNetns = config.routeNetns || undefined;
+    // The NICs and the route agent know each other: the agent pins the NICs' open flows before a /32 moves away, and
+    // a NIC that detaches has its pins removed.
+    const pins = new FlowPins(
+      {
+        ipBin: config.ipBin,
+        netns: routeNetns,
+        commandTimeoutMs: config.commandTimeoutMs,
+        table: PIN_TABLE_BASE + Math.max(0, [...(table?.keys() ?? [])].sort().indexOf(config.site)),
+      },
+      executor,
+    );
+    const nics: VmNicRegistry = new VmNicRegistry(
+      {
+        netns: config.vmNetns || undefined,
+        tunnelHost: config.vmTunnelHost || undefined,
+        ipBin: config.ipBin,
+        commandTimeoutMs: config.commandTimeoutMs,
+      },
+      executor,
+      starter,
+      (addresses): Promise<void> => routes.unpin(addresses),
+    );
+    const routes: RouteAgent = new RouteAgent(
+      {
+        site: config.site,
+        netns: routeNetns,
+        via: table,
+        ipBin: config.ipBin,
+        commandTimeoutMs: config.commandTimeoutMs,
+        flows: { source: nics, pins },
+      },
+      executor,
+    );
     return {
       module: NetRedirectModule,
       controllers: [netRedirectController(config.site)],
@@ -36,35 +72,9 @@ export class NetRedirectModule implements OnApplicationShutdown {
               new NatsControllerHook(nc),
             ),
         },
-        {
-          provide: RouteAgent,
-          useFactory: () =>
-            new RouteAgent(
-              {
-                site: config.site,
-                netns: config.routeNetns || undefined,
-                via: via.ok && via.table.size > 0 ? via.table : undefined,
-                ipBin: config.ipBin,
-                commandTimeoutMs: config.commandTimeoutMs,
-              },
-              executor,
-            ),
-        },
+        { provide: RouteAgent, useFactory: () => routes },
         { provide: RelayRegistry, useFactory: () => new RelayRegistry(starter) },
-        {
-          provide: VmNicRegistry,
-          useFactory: () =>
-            new VmNicRegistry(
-              {
-                netns: config.vmNetns || undefined,
-                tunnelHost: config.vmTunnelHost || undefined,
-                ipBin: config.ipBin,
-                commandTimeoutMs: config.commandTimeoutMs,
-              },
-              executor,
-              starter,
-            ),
-        },
+        { provide: VmNicRegistry, useFactory: () => nics },
       ],
     } satisfies DynamicModule;
   }

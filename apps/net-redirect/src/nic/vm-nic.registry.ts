@@ -20,6 +20,8 @@ import {
   VmNicUnavailableError,
 } from '../errors.js';
 import { ForwarderStartError } from '../relay/forwarder.handle.js';
+import type { OpenFlow } from '../relay/tcp.forwarder.js';
+import type { FlowSource } from '../route/flow.pins.js';
 import type { ForwarderStarter } from '../relay/relay.registry.js';
 import { RELAY_REPORT_MS } from '../relay/relay.registry.js';
 import { CommandFailedError, type CommandExecutor } from '../route/command.executor.js';
@@ -43,7 +45,7 @@ const REMEMBERED_NICS = 1024;
  * completes (addresses on `lo`, a forwarder per port) or leaves nothing behind; a repeat answers the NIC as it is, or
  * points a relaying NIC back at the guest. At shutdown every NIC is detached.
  */
-export class VmNicRegistry implements BeforeApplicationShutdown {
+export class VmNicRegistry implements BeforeApplicationShutdown, FlowSource {
   private readonly logger = new Logger('net-redirect');
   private readonly nics = new Map<string, VmNic>();
   private readonly queues = new Map<string, Promise<unknown>>();
@@ -54,6 +56,8 @@ export class VmNicRegistry implements BeforeApplicationShutdown {
     private readonly options: VmNicRegistryOptions,
     executor: CommandExecutor,
     private readonly startForwarder: ForwarderStarter,
+    /** Called once a NIC is detached, with its addresses (the route agent removes their flow pins). */
+    private readonly detached: (addresses: string[]) => Promise<void> = () => Promise.resolve(),
   ) {
     this.loopback = new LoopbackAddresses(options, executor);
   }
@@ -81,6 +85,15 @@ export class VmNicRegistry implements BeforeApplicationShutdown {
 
   status(body: unknown): VmNicStatus {
     return this.nic(validateDto(VmNicRef, body).vmId).status();
+  }
+
+  /** The open connections of this site's NICs to any of `addresses`. */
+  async openFlows(addresses: readonly string[]): Promise<OpenFlow[]> {
+    const nics = [...this.nics.values()].filter(
+      (nic) => nic.current !== VmNicState.Detached && nic.spec.addresses.some((a) => addresses.includes(a)),
+    );
+    const flows = await Promise.all(nics.map((nic) => nic.flows()));
+    return flows.flat().filter((flow) => addresses.includes(flow.address));
   }
 
   async beforeApplicationShutdown(): Promise<void> {
@@ -124,7 +137,7 @@ export class VmNicRegistry implements BeforeApplicationShutdown {
       const shared = other.spec.addresses.filter((a) => spec.addresses.includes(a));
       if (shared.length > 0) throw new VmNicConflictError(vmId, `${shared.join(', ')} belong to VM ${otherId}'s NIC`);
     }
-    const nic = new VmNic(spec, await this.build(spec), this.loopback);
+    const nic = new VmNic(spec, await this.build(spec), this.loopback, (n) => this.detached(n.spec.addresses));
     this.nics.delete(vmId);
     this.nics.set(vmId, nic);
     this.forgetOldest();

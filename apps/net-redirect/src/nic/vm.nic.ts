@@ -7,6 +7,7 @@ import {
   type VmRelayRequest,
 } from '@wanmig/protocol';
 import type { ForwarderHandle } from '../relay/forwarder.handle.js';
+import type { OpenFlow } from '../relay/tcp.forwarder.js';
 import type { LoopbackAddresses } from './loopback.addresses.js';
 
 /** What a NIC was attached with (the registry compares repeats against it). */
@@ -48,6 +49,8 @@ export class VmNic {
     readonly spec: VmNicSpec,
     private readonly forwarders: VmNicPortForwarder[],
     private readonly loopback: LoopbackAddresses,
+    /** Told once the NIC is detached (its addresses' flow pins in the router go). */
+    private readonly onDetached: (nic: VmNic) => Promise<void> = () => Promise.resolve(),
     private readonly now: () => Date = () => new Date(),
   ) {
     this.socket = spec.socket;
@@ -102,8 +105,16 @@ export class VmNic {
       }
       this.state = VmNicState.Detached;
       this.stoppedReason = reason;
+      await this.onDetached(this).catch(() => undefined);
     })();
     return this.detaching;
+  }
+
+  /** The open client connections to the VM's addresses (not those through the tunnel endpoints). */
+  async flows(): Promise<OpenFlow[]> {
+    if (this.detaching !== undefined) return [];
+    const all = await Promise.all(this.forwarders.map((f) => f.handle.flows().catch(() => [])));
+    return all.flat().filter((flow) => this.spec.addresses.includes(flow.address));
   }
 
   status(): VmNicStatus {

@@ -54,7 +54,7 @@ async function main(): Promise<void> {
       else if (command.type === 'retarget') {
         forwarder?.retarget(command.target, command.relay);
         report({ type: 'retargeted' });
-      }
+      } else if (command.type === 'flows') report({ type: 'flows', flows: forwarder?.flows() ?? [] });
     }),
   );
   try {

@@ -13,6 +13,7 @@ import {
   type Endpoint,
   type ForwarderCounters,
   type ForwarderTarget,
+  type OpenFlow,
 } from './tcp.forwarder.js';
 
 /** A listen error as the relay reports it: `code` EADDRINUSE is a CONFLICT, anything else UNAVAILABLE. */
@@ -38,6 +39,8 @@ export interface ForwarderHandle {
   stopAccepting(): void;
   /** New connections (and open `lines` ones) go to `target`; resolves once the forwarder applied it. */
   retarget(target: ForwarderTarget, relay: boolean): Promise<void>;
+  /** The open client connections. */
+  flows(): Promise<OpenFlow[]>;
   /** Cuts every connection and ends the forwarder (the child exits). Idempotent. */
   destroy(): Promise<void>;
 }
@@ -61,6 +64,7 @@ export async function startInProcessForwarder(config: ForwarderChildConfig): Pro
       forwarder.retarget(target, relay);
       return Promise.resolve();
     },
+    flows: () => Promise.resolve(forwarder.flows()),
     destroy: () => forwarder.destroy(),
   };
 }
@@ -113,6 +117,7 @@ class ChildForwarder implements ForwarderHandle {
   private stderr = '';
   /** Retargets sent and not yet acknowledged, oldest first (the child answers them in order). */
   private readonly retargets: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+  private readonly flowQueries: Array<{ resolve: (flows: OpenFlow[]) => void; reject: (err: Error) => void }> = [];
   private readonly exited: Promise<void>;
   private ending = false;
 
@@ -151,6 +156,8 @@ class ChildForwarder implements ForwarderHandle {
             resolve(this);
           } else if (report.type === 'retargeted') {
             this.retargets.shift()?.resolve();
+          } else if (report.type === 'flows') {
+            this.flowQueries.shift()?.resolve(report.flows);
           } else if (report.type === 'error') {
             fail(report.message, report.code);
           } else if (report.type === 'counters') {
@@ -197,6 +204,14 @@ class ChildForwarder implements ForwarderHandle {
     return new Promise((resolve, reject) => {
       this.retargets.push({ resolve, reject });
       this.send({ type: 'retarget', target, relay });
+    });
+  }
+
+  flows(): Promise<OpenFlow[]> {
+    if (this.ending || this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      this.flowQueries.push({ resolve, reject });
+      this.send({ type: 'flows' });
     });
   }
 

@@ -53,6 +53,14 @@ export interface TcpForwarderOptions {
   connectTimeoutMs?: number;
 }
 
+/** An open client connection as the kernel sees it: who (`client`:`clientPort`) reached which listener endpoint. */
+export interface OpenFlow {
+  client: string;
+  clientPort: number;
+  address: string;
+  port: number;
+}
+
 /** `connection`: a connection was accepted or closed; `bytes`: bytes moved. */
 export type ForwarderChange = 'connection' | 'bytes';
 
@@ -150,6 +158,11 @@ export class TcpForwarder {
     for (const connection of this.open) connection.retarget(target, relay);
   }
 
+  /** The open client connections (those whose client socket still has its addresses). */
+  flows(): OpenFlow[] {
+    return [...this.open].flatMap((connection) => connection.flow ?? []);
+  }
+
   /** Closes the listeners; open connections go on until they end. */
   stopAccepting(): void {
     if (!this.accepting) return;
@@ -223,6 +236,12 @@ class ForwardedConnection {
       this.upstream.destroy();
       this.maybeFinished();
     });
+  }
+
+  get flow(): OpenFlow | undefined {
+    const { remoteAddress, remotePort, localAddress, localPort } = this.client;
+    if (this.clientClosed || !remoteAddress || !remotePort || !localAddress || !localPort) return undefined;
+    return { client: remoteAddress, clientPort: remotePort, address: localAddress, port: localPort };
   }
 
   start(target: ForwarderTarget, relay: boolean): void {

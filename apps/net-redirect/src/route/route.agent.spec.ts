@@ -1,6 +1,7 @@
 import { WanmigError } from '@wanmig/protocol';
 import { describe, expect, it } from 'vitest';
 import { CommandFailedError, type CommandExecutor } from './command.executor.js';
+import { FlowPins } from './flow.pins.js';
 import { RouteAgent, type RouteAgentOptions } from './route.agent.js';
 import { parseRouteVia, type RouteViaTable } from './route-via.table.js';
 
@@ -190,5 +191,45 @@ describe('parseRouteVia', () => {
       '"site-c" is not site=<IPv4 or IPv6 address>',
       '"site-d=router" is not site=<IPv4 or IPv6 address>',
     ]);
+  });
+
+  it('pins the open flows of this site’s NIC before the /32 moves away, and removes them on the way back', async () => {
+    const executor = new FakeExecutor();
+    const flows = [
+      { client: '10.200.0.1', clientPort: 40001, address: '10.201.100.1', port: 7000 },
+      { client: '10.200.0.1', clientPort: 40002, address: '10.201.100.1', port: 7000 },
+    ];
+    const pins = new FlowPins({ ipBin: 'ip', netns: 'wm123456-r', commandTimeoutMs: 1000, table: 30000 }, executor);
+    const routes = agent(executor, { flows: { source: { openFlows: () => Promise.resolve(flows) }, pins } });
+    const away = await routes.move({ migrationId: MIGRATION, addresses: ['10.201.100.1'], toSite: 'site-b' });
+    expect(away.pinnedFlows).toBe(2);
+    const rule = (port: number) =>
+      `from 10.200.0.1/32 to 10.201.100.1/32 ipproto tcp sport ${port} dport 7000 table 30000`;
+    expect(executor.commands.slice(0, 4)).toEqual([
+      'ip -n wm123456-r route replace 10.201.100.1/32 via 10.200.0.2 table 30000',
+      `ip -n wm123456-r rule add priority 1000 ${rule(40001)}`,
+      `ip -n wm123456-r rule add priority 1000 ${rule(40002)}`,
+      'ip -n wm123456-r route replace 10.201.100.1/32 via 10.200.0.6',
+    ]);
+    executor.commands.length = 0;
+    const home = await routes.move({ migrationId: MIGRATION, addresses: ['10.201.100.1'], toSite: 'site-a' });
+    expect(home.pinnedFlows).toBeUndefined();
+    expect(executor.commands.slice(0, 4)).toEqual([
+      'ip -n wm123456-r route replace 10.201.100.1/32 via 10.200.0.2',
+      `ip -n wm123456-r rule del priority 1000 ${rule(40001)}`,
+      `ip -n wm123456-r rule del priority 1000 ${rule(40002)}`,
+      'ip -n wm123456-r route del 10.201.100.1/32 table 30000',
+    ]);
+    expect(pins.pinned).toEqual([]);
+  });
+
+  it('moves the routes all the same when the flows cannot be pinned (pinnedFlows 0)', async () => {
+    const executor = new FakeExecutor({ match: /rule add/, stderr: 'RTNETLINK answers: Invalid argument' });
+    const pins = new FlowPins({ ipBin: 'ip', commandTimeoutMs: 1000, table: 30000 }, executor);
+    const flows = [{ client: '10.200.0.1', clientPort: 40001, address: '10.201.100.1', port: 7000 }];
+    const routes = agent(executor, { flows: { source: { openFlows: () => Promise.resolve(flows) }, pins } });
+    const reply = await routes.move({ migrationId: MIGRATION, addresses: ['10.201.100.1'], toSite: 'site-b' });
+    expect(reply.pinnedFlows).toBe(0);
+    expect(executor.commands).toContain('ip -n wm123456-r route replace 10.201.100.1/32 via 10.200.0.6');
   });
 });

@@ -3,6 +3,7 @@ import { Logger } from '@nestjs/common';
 import { RouteMoveRequest, validateDto, type RouteInPlace, type RouteMoveReply } from '@wanmig/protocol';
 import { NetRedirectConflictError, RouteAgentUnavailableError, RouteSiteUnknownError } from '../errors.js';
 import { CommandFailedError, type CommandExecutor } from './command.executor.js';
+import type { FlowPins, FlowSource } from './flow.pins.js';
 import type { RouteViaTable } from './route-via.table.js';
 
 export interface RouteAgentOptions {
@@ -13,6 +14,8 @@ export interface RouteAgentOptions {
   via?: RouteViaTable;
   ipBin: string;
   commandTimeoutMs: number;
+  /** Open connections of this site's NICs, pinned here when their addresses move away (see FlowPins). */
+  flows?: { source: FlowSource; pins: FlowPins };
 }
 
 /** Migrations remembered for conflict checks: enough for every migration of a long drill, bounded all the same. */
@@ -59,6 +62,7 @@ export class RouteAgent {
     }
     // Every next hop is found before any route changes: a site or family the agent does not know moves nothing.
     const plan = addresses.map((address) => this.plan(migrationId, address, toSite));
+    const pinnedFlows = toSite === this.options.site ? undefined : await this.pinOpenFlows(migrationId, addresses);
     for (const [i, route] of plan.entries()) {
       try {
         await this.ip(migrationId, this.replaceArgs(route));
@@ -76,6 +80,8 @@ export class RouteAgent {
       }
     }
     this.remember(migrationId, key);
+    // Back here (a rollback): the routes bring every flow home, pins are moot.
+    if (toSite === this.options.site) await this.unpin(addresses);
     const routes: RouteInPlace[] = [];
     for (const route of plan) {
       const { stdout } = await this.ip(migrationId, this.getArgs(route));
@@ -89,7 +95,36 @@ export class RouteAgent {
       toSite,
       ...(this.options.netns === undefined ? {} : { netns: this.options.netns }),
       routes,
+      ...(pinnedFlows === undefined ? {} : { pinnedFlows }),
     };
+  }
+
+  /** Removes the pins of these addresses (their NIC here detached). Failures are logged: a pin left is harmless. */
+  async unpin(addresses: readonly string[]): Promise<void> {
+    await this.options.flows?.pins.unpin(addresses).catch((err: unknown) => {
+      this.logger.warn(`cannot remove the flow pins of ${addresses.join(', ')}: ${(err as Error).message}`);
+    });
+  }
+
+  /**
+   * Pins the open connections of this site's NIC for `addresses` to this site before the routes move away. Best
+   * effort: without pins the move still happens (open connections may then be reset by the new site), and the reply
+   * says how many flows were pinned.
+   */
+  private async pinOpenFlows(migrationId: string, addresses: string[]): Promise<number | undefined> {
+    const flows = this.options.flows;
+    const hops = this.options.via?.get(this.options.site);
+    if (flows === undefined || hops === undefined) return undefined;
+    try {
+      const open = await flows.source.openFlows(addresses);
+      const pinned = await flows.pins.pin(open, hops);
+      if (pinned > 0)
+        this.logger.log(`migration ${migrationId}: ${pinned} open flow(s) pinned to ${this.options.site}`);
+      return pinned;
+    } catch (err) {
+      this.logger.warn(`migration ${migrationId}: cannot pin the open flows: ${(err as Error).message}`);
+      return 0;
+    }
   }
 
   private plan(migrationId: string, address: string, toSite: string): PlannedRoute {

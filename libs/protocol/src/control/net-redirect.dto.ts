@@ -194,6 +194,11 @@ export interface RouteMoveReply {
   /** The namespace the routes were replaced in (absent: the service's own). */
   netns?: string;
   routes: RouteInPlace[];
+  /**
+   * Open connections of this site's VM NIC to the addresses, pinned to this site in the router before the routes moved
+   * away (they keep arriving here, where the NIC relays them); absent when the routes moved here or nothing can pin.
+   */
+  pinnedFlows?: number;
 }
 
 export class RelayListen {

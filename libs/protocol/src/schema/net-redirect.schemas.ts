@@ -131,8 +131,11 @@ export const ROUTE_MOVE_REPLY_SCHEMA = objectSchema<RouteMoveReply>({
     toSite: string(),
     netns: string('The namespace the routes were replaced in; absent: the service’s own.'),
     routes: arrayOf(ROUTE_SCHEMA),
+    pinnedFlows: count(
+      'Open connections of this site’s VM NIC pinned to this site in the router before the routes moved away.',
+    ),
   },
-  optional: { netns: true },
+  optional: { netns: true, pinnedFlows: true },
 });
 
 const RELAY_COUNTS_SCHEMA = objectSchema<RelayConnectionCounts>({
