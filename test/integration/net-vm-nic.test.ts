@@ -99,6 +99,15 @@ function events(proc: NetnsProcess): ClientEvent[] {
     .map((line) => JSON.parse(line) as ClientEvent);
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const replies = (proc: NetnsProcess) => events(proc).flatMap((e) => (e.event === 'reply' && e.line ? [e.line] : []));
 
 describe.skipIf(!net.ok)(`net-redirect VM NIC in network namespaces${skipped ? ` (skipped: ${skipped})` : ''}`, () => {
@@ -237,5 +246,19 @@ describe.skipIf(!net.ok)(`net-redirect VM NIC in network namespaces${skipped ? `
     expect(await call<VmNicStatus>(bed, Site.A, NetRedirectVerb.VmDetach, { vmId: 'shop' })).toEqual(detached);
     expect((await call<VmNicStatus>(bed, Site.B, NetRedirectVerb.VmDetach, { vmId: 'shop' })).state).toBe('detached');
     expect(await nb.exec('siteB', ['ip', '-o', 'addr', 'show', 'dev', 'lo'])).not.toContain(`${vm}/32`);
+
+    // A NIC still attached when the service shuts down is detached by it: its address leaves `lo`, its child exits.
+    const other = nb.vmAddress(2);
+    const left = await call<VmNicStatus>(bed, Site.A, NetRedirectVerb.VmAttach, {
+      ...attach,
+      vmId: 'left',
+      addresses: [other],
+      socket: one,
+    });
+    expect(await nb.exec('siteA', ['ip', '-o', 'addr', 'show', 'dev', 'lo'])).toContain(`${other}/32`);
+    await bed.stop();
+    bed = undefined;
+    expect(await nb.exec('siteA', ['ip', '-o', 'addr', 'show', 'dev', 'lo'])).not.toContain(`${other}/32`);
+    await waitUntil(() => !alive(left.pids[0]), { timeoutMs: 5_000, what: `forwarder ${left.pids[0]} to exit` });
   });
 });

@@ -121,6 +121,8 @@ export class VmNicRegistry implements BeforeApplicationShutdown, FlowSource {
       ...(this.options.tunnelHost ? { tunnelHost: this.options.tunnelHost } : {}),
     };
     const known = this.nics.get(vmId);
+    // A detach its own timers started is let finish: the attach then builds a new NIC.
+    if (known?.detachStarted) await known.detach(RelayStopReason.Requested);
     if (known && known.current !== VmNicState.Detached) {
       const differs = difference(known.spec, spec);
       if (differs) throw new VmNicConflictError(vmId, `it is attached with other settings (${differs})`);

@@ -61,6 +61,11 @@ export class VmNic {
     return this.state;
   }
 
+  /** A detach is under way or done (its timers may have started it). */
+  get detachStarted(): boolean {
+    return this.detaching !== undefined;
+  }
+
   /** The attach again (its addresses and ports checked by the registry): forward to `socket`, not relaying. */
   async pointAt(socket: string): Promise<void> {
     if (this.state === VmNicState.Attached && socket === this.socket) return;
