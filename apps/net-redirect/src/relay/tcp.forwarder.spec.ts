@@ -10,16 +10,30 @@ const LIMIT_MS = 5_000;
 
 /**
  * A line server on a unix socket: answers each request line with `<label>:<line>`, except lines starting with `hold`,
- * which it never answers (a request in flight when the forwarder retargets).
+ * which it never answers (a request in flight when the forwarder retargets), and lines starting with `split`, whose
+ * answer it writes in two halves 100 ms apart.
  */
 async function lineServer(path: string, label: string): Promise<Server> {
   const server = createServer((socket) => {
     socket.on('error', () => {});
     let partial = '';
+    let answers = Promise.resolve();
     socket.on('data', (chunk: Buffer) => {
       const lines = (partial + chunk.toString()).split('\n');
       partial = lines.pop() ?? '';
-      for (const line of lines) if (!line.startsWith('hold')) socket.write(`${label}:${line}\n`);
+      for (const line of lines) {
+        if (line.startsWith('hold')) continue;
+        // Answers stay in order, as the guest's: a split answer finishes before the next one starts.
+        answers = answers.then(async () => {
+          if (!line.startsWith('split')) {
+            socket.write(`${label}:${line}\n`);
+            return;
+          }
+          socket.write(`${label}:${line.slice(0, 3)}`);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          socket.write(`${line.slice(3)}\n`);
+        });
+      }
     });
   });
   await new Promise<void>((resolve) => server.listen(path, resolve));
@@ -112,6 +126,23 @@ describe('TcpForwarder retarget (unix socket targets)', () => {
     await until('the reply on the second listener', () => other.replies.length === 1);
     expect(other.replies).toEqual(['two:e']);
     expect(forwarder.counters).toMatchObject({ accepted: 2, relayed: 2 });
+  });
+
+  it('waits for a reply line half delivered before it carries the connection over (no duplicate half line)', async () => {
+    forwarder = await TcpForwarder.listen({
+      listen: { host: HOST, port: 0 },
+      target: { path: join(dir, 'one.sock') },
+      framing: 'lines',
+    });
+    const c = client(forwarder.address.port);
+    c.send('split me');
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    forwarder.retarget({ path: join(dir, 'two.sock') }, true);
+    c.send('after');
+    await until('both replies', () => c.replies.length === 2);
+    expect(c.replies).toEqual(['one:split me', 'two:after']);
+    expect(c.closed).toBe(false);
+    expect(forwarder.counters.relayed).toBe(1);
   });
 
   it('a retarget back (relay: false) carries an open connection home', async () => {

@@ -259,9 +259,11 @@ class ForwardedConnection {
       this.swap(target, relay);
       return;
     }
-    // Half a reply line is out: wait for its end, but not forever (an upstream that stalls mid-line).
+    // Half a reply line is out: wait for its end, but not forever (an upstream that stalls mid-line). Meanwhile the
+    // client's next requests wait in its socket, so that they go to the new target.
     const timer = setTimeout(() => this.flushPending(), this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
     this.pending = { target, relay, timer };
+    this.client.pause();
   }
 
   destroy(): Promise<void> {
@@ -279,14 +281,19 @@ class ForwardedConnection {
     this.upstreamEnded = false;
     upstream.setTimeout(this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, () => this.fail());
     upstream.once('connect', () => upstream.setTimeout(0));
-    upstream.on('error', () => this.fail());
+    // While a retarget waits for this upstream's reply line, its end or failure only hastens the switch.
+    upstream.on('error', () => (this.pending ? this.flushPending() : this.fail()));
     upstream.on('data', (chunk: Buffer) => this.fromUpstream(chunk));
     upstream.on('end', () => {
+      if (this.pending) return this.flushPending();
       this.upstreamEnded = true;
       this.client.end();
     });
-    upstream.on('drain', () => this.client.resume());
+    upstream.on('drain', () => {
+      if (!this.pending) this.client.resume();
+    });
     upstream.once('close', () => {
+      if (this.pending) return this.flushPending();
       this.upstreamClosed = true;
       // The upstream is gone for good: the client cannot be carried on with it.
       this.client.destroy();
