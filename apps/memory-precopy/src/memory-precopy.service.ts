@@ -84,8 +84,10 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
     migration.run().then(
       async (report) => {
         entry.report = report;
-        // The destination runs the VM: the source lets it go for good.
-        await vm.release().catch((err: unknown) => this.logger.warn(`releasing ${req.vmId}: ${String(err)}`));
+        // The destination runs the VM: the source lets it go for good, unless the caller ends it itself (a later
+        // step may still fail and roll back to it).
+        if (req.keepSource) await vm.detach?.();
+        else await vm.release().catch((err: unknown) => this.logger.warn(`releasing ${req.vmId}: ${String(err)}`));
         this.nc.publish(events, JSON.stringify({ type: 'completed', report }));
         this.logger.log(`VM ${req.vmId} moved to ${req.toSite}: paused ${report.pausedMs.toFixed(0)} ms`);
       },

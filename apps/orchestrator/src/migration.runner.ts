@@ -35,6 +35,7 @@ import {
   type ProgressData,
   type ReleaseDiskReply,
   type ReleaseMemoryReply,
+  type VmNicStatus,
   type WireError,
 } from '@wanmig/protocol';
 import { ConcurrentUpdateError, InvalidTransitionError, StaleEpochError } from './errors.js';
@@ -177,16 +178,18 @@ export class MigrationRunner {
         return this.advance(record, `after ${this.memory?.round ?? 0} memory rounds`);
       case MigrationPhase.StopAndCopy: {
         await this.startMemory(record);
-        const report = await this.waitMemoryReport(record);
+        // The destination's NIC is made while the VM pauses (its guest exists, incoming): REDIRECT finds it ready.
+        const [report] = await Promise.all([this.waitMemoryReport(record), this.prepareDestinationNic(record)]);
         const saved = await this.recordOutcome(record, report);
         return this.advance(
           saved,
           `paused ${report.pausedMs.toFixed(0)} ms; runs at ${report.destination.serviceAddress}`,
         );
       }
-      case MigrationPhase.Redirect:
-        // The VM answers at its new address (in the figures); moving its network identity is net-redirect's.
-        return this.advance(record, `service at ${record.figures?.serviceAddress ?? 'unknown'}`);
+      case MigrationPhase.Redirect: {
+        const { saved, note } = await this.redirect(record);
+        return this.advance(saved, note);
+      }
       case MigrationPhase.Activate:
         await this.activate(record);
         return this.advance(record);
@@ -330,6 +333,8 @@ export class MigrationRunner {
         (q) => !q.startsWith('PAGE') || Number(q.split(' ')[1]) * 4096 < vm.ramBytes,
       ),
       diskMigrationId: this.id,
+      // The source stays, paused, until ACTIVATE: REDIRECT may still fail and roll back to it.
+      keepSource: true,
     });
   }
 
@@ -375,6 +380,7 @@ export class MigrationRunner {
       answersMatch:
         answers.length > 0 && answers.every((q) => report.answersAtPause[q] === report.answersAtDestination[q]),
       serviceAddress: report.destination.serviceAddress,
+      resumedAt: report.destination.resumedAt,
       ...(report.diskFinalizeMs !== undefined ? { diskFinalizeMs: Math.round(report.diskFinalizeMs) } : {}),
       ...(report.disk
         ? {
@@ -396,6 +402,62 @@ export class MigrationRunner {
       ramCheckMs: figures.ramCheckMs,
     });
     return saved;
+  }
+
+  /**
+   * REDIRECT: the VM's addresses follow it. Its NIC at the destination first (so the route never points where nothing
+   * answers), then the /32s at the router, then the source's NIC turns relay for connections still arriving there
+   * (and those open before the pause: it carries them over), then the `net.moved` event for external
+   * infrastructure. A failure here is before ACTIVATE: the migration rolls back and the route with it.
+   */
+  private async redirect(record: MigrationRecord): Promise<{ saved: MigrationRecord; note: string }> {
+    const vm = await this.d.inventory.get(record.vmId);
+    const addresses = vm?.addresses ?? [];
+    if (addresses.length === 0) {
+      return { saved: record, note: `service at ${record.figures?.serviceAddress ?? 'unknown'} (no addresses)` };
+    }
+    const started = Date.now();
+    const network = this.d.inventory.network;
+    if (!record.destination?.redirectStarted)
+      await this.update((r) => ({ ...r, destination: { ...r.destination, redirectStarted: true } }));
+    const nic = await this.attachDestinationNic(record, addresses);
+    const route = await network.moveRoute(this.d.site, this.id, addresses, record.toSite);
+    const routeMovedAt = Date.now();
+    const relay = await network.relay(this.d.site, record.vmId, nic);
+    const move = { migrationId: this.id, vmId: record.vmId, addresses, fromSite: this.d.site, toSite: record.toSite };
+    // The event informs; without a controller that must confirm, its failure does not undo a move that worked.
+    await network.moved(this.d.site, move).catch((err: unknown) => {
+      this.d.warn(`migration ${this.id}: net.moved not published: ${toWireError(err).message}`);
+    });
+    const saved = await this.update((r) =>
+      withFigures(r, { routeMovedAt, redirectMs: Date.now() - started }, new Date()),
+    );
+    const via = route.routes.map((r) => `${r.prefix} via ${r.via}`).join(', ');
+    return {
+      saved,
+      note: `${via}; ${this.d.site} relays ${relay.connections.relayed} connection(s) to ${nic.tunnelHost ?? record.toSite}`,
+    };
+  }
+
+  private attachDestinationNic(record: MigrationRecord, addresses: string[]): Promise<VmNicStatus> {
+    return callControl<VmNicStatus>(
+      this.d.nc,
+      this.remote(record, ServiceName.Orchestrator, VmVerb.AttachNetwork),
+      { vmId: record.vmId, migrationId: this.id, addresses },
+      REMOTE_TIMEOUT_MS,
+    );
+  }
+
+  /**
+   * Early, and only a head start: a NIC forwards through a process that takes a moment to start, better spent while
+   * the VM pauses than in REDIRECT. Nothing reaches it before the route moves. A failure is REDIRECT's to report.
+   */
+  private async prepareDestinationNic(record: MigrationRecord): Promise<void> {
+    const addresses = (await this.d.inventory.get(record.vmId))?.addresses ?? [];
+    if (addresses.length === 0) return;
+    await this.attachDestinationNic(record, addresses).catch((err: unknown) => {
+      this.d.warn(`migration ${this.id}: NIC at ${record.toSite} not ready yet: ${toWireError(err).message}`);
+    });
   }
 
   // ACTIVATE: the VM runs at the destination; hand it to that site and let the source go. Forward only, idempotent.
@@ -424,6 +486,7 @@ export class MigrationRunner {
         ramBytes: vm?.ramBytes ?? record.figures?.ramBytes,
         diskBytes: vm?.diskBytes ?? record.figures?.diskBytes,
         workload: vm?.workload ?? 'idle',
+        ...(vm?.addresses?.length ? { addresses: vm.addresses } : {}),
         diskPath,
         ...(memory?.ramPath ? { ramPath: memory.ramPath } : {}),
       },
@@ -470,7 +533,25 @@ export class MigrationRunner {
       }
       if (vm.state === VmState.Migrating && vm.migrationId === this.id)
         await this.d.inventory.setMigrating(record.vmId, undefined);
+      if (vm.addresses?.length) await this.rollBackNetwork(record, vm.addresses);
     }
+  }
+
+  /**
+   * After the source runs again. When REDIRECT had begun: its /32s back here (a route agent that is down makes this
+   * step fail and retry, the source running meanwhile) and its NIC here pointed at it again (a relay turned back;
+   * existing connections are carried over). Always: the destination's NIC gone.
+   */
+  private async rollBackNetwork(record: MigrationRecord, addresses: string[]): Promise<void> {
+    const network = this.d.inventory.network;
+    if (record.destination?.redirectStarted) {
+      await network.moveRoute(this.d.site, this.id, addresses, this.d.site);
+      await this.d.inventory.attachNetwork(record.vmId, addresses);
+    }
+    // Made early in STOP_AND_COPY, perhaps: nothing reached it while the route pointed here, so a failure only warns.
+    await network.detach(record.toSite, record.vmId).catch((err: unknown) => {
+      this.d.warn(`migration ${this.id}: NIC of ${record.vmId} at ${record.toSite} left: ${toWireError(err).message}`);
+    });
   }
 
   /** Asks a source engine to stop and waits until it has (its own rollback done), or it never ran. */

@@ -61,6 +61,11 @@ export function orchestratorController(site: string): Type<unknown> {
       return this.api.adoptVm(body);
     }
 
+    @MessagePattern(on(VmVerb.AttachNetwork))
+    attachVmNetwork(@Payload() body: unknown) {
+      return this.api.attachVmNetwork(body);
+    }
+
     @MessagePattern(on(SiteVerb.Info))
     siteInfo() {
       return this.api.siteInfo();

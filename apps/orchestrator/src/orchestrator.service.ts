@@ -6,6 +6,7 @@ import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplica
 import type { NatsConnection } from '@nats-io/nats-core';
 import {
   AdoptVmRequest,
+  AttachVmNetworkRequest,
   callControl,
   controlSubject,
   CreateMigrationRequest,
@@ -32,6 +33,7 @@ import {
   type MigrationView,
   type SiteInfo,
   type SiteListEntry,
+  type VmNicStatus,
   type VmView,
 } from '@wanmig/protocol';
 import { AbortRefusedError, ConcurrentUpdateError, StaleEpochError } from './errors.js';
@@ -216,6 +218,12 @@ export class OrchestratorService implements OrchestratorApi, OnApplicationBootst
     const view = await this.inventory.adopt(req);
     this.logger.log(`VM ${req.vmId} arrived by migration ${req.migrationId}; runs at ${view.serviceAddress}`);
     return view;
+  }
+
+  /** An arriving VM (resumed here by delta-apply, not adopted yet) gets its addresses at this site. */
+  async attachVmNetwork(body: unknown): Promise<VmNicStatus> {
+    const req = validateDto(AttachVmNetworkRequest, body);
+    return this.inventory.attachNetwork(req.vmId, req.addresses);
   }
 
   async siteInfo(): Promise<SiteInfo> {

@@ -3,6 +3,7 @@
  * image, serves it through this site's disk-transfer (so every write is tracked from the start) and launches the
  * embedded guest on it, detached: guests outlive an orchestrator restart.
  */
+import { randomUUID } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
@@ -20,9 +21,11 @@ import {
   type AdoptVmRequest,
   type CreateVmRequest,
   type ExportDiskReply,
+  type VmNicStatus,
   type VmView,
 } from '@wanmig/protocol';
 import { generateSparseImage } from '@wanmig/testing';
+import { VmNetwork } from './vm.network.js';
 
 export const DEFAULT_VM_BUCKET = 'wanmig-vms';
 /** A new VM's disk holds data over this fraction of its size (the rest is holes), like a used system disk. */
@@ -45,6 +48,7 @@ export interface VmInventoryOptions {
 
 export class VmInventory {
   readonly driver: SimDriver;
+  readonly network: VmNetwork;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -52,6 +56,7 @@ export class VmInventory {
     private readonly o: VmInventoryOptions,
   ) {
     this.driver = new SimDriver({ runtimeDir: o.simRuntimeDir });
+    this.network = new VmNetwork(nc);
   }
 
   static async open(nc: NatsConnection, options: VmInventoryOptions): Promise<VmInventory> {
@@ -84,12 +89,14 @@ export class VmInventory {
         diskUri: exported.uri,
         detached: true,
       });
-      const { serviceAddress } = await vm.describe();
+      const { serviceAddress, serviceSocket } = await vm.describe();
       await vm.detach();
+      if (req.addresses) await this.connect(req.vmId, req.addresses, serviceSocket);
       const record = this.newRecord(req, { serviceAddress, diskUri: exported.uri, diskPath });
       await this.kv.create(req.vmId, JSON.stringify(record));
       return view(record);
     } catch (err) {
+      if (req.addresses) await this.network.detach(this.o.site, req.vmId).catch(() => undefined);
       await this.stopGuest(req.vmId);
       if (exported) await this.unexport(req.vmId);
       await rm(diskPath, { force: true });
@@ -107,6 +114,25 @@ export class VmInventory {
     const record = await this.get(vmId);
     if (!record) throw new WanmigError(ErrorCode.NotFound, `no VM ${vmId} at ${this.o.site}`);
     return record;
+  }
+
+  /**
+   * The VM's addresses at this site: its NIC here forwards them to the guest (`vm create`, or an arriving VM in
+   * REDIRECT). The route is the caller's: at create it points here at once; in a migration, once both NICs stand.
+   */
+  async attachNetwork(vmId: string, addresses: string[]): Promise<VmNicStatus> {
+    const vm = await this.driver.attach(vmId);
+    try {
+      const { serviceSocket } = await vm.describe();
+      return await this.network.attach(this.o.site, vmId, addresses, requireSocket(vmId, serviceSocket));
+    } finally {
+      await vm.detach();
+    }
+  }
+
+  private async connect(vmId: string, addresses: string[], serviceSocket: string | undefined): Promise<void> {
+    await this.network.attach(this.o.site, vmId, addresses, requireSocket(vmId, serviceSocket));
+    await this.network.moveRoute(this.o.site, randomUUID(), addresses, this.o.site);
   }
 
   /** The record with its state as the guest process shows it now. */
@@ -141,6 +167,7 @@ export class VmInventory {
     if (record.state === VmState.Migrating && !options.force) {
       throw new WanmigError(ErrorCode.Conflict, `VM ${vmId} is being migrated (${record.migrationId}); abort it first`);
     }
+    if (record.addresses) await this.network.detach(this.o.site, vmId);
     await this.stopGuest(vmId);
     await this.unexport(record.exportName);
     await rm(record.diskPath, { force: true });
@@ -148,11 +175,16 @@ export class VmInventory {
     await this.kv.delete(vmId);
   }
 
-  /** The source side after a commit: the guest is gone (memory-precopy released it); its disk goes too. */
+  /** The source side after a commit: the guest (kept paused until now) goes, and its disk too. */
   async releaseMoved(vmId: string): Promise<void> {
     const record = await this.get(vmId);
     if (!record) return;
-    await this.stopGuest(vmId);
+    // Kept paused since the destination ran (memory-precopy's keepSource): released now, as memory-precopy would.
+    try {
+      await (await this.driver.attach(vmId)).release();
+    } catch {
+      await this.stopGuest(vmId);
+    }
     await this.unexport(record.exportName);
     await rm(record.diskPath, { force: true });
     await this.kv.delete(vmId);
@@ -178,13 +210,14 @@ export class VmInventory {
       ...this.newRecord(req, { serviceAddress, diskUri: exported.uri, diskPath: req.diskPath }),
       migrationId: req.migrationId,
       ...(req.ramPath ? { ramPath: req.ramPath } : {}),
+      ...(req.addresses?.length ? { addresses: req.addresses } : {}),
     };
     await this.kv.put(req.vmId, JSON.stringify(record));
     return view(record);
   }
 
   private newRecord(
-    vm: { vmId: string; ramBytes: number; diskBytes: number; workload: VmRecord['workload'] },
+    vm: { vmId: string; ramBytes: number; diskBytes: number; workload: VmRecord['workload']; addresses?: string[] },
     where: { serviceAddress?: string; diskUri: string; diskPath: string },
   ): VmRecord {
     return {
@@ -195,6 +228,7 @@ export class VmInventory {
       diskBytes: vm.diskBytes,
       workload: vm.workload,
       ...(where.serviceAddress ? { serviceAddress: where.serviceAddress } : {}),
+      ...(vm.addresses?.length ? { addresses: vm.addresses } : {}),
       diskUri: where.diskUri,
       diskPath: where.diskPath,
       exportName: vm.vmId,
@@ -246,6 +280,11 @@ export class VmInventory {
       throw err;
     }
   }
+}
+
+function requireSocket(vmId: string, serviceSocket: string | undefined): string {
+  if (!serviceSocket) throw new WanmigError(ErrorCode.Unavailable, `VM ${vmId} offers no service socket for a NIC`);
+  return serviceSocket;
 }
 
 function view(record: VmRecord): VmView {

@@ -49,7 +49,7 @@ export { LocalBed, type LocalBedOptions } from './local.bed.js';
 export { onLastWords, trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
 export * from './disk-image.generator.js';
 export * from './guest-image.js';
-export { NetBed, type NetBedOptions } from './net/net.bed.js';
+export { NetBed, type BridgeOptions, type NetBedOptions } from './net/net.bed.js';
 export { netAvailable, netUnavailableMessage, type NetAvailability } from './net/net.availability.js';
 export {
   NET_ROLES,
@@ -83,3 +83,5 @@ export {
   type ProbeOutcome,
   type ProbeReport,
 } from './net/tcp-probe.scripts.js';
+export { NS_PORT_SCRIPT, openNsPort, type NsPortOptions } from './net/ns.port.js';
+export { netRedirectEnv } from './net/site.env.js';

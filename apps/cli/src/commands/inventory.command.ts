@@ -1,12 +1,12 @@
 import { parseArgs } from 'node:util';
-import { VmVerb, type ListVmsReply, type VmView } from '@wanmig/protocol';
+import { GUEST_SERVICE_PORT, VmVerb, type ListVmsReply, type VmView } from '@wanmig/protocol';
 import { formatBytes, parseSize } from '@wanmig/service';
 import { OrchestratorClient } from '../api/orchestrator.client.js';
 import { UsageError } from '../errors.js';
 import { table } from './table.js';
 
 export const INVENTORY_USAGE = `  wanmig vm create NAME [--site site-a] [--ram 256MiB] [--disk 256MiB] [--workload idle|web|db|write-heavy]
-                   [--seed N] [--json]
+                   [--seed N] [--address IP]... [--json]
   wanmig vm list [--json]
   wanmig vm rm NAME
   (each takes --nats URL; by default the stack that \`wanmig up\` started)`;
@@ -23,11 +23,13 @@ export async function vmCreate(argv: string[], out: Out): Promise<number> {
       disk: { type: 'string', default: '256MiB' },
       workload: { type: 'string', default: 'web' },
       seed: { type: 'string' },
+      address: { type: 'string', multiple: true },
       nats: { type: 'string' },
       json: { type: 'boolean' },
     },
   });
   const vmId = one(positionals, 'vm create NAME');
+  const addresses = values.address ?? [];
   const client = await OrchestratorClient.connect({ nats: values.nats });
   try {
     const vm = await client.call<VmView>(
@@ -39,10 +41,12 @@ export async function vmCreate(argv: string[], out: Out): Promise<number> {
         diskBytes: parseSize(values.disk, '--disk'),
         workload: values.workload,
         ...(values.seed !== undefined ? { seed: Number(values.seed) } : {}),
+        ...(addresses.length ? { addresses } : {}),
       },
       120_000,
     );
-    out(values.json ? JSON.stringify(vm) : `${vm.vmId} runs at ${vm.site}, service ${vm.serviceAddress ?? '-'}`);
+    const at = vm.addresses?.length ? ` (and ${vm.addresses.map((a) => `${a}:${GUEST_SERVICE_PORT}`).join(', ')})` : '';
+    out(values.json ? JSON.stringify(vm) : `${vm.vmId} runs at ${vm.site}, service ${vm.serviceAddress ?? '-'}${at}`);
     return 0;
   } finally {
     await client.close();
@@ -61,7 +65,7 @@ export async function vmList(argv: string[], out: Out): Promise<number> {
     else
       out(
         table(
-          ['VM', 'SITE', 'STATE', 'RAM', 'DISK', 'WORKLOAD', 'SERVICE'],
+          ['VM', 'SITE', 'STATE', 'RAM', 'DISK', 'WORKLOAD', 'SERVICE', 'ADDRESSES'],
           vms.map((v) => [
             v.vmId,
             v.site,
@@ -70,6 +74,7 @@ export async function vmList(argv: string[], out: Out): Promise<number> {
             formatBytes(v.diskBytes),
             v.workload,
             v.serviceAddress ?? '-',
+            v.addresses?.join(',') ?? '-',
           ]),
         ),
       );

@@ -15,12 +15,15 @@ export interface ProbeReport {
   /** Answers from the new address. */
   answersAfterSwitch: number;
   counterWentBack: boolean;
+  /** Connections made after the first: a connection that broke (or a switch). */
+  reconnects: number;
 }
 
 /**
- * A client of the guest's TCP service: sends `PING` every few milliseconds and records the
- * answers, so the downtime reported is the one a user of the VM saw. When the VM moves, it is told
- * the new address and carries on there (until network redirection does it transparently).
+ * A client of the guest's TCP service (`host:port`, or `unix:<path>`: a door into a namespace): sends `PING` every
+ * few milliseconds and records the answers, so the downtime reported is the one a user of the VM saw. A VM with
+ * addresses is reached at its own address and keeps its connection across a move (network redirection); one
+ * reached at its host port is told the new one (`switchTo`).
  */
 export class GuestProber {
   private socket?: Socket;
@@ -43,7 +46,11 @@ export class GuestProber {
     switchedAt: null,
     answersAfterSwitch: 0,
     counterWentBack: false,
+    reconnects: 0,
   };
+  private connections = 0;
+  /** Every answer's time (epoch ms) and counter, bounded: what came around a given moment. */
+  private readonly log: Array<{ at: number; counter: number }> = [];
 
   constructor(
     address: string,
@@ -70,8 +77,32 @@ export class GuestProber {
     return this.switchedAt !== null;
   }
 
+  get reconnects(): number {
+    return this.report.reconnects;
+  }
+
   get answersAfterSwitch(): number {
     return this.report.answersAfterSwitch;
+  }
+
+  /**
+   * Around `at` (epoch ms; the pause, for a client that never switched): how many answers came after it and the
+   * counters on either side, and how long after `at` the first answer at or after `from` came (the resume: answers
+   * between the pause and the resume were on their way before the pause).
+   */
+  around(
+    at: number,
+    from = at,
+  ): { firstAnswerMs?: number; answersAfter: number; lastCounterBefore: number; firstCounterAfter: number } {
+    const after = this.log.findIndex((a) => a.at > at);
+    const before = after < 0 ? this.log.at(-1) : this.log[after - 1];
+    const first = this.log.find((a) => a.at >= from && a.at > at);
+    return {
+      ...(first ? { firstAnswerMs: first.at - at } : {}),
+      answersAfter: after < 0 ? 0 : this.log.length - after,
+      lastCounterBefore: before?.counter ?? -1,
+      firstCounterAfter: after < 0 ? -1 : this.log[after].counter,
+    };
   }
 
   /** The VM now answers at `address`: drop the old connection (held by a paused source) and go there. */
@@ -100,8 +131,10 @@ export class GuestProber {
 
   private connect(): void {
     if (this.stopped) return;
-    const [host, port] = splitAddress(this.address);
-    const socket = createConnection({ host, port });
+    if (this.connections++ > 0) this.report.reconnects++;
+    const socket = this.address.startsWith('unix:')
+      ? createConnection({ path: this.address.slice('unix:'.length) })
+      : createConnection({ host: splitAddress(this.address)[0], port: splitAddress(this.address)[1] });
     this.socket = socket;
     this.buffer = '';
     socket.setNoDelay(true);
@@ -128,6 +161,7 @@ export class GuestProber {
       const now = Date.now();
       const counter = Number(m[1]);
       this.report.answers++;
+      if (this.log.length < MAX_LOGGED_ANSWERS) this.log.push({ at: now, counter });
       if (this.lastAnswerAt > 0 && now - this.lastAnswerAt > this.report.maxGapMs) {
         this.report.maxGapMs = now - this.lastAnswerAt;
         this.report.gapStart = this.lastAnswerAt;
@@ -143,6 +177,8 @@ export class GuestProber {
     }
   }
 }
+
+const MAX_LOGGED_ANSWERS = 1_000_000;
 
 function splitAddress(address: string): [string, number] {
   const at = address.lastIndexOf(':');

@@ -78,4 +78,13 @@ export class MigrateMemoryRequest {
   @IsOptional()
   @IsUUID()
   diskMigrationId?: string;
+
+  /**
+   * Keep the source VM, paused, once the destination runs: whoever started the migration ends it (the orchestrator, at
+   * ACTIVATE), and until then a rollback can still run it again. By default it is released as soon as the
+   * destination runs.
+   */
+  @IsOptional()
+  @IsBoolean()
+  keepSource?: boolean;
 }

@@ -134,6 +134,12 @@ export interface MigrationFigures {
   answersMatch?: boolean;
   /** Where the VM's service answers now. */
   serviceAddress?: string;
+  /** Epoch milliseconds the VM ran at the destination. */
+  resumedAt?: number;
+  /** Epoch milliseconds the VM's /32s pointed at the destination (REDIRECT, VMs with addresses). */
+  routeMovedAt?: number;
+  /** REDIRECT from start to end: NIC at the destination, route move, relay at the source, the `net.moved` event. */
+  redirectMs?: number;
   totalSeconds?: number;
 }
 
@@ -143,6 +149,8 @@ export interface MigrationDestinationView {
   diskPath?: string;
   /** The destination image as the destination's disk-transfer serves it to the arriving VM. */
   diskUri?: string;
+  /** REDIRECT began (the destination's NIC, the route): a rollback puts the VM's network back at the source. */
+  redirectStarted?: boolean;
 }
 
 /** A migration as the API shows it: the persisted record itself. */

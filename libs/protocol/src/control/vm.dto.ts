@@ -1,5 +1,17 @@
 import 'reflect-metadata';
-import { IsIn, IsInt, IsOptional, IsString, Matches, Max, Min } from 'class-validator';
+import {
+  ArrayMaxSize,
+  ArrayMinSize,
+  IsArray,
+  IsIn,
+  IsInt,
+  IsIP,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  Min,
+} from 'class-validator';
 
 /** VM inventory verbs, served by each site's orchestrator for the VMs that run at that site. */
 export const VmVerb = {
@@ -9,6 +21,11 @@ export const VmVerb = {
   Remove: 'vm.rm',
   /** Internal: the destination's orchestrator takes over a VM that a committed migration brought. */
   Adopt: 'vm.adopt',
+  /**
+   * Internal: the destination's orchestrator gives an arriving VM (resumed there, not yet adopted) its addresses at
+   * that site (net-redirect's NIC), in REDIRECT, before the route moves.
+   */
+  AttachNetwork: 'vm.net.attach',
 } as const;
 export type VmVerb = (typeof VmVerb)[keyof typeof VmVerb];
 
@@ -24,6 +41,10 @@ export const VM_WORKLOADS = ['idle', 'web', 'db', 'write-heavy'] as const;
 export type VmWorkload = (typeof VM_WORKLOADS)[number];
 
 export const VM_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** The port an embedded guest's service answers on at its own addresses (through the site's NIC). */
+export const GUEST_SERVICE_PORT = 7777;
+/** Most addresses one VM may have. */
+export const MAX_VM_IPS = 8;
 const MIB = 1024 * 1024;
 
 /** A new embedded (sim) guest at the site asked: its disk goes through this site's disk-transfer. */
@@ -50,6 +71,17 @@ export class CreateVmRequest {
   @Min(0)
   @Max(2 ** 32 - 1)
   seed?: number;
+
+  /**
+   * The VM's own IPv4/IPv6 addresses: the site's net-redirect puts them on the VM's NIC (service on port 7777) and
+   * the route agent points their /32s at this site. A migration then moves them with the VM.
+   */
+  @IsOptional()
+  @IsArray()
+  @ArrayMinSize(1)
+  @ArrayMaxSize(MAX_VM_IPS)
+  @IsIP(undefined, { each: true })
+  addresses?: string[];
 }
 
 export class VmRef {
@@ -84,6 +116,27 @@ export class AdoptVmRequest {
   @IsOptional()
   @IsString()
   ramPath?: string;
+
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(MAX_VM_IPS)
+  @IsIP(undefined, { each: true })
+  addresses?: string[];
+}
+
+/** Internal (orchestrator to orchestrator): the arriving VM's addresses go on its NIC at the destination. */
+export class AttachVmNetworkRequest {
+  @Matches(VM_ID_PATTERN)
+  vmId!: string;
+
+  @Matches(/^[A-Za-z0-9_-]{1,128}$/)
+  migrationId!: string;
+
+  @IsArray()
+  @ArrayMinSize(1)
+  @ArrayMaxSize(MAX_VM_IPS)
+  @IsIP(undefined, { each: true })
+  addresses!: string[];
 }
 
 export const VmState = {
@@ -104,6 +157,8 @@ export interface VmView {
   workload: VmWorkload;
   /** Where a client reaches the guest's service (host:port). */
   serviceAddress?: string;
+  /** The VM's own addresses (its service on port 7777 there), routed to the site it runs at. */
+  addresses?: string[];
   /** The disk as this site serves it to the guest. */
   diskUri?: string;
   diskPath: string;

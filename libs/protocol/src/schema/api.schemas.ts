@@ -87,7 +87,12 @@ const schemas = {
   }),
   CreateVmRequest: dtoSchema(CreateVmRequest, {
     description: 'A new embedded (sim) guest at this site.',
-    properties: { seed: 'Seed of the simulated guest’s workload: the same seed, the same run.' },
+    properties: {
+      seed: 'Seed of the simulated guest’s workload: the same seed, the same run.',
+      addresses:
+        'The VM’s own IPv4/IPv6 addresses: its NIC at the site serves them (port 7777), the route agent points their ' +
+        '/32s there, and a migration moves them with it. Needs net-redirect at the site.',
+    },
   }),
   VmRef: dtoSchema(VmRef, { description: 'Names one VM.' }),
   MigrationView: MIGRATION_VIEW_SCHEMA,

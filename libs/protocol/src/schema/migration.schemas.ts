@@ -61,6 +61,9 @@ const MIGRATION_FIGURES_SCHEMA = objectSchema<MigrationFigures>({
     stopReason: string(),
     answersMatch: boolean('The VM gave the same answers at the destination (before it ran) as at the source at pause.'),
     serviceAddress: string('Where the guest’s service answers now (host:port).'),
+    resumedAt: count('Epoch milliseconds the VM ran at the destination.'),
+    routeMovedAt: count('Epoch milliseconds the VM’s /32s pointed at the destination (VMs with addresses).'),
+    redirectMs: count('REDIRECT from start to end: NIC at the destination, route move, relay, `net.moved`.'),
     totalSeconds: amount(),
   },
   optional: {
@@ -81,6 +84,9 @@ const MIGRATION_FIGURES_SCHEMA = objectSchema<MigrationFigures>({
     stopReason: true,
     answersMatch: true,
     serviceAddress: true,
+    resumedAt: true,
+    routeMovedAt: true,
+    redirectMs: true,
     totalSeconds: true,
   },
 });
@@ -90,8 +96,9 @@ const MIGRATION_DESTINATION_SCHEMA = objectSchema<MigrationDestinationView>({
   properties: {
     diskPath: string('The destination image.'),
     diskUri: string('The destination image as the destination serves it to the arriving VM.'),
+    redirectStarted: boolean('REDIRECT began (the destination’s NIC, the route): a rollback puts the network back.'),
   },
-  optional: { diskPath: true, diskUri: true },
+  optional: { diskPath: true, diskUri: true, redirectStarted: true },
 });
 
 export const MIGRATION_VIEW_SCHEMA = objectSchema<MigrationView>({

@@ -19,12 +19,13 @@ export const VM_VIEW_SCHEMA = objectSchema<VmView>({
     diskBytes: count(),
     workload: oneOfValues(VM_WORKLOADS),
     serviceAddress: string('Where a client reaches the guest’s service (host:port).'),
+    addresses: arrayOf(string(), 'The VM’s own addresses (its service on port 7777), routed to the site it runs at.'),
     diskUri: string('The disk as this site serves it to the guest.'),
     diskPath: string(),
     createdAt: timestamp(),
     migrationId: string('The migration moving it now, or the one that brought it here.'),
   },
-  optional: { serviceAddress: true, diskUri: true, migrationId: true },
+  optional: { serviceAddress: true, addresses: true, diskUri: true, migrationId: true },
 });
 
 export const LIST_VMS_REPLY_SCHEMA = objectSchema<ListVmsReply>({
