@@ -9,7 +9,7 @@
  *        [--route-netns NS] [--route-via site-a=10.1.0.2,site-b=10.2.0.2] [--ip-bin PATH]
  *        [--vm-netns NS] [--vm-tunnel-host ADDRESS]
  *   (or WANMIG_NATS_URL, WANMIG_SITE, WANMIG_JS_DOMAIN, WANMIG_ROUTE_NETNS, WANMIG_ROUTE_VIA, WANMIG_IP_BIN,
- *    WANMIG_COMMAND_TIMEOUT_MS, WANMIG_VM_NETNS, WANMIG_VM_TUNNEL_HOST)
+ *    WANMIG_COMMAND_TIMEOUT_MS, WANMIG_VM_NETNS, WANMIG_VM_TUNNEL_HOST, WANMIG_VM_HOLD_MS)
  */
 import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';

@@ -35,7 +35,8 @@ describe('NetRedirectConfig', () => {
   });
 
   it('reads the VM NICs’ namespace and tunnel host, and refuses a tunnel host that is not an address', () => {
-    expect(loadConfig(NetRedirectConfig, {})).toMatchObject({ vmNetns: '', vmTunnelHost: '' });
+    expect(loadConfig(NetRedirectConfig, {})).toMatchObject({ vmNetns: '', vmTunnelHost: '', vmHoldMs: 15_000 });
+    expect(loadConfig(NetRedirectConfig, { WANMIG_VM_HOLD_MS: '0' }).vmHoldMs).toBe(0);
     expect(
       loadConfig(NetRedirectConfig, { WANMIG_VM_NETNS: 'wm1a2b3c-a', WANMIG_VM_TUNNEL_HOST: '10.200.1.2' }),
     ).toMatchObject({ vmNetns: 'wm1a2b3c-a', vmTunnelHost: '10.200.1.2' });

@@ -17,6 +17,11 @@ export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_SITE = 'site-a';
 /** Longest an `ip` command may run before it counts as failed. */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 5_000;
+/**
+ * How long a VM NIC holds a `lines` connection whose guest went away with requests unanswered (the switchover's
+ * pause), waiting for the relay (or the guest back). Longer than a switchover's pause and redirect take.
+ */
+export const DEFAULT_VM_HOLD_MS = 15_000;
 
 @ValidatorConstraint({ name: 'routeVia' })
 class RouteViaList implements ValidatorConstraintInterface {
@@ -68,6 +73,12 @@ export class NetRedirectConfig {
   @ValidateIf((config: NetRedirectConfig) => config.vmTunnelHost !== '')
   @IsIP()
   vmTunnelHost: string = '';
+
+  /** See DEFAULT_VM_HOLD_MS; 0: a NIC's connection closes with its guest's. */
+  @IsInt()
+  @Min(0)
+  @Max(600_000)
+  vmHoldMs: number = DEFAULT_VM_HOLD_MS;
 }
 
 export const NET_REDIRECT_CONFIG = Symbol('NET_REDIRECT_CONFIG');

@@ -39,6 +39,7 @@ export class NetRedirectModule implements OnApplicationShutdown {
       {
         netns: config.vmNetns || undefined,
         tunnelHost: config.vmTunnelHost || undefined,
+        holdMs: config.vmHoldMs,
         ipBin: config.ipBin,
         commandTimeoutMs: config.commandTimeoutMs,
       },

@@ -33,6 +33,8 @@ export interface VmNicRegistryOptions {
   netns?: string;
   /** An address of the site inside that namespace where tunnel endpoints listen (`WANMIG_VM_TUNNEL_HOST`). */
   tunnelHost?: string;
+  /** How long a `lines` connection whose guest went away with requests unanswered is held (TcpForwarderOptions). */
+  holdMs?: number;
   ipBin: string;
   commandTimeoutMs: number;
 }
@@ -174,6 +176,7 @@ export class VmNicRegistry implements BeforeApplicationShutdown, FlowSource {
             alsoListen: [...rest, ...(tunnelHost ? [{ host: tunnelHost, port: 0 }] : [])],
             target: { path: spec.socket },
             framing: spec.framing,
+            ...(spec.framing === VmNicFraming.Lines && this.options.holdMs ? { holdMs: this.options.holdMs } : {}),
             reportMs: RELAY_REPORT_MS,
           },
           netns,

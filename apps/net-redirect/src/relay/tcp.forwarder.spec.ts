@@ -13,8 +13,9 @@ const LIMIT_MS = 5_000;
  * which it never answers (a request in flight when the forwarder retargets), and lines starting with `split`, whose
  * answer it writes in two halves 100 ms apart.
  */
-async function lineServer(path: string, label: string): Promise<Server> {
+async function lineServer(path: string, label: string, sockets: Socket[] = []): Promise<Server> {
   const server = createServer((socket) => {
+    sockets.push(socket);
     socket.on('error', () => {});
     let partial = '';
     let answers = Promise.resolve();
@@ -194,6 +195,94 @@ describe('TcpForwarder retarget (unix socket targets)', () => {
     await until('the client to be closed', () => c.closed);
     await until('the close counted', () => forwarder!.counters.closed === 1);
     expect(forwarder.counters).toMatchObject({ accepted: 1, active: 0, closed: 1, failed: 1 });
+  });
+
+  describe('holding a connection whose upstream went away with requests unanswered', () => {
+    const listen = async (holdMs: number) =>
+      (forwarder = await TcpForwarder.listen({
+        listen: { host: HOST, port: 0 },
+        target: { path: join(dir, 'gone.sock') },
+        framing: 'lines',
+        holdMs,
+      }));
+
+    it('holds the client and replays to the target of a retarget', async () => {
+      const sockets: Socket[] = [];
+      const gone = await lineServer(join(dir, 'gone.sock'), 'gone', sockets);
+      servers.push(gone);
+      await listen(5_000);
+      const c = client(forwarder!.address.port);
+      c.send('a');
+      await until('the first reply', () => c.replies.length === 1);
+      c.send('hold b');
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      // The guest stops: its connections go, its socket too.
+      await new Promise((resolve) => {
+        gone.close(resolve);
+        for (const socket of sockets) socket.destroy();
+      });
+      c.send('c');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(c.closed).toBe(false);
+      forwarder!.retarget({ path: join(dir, 'one.sock') }, true);
+      await until('the held request answered by the new target', () => c.replies.length === 2);
+      expect(c.replies).toEqual(['gone:a', 'one:c']);
+      expect(c.closed).toBe(false);
+      expect(forwarder!.counters).toMatchObject({ accepted: 1, active: 1, relayed: 1, failed: 0 });
+    });
+
+    it('reconnects to the same target when it comes back (a rollback)', async () => {
+      const sockets: Socket[] = [];
+      let back = await lineServer(join(dir, 'gone.sock'), 'gone', sockets);
+      await listen(5_000);
+      const c = client(forwarder!.address.port);
+      c.send('a');
+      await until('the first reply', () => c.replies.length === 1);
+      await new Promise((resolve) => {
+        back.close(resolve);
+        c.send('hold x');
+        for (const socket of sockets) socket.destroy();
+      });
+      c.send('b');
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      back = await lineServer(join(dir, 'gone.sock'), 'back');
+      servers.push(back);
+      await until('answered by the target back', () => c.replies.length === 2);
+      expect(c.replies).toEqual(['gone:a', 'back:b']);
+      expect(c.closed).toBe(false);
+      expect(forwarder!.counters.relayed).toBe(0);
+    });
+
+    it('closes the client, counted failed, when nothing takes it over within holdMs', async () => {
+      const sockets: Socket[] = [];
+      const gone = await lineServer(join(dir, 'gone.sock'), 'gone', sockets);
+      await listen(300);
+      const c = client(forwarder!.address.port);
+      c.send('a');
+      await until('the first reply', () => c.replies.length === 1);
+      await new Promise((resolve) => {
+        gone.close(resolve);
+        c.send('hold x');
+        setTimeout(() => sockets.forEach((socket) => socket.destroy()), 20);
+      });
+      const t0 = Date.now();
+      await until('the client closed', () => c.closed);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(200);
+      await until('counted', () => forwarder!.counters.closed === 1);
+      expect(forwarder!.counters).toMatchObject({ active: 0, failed: 1 });
+    });
+
+    it('does not hold a connection with nothing unanswered: the client sees the close', async () => {
+      const sockets: Socket[] = [];
+      const gone = await lineServer(join(dir, 'gone.sock'), 'gone', sockets);
+      servers.push(gone);
+      await listen(5_000);
+      const c = client(forwarder!.address.port);
+      c.send('a');
+      await until('the first reply', () => c.replies.length === 1);
+      for (const socket of sockets) socket.destroy();
+      await until('the client closed', () => c.closed, 1_000);
+    });
   });
 
   it('a listen error leaves nothing open', async () => {

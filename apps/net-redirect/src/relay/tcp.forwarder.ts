@@ -51,6 +51,12 @@ export interface TcpForwarderOptions {
   relay?: boolean;
   /** How long a connection to the target may take before the client's connection is dropped (ms). */
   connectTimeoutMs?: number;
+  /**
+   * `lines` only: when an upstream goes away with requests unanswered (the guest stopped for its switchover), the
+   * client is held this long (ms) while the forwarder reconnects to the current target (a retarget, or the same one
+   * back); 0 or absent: the client's connection closes with its upstream.
+   */
+  holdMs?: number;
 }
 
 /** An open client connection as the kernel sees it: who (`client`:`clientPort`) reached which listener endpoint. */
@@ -65,6 +71,8 @@ export interface OpenFlow {
 export type ForwarderChange = 'connection' | 'bytes';
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+/** Between two reconnect attempts of a held connection (ms). */
+export const HOLD_RETRY_MS = 50;
 /**
  * Most unanswered request bytes kept per `lines` connection. Beyond it the connection is not replayable: on a retarget
  * it stays on its old upstream.
@@ -183,9 +191,14 @@ export class TcpForwarder {
     }
     this.counters.accepted++;
     this.counters.active++;
-    const connection = new ForwardedConnection(client, this.options, this.counters, this.onChange, () => {
-      this.open.delete(connection);
-    });
+    const connection = new ForwardedConnection(
+      client,
+      this.options,
+      this.counters,
+      this.onChange,
+      () => this.open.delete(connection),
+      () => ({ target: this.target, relay: this.relay }),
+    );
     this.open.add(connection);
     connection.start(this.target, this.relay);
     this.onChange('connection');
@@ -212,6 +225,10 @@ class ForwardedConnection {
   private replyPartial = 0;
   /** A retarget waiting for the current reply line to finish. */
   private pending?: { target: ForwarderTarget; relay: boolean; timer: NodeJS.Timeout };
+  /** The current upstream got connected (a held connection only comes from one that did). */
+  private upstreamConnected = false;
+  /** Held: the upstream went away with requests unanswered; reconnecting to the current target until `deadline`. */
+  private held?: { deadline: number; timer?: NodeJS.Timeout };
   private readonly closed: Promise<void>;
   private resolveClosed!: () => void;
 
@@ -221,6 +238,7 @@ class ForwardedConnection {
     private readonly counters: ForwarderCounters,
     private readonly onChange: (change: ForwarderChange) => void,
     private readonly onFinished: () => void,
+    private readonly currentTarget: () => { target: ForwarderTarget; relay: boolean },
   ) {
     this.replayable = options.framing === 'lines';
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
@@ -232,6 +250,8 @@ class ForwardedConnection {
     });
     client.once('close', () => {
       this.clientClosed = true;
+      if (this.held) clearTimeout(this.held.timer);
+      this.held = undefined;
       // The client is gone for good: nothing to carry over any more.
       this.upstream.destroy();
       this.maybeFinished();
@@ -251,6 +271,13 @@ class ForwardedConnection {
 
   retarget(target: ForwarderTarget, relay: boolean): void {
     if (!this.replayable || this.clientClosed || this.upstreamEnded || this.finished) return;
+    if (this.held) {
+      // Reconnect to the new target now rather than at the next attempt.
+      clearTimeout(this.held.timer);
+      this.drop(this.upstream);
+      this.reconnect();
+      return;
+    }
     if (this.pending) {
       clearTimeout(this.pending.timer);
       this.pending = undefined;
@@ -279,13 +306,25 @@ class ForwardedConnection {
         : connect({ host: target.host, port: target.port, allowHalfOpen: true });
     this.upstreamClosed = false;
     this.upstreamEnded = false;
-    upstream.setTimeout(this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, () => this.fail());
-    upstream.once('connect', () => upstream.setTimeout(0));
-    // While a retarget waits for this upstream's reply line, its end or failure only hastens the switch.
-    upstream.on('error', () => (this.pending ? this.flushPending() : this.fail()));
+    this.upstreamConnected = false;
+    upstream.setTimeout(this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, () =>
+      this.held ? upstream.destroy() : this.fail(),
+    );
+    upstream.once('connect', () => {
+      upstream.setTimeout(0);
+      this.upstreamConnected = true;
+      if (this.held) this.release();
+    });
+    // While a retarget waits for this upstream's reply line, its end or failure only hastens the switch; while the
+    // connection is held, a failed attempt is retried (its close follows).
+    upstream.on('error', () => {
+      if (this.pending) this.flushPending();
+      else if (!this.held && !this.holdable()) this.fail();
+    });
     upstream.on('data', (chunk: Buffer) => this.fromUpstream(chunk));
     upstream.on('end', () => {
       if (this.pending) return this.flushPending();
+      if (this.holdable()) return this.hold();
       this.upstreamEnded = true;
       this.client.end();
     });
@@ -294,6 +333,8 @@ class ForwardedConnection {
     });
     upstream.once('close', () => {
       if (this.pending) return this.flushPending();
+      if (this.held) return this.retryLater();
+      if (this.holdable()) return this.hold();
       this.upstreamClosed = true;
       // The upstream is gone for good: the client cannot be carried on with it.
       this.client.destroy();
@@ -302,11 +343,72 @@ class ForwardedConnection {
     return upstream;
   }
 
+  /**
+   * An upstream that served this connection went away with requests unanswered and no half reply out: replaying them
+   * elsewhere (or to the same target back) answers each once. The guest's requests are all read-only, so a request
+   * the old upstream read but did not answer may be asked again.
+   */
+  private holdable(): boolean {
+    return (
+      (this.options.holdMs ?? 0) > 0 &&
+      this.replayable &&
+      this.upstreamConnected &&
+      !this.failed &&
+      !this.clientClosed &&
+      !this.finished &&
+      this.replyPartial === 0 &&
+      this.unanswered.length > 0
+    );
+  }
+
+  private hold(): void {
+    this.drop(this.upstream);
+    this.client.pause();
+    this.held = { deadline: Date.now() + (this.options.holdMs ?? 0) };
+    this.reconnect();
+  }
+
+  private reconnect(): void {
+    const held = this.held;
+    if (!held || this.clientClosed) return;
+    if (Date.now() >= held.deadline) {
+      // Nobody took it over in time: the client learns it the usual way.
+      this.held = undefined;
+      this.failed = true;
+      this.upstreamClosed = true;
+      this.client.destroy();
+      this.maybeFinished();
+      return;
+    }
+    const { target, relay } = this.currentTarget();
+    if (relay) this.markRelayed();
+    this.upstream = this.openUpstream(target);
+  }
+
+  private retryLater(): void {
+    if (!this.held) return;
+    this.upstreamClosed = true;
+    this.held.timer = setTimeout(() => this.reconnect(), HOLD_RETRY_MS);
+  }
+
+  /** Connected again: the unanswered requests first, then piping goes on. */
+  private release(): void {
+    this.held = undefined;
+    this.replyPartial = 0;
+    if (this.unanswered.length > 0) this.upstream.write(this.unanswered);
+    if (this.clientEnded) this.upstream.end();
+    this.client.resume();
+  }
+
+  /** Lets an upstream go without touching the client. */
+  private drop(upstream: Socket): void {
+    upstream.removeAllListeners();
+    upstream.on('error', () => {});
+    upstream.destroy();
+  }
+
   private swap(target: ForwarderTarget, relay: boolean): void {
-    const old = this.upstream;
-    old.removeAllListeners();
-    old.on('error', () => {});
-    old.destroy();
+    this.drop(this.upstream);
     this.replyPartial = 0;
     if (relay) this.markRelayed();
     this.upstream = this.openUpstream(target);
