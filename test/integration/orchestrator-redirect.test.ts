@@ -111,8 +111,8 @@ describe.skipIf(skipped !== undefined)('REDIRECT moves the VM’s address with i
     expect(done.phase, JSON.stringify(done.error)).toBe('COMMITTED');
     expect(await nb.routedTo(address)).toBe('siteB');
 
-    const figures = done.figures as { resumedAt: number; downtimeMs: number; routeMovedAt: number };
-    const pausedAt = figures.resumedAt - figures.downtimeMs;
+    const figures = done.figures as { pausedAt: number; resumedAt: number; downtimeMs: number; routeMovedAt: number };
+    const { pausedAt } = figures;
     await waitUntil(() => prober.around(pausedAt).answersAfter >= 20, { timeoutMs: 10_000, what: 'answers after' });
     const around = prober.around(pausedAt, figures.resumedAt);
     const relayedByA = (await nicStatus(Site.A, 'moves')).connections.relayed;

@@ -263,6 +263,7 @@ export class MemoryMigration {
     this.phase = MemoryPhase.StopAndCopy;
     this.emit();
     const pausedAt = performance.now();
+    const pausedAtEpoch = Date.now();
     // Counted as paused before asking: a pause that fails half way must still be undone.
     onPaused();
     await vm.pause();
@@ -350,6 +351,7 @@ export class MemoryMigration {
       resentBytes: this.sender.stats.resentBytes,
       byEncoding: totals.byEncoding,
       pausedMs,
+      pausedAt: pausedAtEpoch,
       precopySeconds,
       totalSeconds: (performance.now() - this.started) / 1000,
       destination: { serviceAddress: destination.serviceAddress, resumedAt: destination.resumedAt },

@@ -20,6 +20,7 @@ import {
   MigrationEventKind,
   MigrationPhase,
   ServiceName,
+  Subjects,
   toWireError,
   VmState,
   VmVerb,
@@ -117,6 +118,8 @@ export class MigrationRunner {
   private disk?: DiskState;
   private memory?: MemoryState;
   private retries = 0;
+  /** The destination's NIC as made during the pause. */
+  private destinationNic?: VmNicStatus;
 
   constructor(
     private readonly d: RunnerDeps,
@@ -179,7 +182,14 @@ export class MigrationRunner {
       case MigrationPhase.StopAndCopy: {
         await this.startMemory(record);
         // The destination's NIC is made while the VM pauses (its guest exists, incoming): REDIRECT finds it ready.
-        const [report] = await Promise.all([this.waitMemoryReport(record), this.prepareDestinationNic(record)]);
+        // Memory events wake the wait: the end of the pause is not left to the next poll.
+        const events = this.d.nc.subscribe(Subjects.memoryEvents(this.id), { callback: () => this.wake?.() });
+        let report: MemoryMigrationReport;
+        try {
+          [report] = await Promise.all([this.waitMemoryReport(record), this.prepareDestinationNic(record)]);
+        } finally {
+          events.unsubscribe();
+        }
         const saved = await this.recordOutcome(record, report);
         return this.advance(
           saved,
@@ -380,6 +390,7 @@ export class MigrationRunner {
       answersMatch:
         answers.length > 0 && answers.every((q) => report.answersAtPause[q] === report.answersAtDestination[q]),
       serviceAddress: report.destination.serviceAddress,
+      pausedAt: report.pausedAt,
       resumedAt: report.destination.resumedAt,
       ...(report.diskFinalizeMs !== undefined ? { diskFinalizeMs: Math.round(report.diskFinalizeMs) } : {}),
       ...(report.disk
@@ -420,10 +431,11 @@ export class MigrationRunner {
     const network = this.d.inventory.network;
     if (!record.destination?.redirectStarted)
       await this.update((r) => ({ ...r, destination: { ...r.destination, redirectStarted: true } }));
-    const nic = await this.attachDestinationNic(record, addresses);
+    // Made during the pause by this runner (a restarted one asks again: attach is idempotent).
+    const nic = this.destinationNic ?? (await this.attachDestinationNic(record, addresses));
     const route = await network.moveRoute(this.d.site, this.id, addresses, record.toSite);
     const routeMovedAt = Date.now();
-    const relay = await network.relay(this.d.site, record.vmId, nic);
+    await network.relay(this.d.site, record.vmId, nic);
     const move = { migrationId: this.id, vmId: record.vmId, addresses, fromSite: this.d.site, toSite: record.toSite };
     // The event informs; without a controller that must confirm, its failure does not undo a move that worked.
     await network.moved(this.d.site, move).catch((err: unknown) => {
@@ -435,7 +447,7 @@ export class MigrationRunner {
     const via = route.routes.map((r) => `${r.prefix} via ${r.via}`).join(', ');
     return {
       saved,
-      note: `${via}; ${this.d.site} relays ${relay.connections.relayed} connection(s) to ${nic.tunnelHost ?? record.toSite}`,
+      note: `${via}; ${this.d.site} relays what still arrives to ${nic.tunnelHost ?? record.toSite}`,
     };
   }
 
@@ -455,8 +467,9 @@ export class MigrationRunner {
   private async prepareDestinationNic(record: MigrationRecord): Promise<void> {
     const addresses = (await this.d.inventory.get(record.vmId))?.addresses ?? [];
     if (addresses.length === 0) return;
-    await this.attachDestinationNic(record, addresses).catch((err: unknown) => {
+    this.destinationNic = await this.attachDestinationNic(record, addresses).catch((err: unknown) => {
       this.d.warn(`migration ${this.id}: NIC at ${record.toSite} not ready yet: ${toWireError(err).message}`);
+      return undefined;
     });
   }
 

@@ -140,6 +140,8 @@ export interface MemoryMigrationReport {
   byEncoding: Record<string, { pages: number; rawBytes: number; encodedBytes: number }>;
   /** From pause at the source to the destination's reply that the VM runs (the engine's view). */
   pausedMs: number;
+  /** Epoch milliseconds the source was asked to pause. */
+  pausedAt: number;
   precopySeconds: number;
   totalSeconds: number;
   destination: { serviceAddress: string; resumedAt: number };

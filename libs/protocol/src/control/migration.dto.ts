@@ -134,7 +134,8 @@ export interface MigrationFigures {
   answersMatch?: boolean;
   /** Where the VM's service answers now. */
   serviceAddress?: string;
-  /** Epoch milliseconds the VM ran at the destination. */
+  /** Epoch milliseconds the source paused, and the VM ran at the destination. */
+  pausedAt?: number;
   resumedAt?: number;
   /** Epoch milliseconds the VM's /32s pointed at the destination (REDIRECT, VMs with addresses). */
   routeMovedAt?: number;
