@@ -1,7 +1,31 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { MigrationVerb, Subjects, VmVerb, type MigrationView, type VmView } from '@wanmig/protocol';
+import {
+  callControl,
+  controlSubject,
+  GUEST_SERVICE_PORT,
+  MigrationVerb,
+  NetRedirectVerb,
+  ServiceName,
+  Subjects,
+  VmVerb,
+  type MigrationView,
+  type VmNicStatus,
+  type VmView,
+} from '@wanmig/protocol';
 import { formatBytes, parseBitRate, parseDuration, parseSize } from '@wanmig/service';
-import { LocalBed, Site } from '@wanmig/testing';
+import {
+  LocalBed,
+  NetBed,
+  netAvailable,
+  netRedirectEnv,
+  netUnavailableMessage,
+  openNsPort,
+  Site,
+  type NetnsProcess,
+} from '@wanmig/testing';
 import { OrchestratorClient } from '../api/orchestrator.client.js';
 import { UsageError } from '../errors.js';
 import { ProgressDisplay } from '../progress.display.js';
@@ -9,7 +33,7 @@ import { GuestProber, type ProbeReport } from '../vm/guest.prober.js';
 import { followMigration, phaseTimeline } from './migration.follower.js';
 
 export const DEMO_USAGE = `  wanmig demo [--workload idle|web|db|write-heavy] [--ram 256MiB] [--disk 256MiB] [--wan-delay 50ms]
-              [--wan-bandwidth 200mbit] [--downtime 300ms] [--driver sim] [--json]`;
+              [--wan-bandwidth 200mbit] [--downtime 300ms] [--driver sim] [--no-net] [--json]`;
 
 const WORKLOADS = ['idle', 'web', 'db', 'write-heavy'];
 
@@ -29,11 +53,34 @@ export interface DemoReport {
   wan: { delayMs: number; bandwidthBps: number; aToB: number; bToA: number };
   disk: { rawBytes: number; frameBytes: number; verified: boolean; finalDrainMs: number; verifyMs: number };
   memory: { rawBytes: number; frameBytes: number; rounds: number; verified: boolean; checkMs: number };
-  client: { answers: number; answersAfterSwitch: number; counterContinued: boolean };
+  client: { answers: number; answersAfterSwitch: number; counterContinued: boolean; reconnects: number };
+  /**
+   * Network redirection (VM with an address, network namespaces): the client holds one connection to the VM's own
+   * address across the move. `skipped` says why not.
+   */
+  redirect: RedirectReport;
   answersMatch: boolean;
   migrationId: string;
   phase: string;
 }
+
+export type RedirectReport =
+  | {
+      skipped?: undefined;
+      /** The VM's address, where the client reached it the whole time. */
+      address: string;
+      /** From the pause to the first answer the client got from the new site (the first after the VM ran there). */
+      firstAnswerMs: number;
+      /** Connections the old site's NIC carried to the new one (the client's, open since before the move). */
+      relayedConnections: number;
+      /** From the pause until the router's /32 pointed at the destination. */
+      routeMovedMs: number;
+      /** A connection opened after the move reached the new site's NIC directly and was answered. */
+      newConnectionAtDestination: boolean;
+      /** The client never had to connect again. */
+      sameConnection: boolean;
+    }
+  | { skipped: string };
 
 /**
  * The whole story on one machine: two sites across an emulated WAN, a running guest with a workload and a client
@@ -51,6 +98,7 @@ export async function demo(argv: string[], out: (text: string) => void): Promise
       'wan-bandwidth': { type: 'string', default: '200mbit' },
       downtime: { type: 'string', default: '300ms' },
       driver: { type: 'string', default: 'sim' },
+      'no-net': { type: 'boolean' },
       json: { type: 'boolean' },
     },
   });
@@ -64,21 +112,41 @@ export async function demo(argv: string[], out: (text: string) => void): Promise
   const downtimeMs = parseDuration(values.downtime, '--downtime');
   const log = (line: string) => process.stderr.write(`${line}\n`);
 
+  const skipped = values['no-net'] ? 'not asked (--no-net)' : netUnavailableMessage(await netAvailable());
   log(`starting two sites joined by a ${delayMs} ms / ${formatBytes(bandwidthBps / 8)}/s WAN ...`);
-  const bed = await LocalBed.start({ delayMs, bandwidthBps, orchestrator: true });
+  const netBed = skipped ? undefined : await NetBed.create();
+  let bed: LocalBed | undefined;
   let client: OrchestratorClient | undefined;
   let prober: GuestProber | undefined;
+  let door: NetnsProcess | undefined;
+  const doorDir = await mkdtemp(join(tmpdir(), 'wanmig-demo-'));
   try {
+    bed = await LocalBed.start({
+      delayMs,
+      bandwidthBps,
+      orchestrator: true,
+      ...(netBed ? { net: { env: netRedirectEnv(netBed) } } : {}),
+    });
     client = await OrchestratorClient.connect({ nats: bed.sites.a.url });
     const vmId = 'demo-vm';
+    const address = netBed?.vmAddress(1);
     const vm = await client.call<VmView>(
       Site.A,
       VmVerb.Create,
-      { vmId, ramBytes, diskBytes, workload: values.workload, seed: 1 },
+      { vmId, ramBytes, diskBytes, workload: values.workload, seed: 1, ...(address ? { addresses: [address] } : {}) },
       120_000,
     );
     log(`${vmId} runs at ${Site.A} (${formatBytes(ramBytes)} RAM, ${formatBytes(diskBytes)} disk, ${values.workload})`);
-    prober = new GuestProber(vm.serviceAddress!);
+    if (netBed && address) {
+      // The client lives in its own namespace, behind the router: it knows only the VM's address.
+      const path = join(doorDir, 'client.sock');
+      door = await openNsPort(netBed, 'client', { path, host: address, port: GUEST_SERVICE_PORT, lifetimeMs: 900_000 });
+      prober = new GuestProber(`unix:${path}`);
+      log(`a client in its own namespace talks to ${address}:${GUEST_SERVICE_PORT} through the router`);
+    } else {
+      prober = new GuestProber(vm.serviceAddress!);
+      log(`network redirection: ${skipped}; the client follows the VM to its new host port itself`);
+    }
     prober.start();
     await new Promise((resolve) => setTimeout(resolve, 1500));
 
@@ -89,45 +157,140 @@ export async function demo(argv: string[], out: (text: string) => void): Promise
       downtimeMs,
     });
     log(`migration ${created.id}: ${vmId} ${Site.A} → ${Site.B}`);
-    // The client follows the VM the moment it runs at the destination (net-redirect will make this transparent).
     const p = prober;
-    const resumed = client.nc.subscribe(Subjects.memoryEvents(created.id), {
-      callback: (err, msg) => {
-        if (err) return;
-        const event = msg.json<{ type: string; serviceAddress?: string }>();
-        if (event.type === 'resumed' && event.serviceAddress) p.switchTo(event.serviceAddress);
-      },
-    });
+    // Without an address, the client is told where the VM runs once it does.
+    const resumed = address
+      ? undefined
+      : client.nc.subscribe(Subjects.memoryEvents(created.id), {
+          callback: (err, msg) => {
+            if (err) return;
+            const event = msg.json<{ type: string; serviceAddress?: string }>();
+            if (event.type === 'resumed' && event.serviceAddress) p.switchTo(event.serviceAddress);
+          },
+        });
     let done: MigrationView;
     try {
       done = await followMigration(client, Site.A, created.id, { display: new ProgressDisplay() });
     } finally {
-      resumed.unsubscribe();
+      resumed?.unsubscribe();
     }
     const wan = bed.sites.wan.stats();
-    if (done.figures?.serviceAddress && !prober.switched) prober.switchTo(done.figures.serviceAddress);
+    if (!address && done.figures?.serviceAddress && !prober.switched) prober.switchTo(done.figures.serviceAddress);
+    const pausedAt = pauseTime(done);
     const deadline = Date.now() + 5000;
-    while (Date.now() < deadline && prober.answersAfterSwitch < 20) await new Promise((r) => setTimeout(r, 50));
+    const enough = () => (address ? prober!.around(pausedAt).answersAfter : prober!.answersAfterSwitch) >= 20;
+    while (Date.now() < deadline && !enough()) await new Promise((r) => setTimeout(r, 50));
+    let redirect: RedirectReport = { skipped: skipped ?? 'the VM has no address' };
+    if (netBed && address && done.phase === 'COMMITTED') {
+      redirect = await measureRedirect(bed, netBed, prober, done, address, join(doorDir, 'new.sock'));
+    }
     const probe = prober.stop();
-    const report = buildReport(done, probe, { delayMs, bandwidthBps, aToB: wan.aToB, bToA: wan.bToA }, values.workload);
+    const report = buildReport(
+      done,
+      probe,
+      { delayMs, bandwidthBps, aToB: wan.aToB, bToA: wan.bToA },
+      values.workload,
+      redirect,
+      address ? prober.around(pausedAt) : undefined,
+    );
     out(formatDemo(report));
     if (values.json) out(JSON.stringify(report));
     return report.verified ? 0 : 1;
   } finally {
     prober?.stop();
+    await door?.stop();
     await client?.close();
-    await bed.stop();
+    await bed?.stop();
+    await netBed?.destroy();
+    await rm(doorDir, { recursive: true, force: true });
   }
 }
 
-function buildReport(m: MigrationView, probe: ProbeReport, wan: DemoReport['wan'], workload: string): DemoReport {
+/** When the VM paused at the source (the engine's clock; every site is on this host). */
+function pauseTime(m: MigrationView): number {
   const f = m.figures ?? {};
-  const counterContinued =
-    !probe.counterWentBack && probe.answersAfterSwitch > 0 && probe.firstCounterAfter >= probe.lastCounterBefore;
+  if (f.pausedAt !== undefined) return f.pausedAt;
+  const stop = m.history.find((h) => h.phase === 'STOP_AND_COPY');
+  return stop ? Date.parse(stop.at) : Date.parse(m.updatedAt);
+}
+
+/**
+ * What the client saw of the redirection, and what the sites' NICs counted: the old site's relayed connections, and a
+ * fresh connection from the client's namespace, which must now be answered at the new site without any relay.
+ */
+async function measureRedirect(
+  bed: LocalBed,
+  netBed: NetBed,
+  prober: GuestProber,
+  m: MigrationView,
+  address: string,
+  path: string,
+): Promise<RedirectReport> {
+  const pausedAt = pauseTime(m);
+  const nic = (site: Site) =>
+    callControl<VmNicStatus>(bed.nc, controlSubject(site, ServiceName.NetRedirect, NetRedirectVerb.VmStatus), {
+      vmId: m.vmId,
+    });
+  const atB = (await nic(Site.B)).connections.accepted;
+  const door = await openNsPort(netBed, 'client', {
+    path,
+    host: address,
+    port: GUEST_SERVICE_PORT,
+    lifetimeMs: 30_000,
+  });
+  let answered = false;
+  try {
+    const once = new GuestProber(`unix:${path}`);
+    once.start();
+    const until = Date.now() + 5000;
+    while (Date.now() < until && !answered) {
+      await new Promise((r) => setTimeout(r, 50));
+      answered = once.around(0).answersAfter > 0;
+    }
+    once.stop();
+  } finally {
+    await door.stop();
+  }
+  const reachedB = (await nic(Site.B)).connections.accepted > atB;
+  const relayed = (await nic(Site.A)).connections.relayed;
+  const around = prober.around(pausedAt, m.figures?.resumedAt ?? pausedAt);
+  return {
+    address,
+    firstAnswerMs: around.firstAnswerMs ?? -1,
+    relayedConnections: relayed,
+    routeMovedMs: m.figures?.routeMovedAt !== undefined ? m.figures.routeMovedAt - pausedAt : -1,
+    newConnectionAtDestination: answered && reachedB,
+    sameConnection: prober.reconnects === 0,
+  };
+}
+
+function buildReport(
+  m: MigrationView,
+  probe: ProbeReport,
+  wan: DemoReport['wan'],
+  workload: string,
+  redirect: RedirectReport,
+  around?: ReturnType<GuestProber['around']>,
+): DemoReport {
+  const f = m.figures ?? {};
+  // A client on the VM's address never switched: the pause splits its answers into before and after.
+  const after = around ? around.answersAfter : probe.answersAfterSwitch;
+  const [before, first] = around
+    ? [around.lastCounterBefore, around.firstCounterAfter]
+    : [probe.lastCounterBefore, probe.firstCounterAfter];
+  const counterContinued = !probe.counterWentBack && after > 0 && first >= before;
   const committed = m.phase === 'COMMITTED';
+  const redirected =
+    redirect.skipped !== undefined ||
+    (redirect.sameConnection && redirect.newConnectionAtDestination && redirect.firstAnswerMs >= 0);
   return {
     verified:
-      committed && f.diskVerified === true && f.ramVerified === true && f.answersMatch === true && counterContinued,
+      committed &&
+      f.diskVerified === true &&
+      f.ramVerified === true &&
+      f.answersMatch === true &&
+      counterContinued &&
+      redirected,
     downtimeMs: Math.round(probe.maxGapMs),
     pausedMs: f.downtimeMs ?? 0,
     wireBytes: wan.aToB + wan.bToA,
@@ -150,7 +313,8 @@ function buildReport(m: MigrationView, probe: ProbeReport, wan: DemoReport['wan'
       verified: f.ramVerified === true,
       checkMs: f.ramCheckMs ?? 0,
     },
-    client: { answers: probe.answers, answersAfterSwitch: probe.answersAfterSwitch, counterContinued },
+    client: { answers: probe.answers, answersAfterSwitch: after, counterContinued, reconnects: probe.reconnects },
+    redirect,
     answersMatch: f.answersMatch === true,
     migrationId: m.id,
     phase: m.phase,
@@ -190,6 +354,15 @@ export function formatDemo(r: DemoReport): string {
       'verification',
       `disk ${r.disk.verified ? 'equal (sha256 per region)' : 'NOT VERIFIED'}; RAM ${r.memory.verified ? 'equal (sha256)' : 'NOT VERIFIED'}; ` +
         `answers ${r.answersMatch ? 'same at both ends' : 'DIFFER'}; counter ${r.client.counterContinued ? 'continued' : 'DID NOT CONTINUE'}`,
+    ],
+    [
+      'network',
+      r.redirect.skipped !== undefined
+        ? `redirection skipped: ${r.redirect.skipped}`
+        : `${r.redirect.address} kept: first answer ${r.redirect.firstAnswerMs} ms after the pause, route moved at ` +
+          `+${r.redirect.routeMovedMs} ms, ${r.redirect.relayedConnections} connection(s) relayed by ${Site.A}, ` +
+          `client ${r.redirect.sameConnection ? 'on the same connection' : 'RECONNECTED'}, a new connection ` +
+          `${r.redirect.newConnectionAtDestination ? `answered at ${Site.B}` : `NOT ANSWERED AT ${Site.B}`}`,
     ],
     ['verified', r.verified ? 'yes' : 'NO'],
   ];
