@@ -28,6 +28,7 @@ import {
   GUEST_SERVICE_PORT,
   LocalBed,
   netAvailable,
+  netRedirectEnv,
   netUnavailableMessage,
   NetBed,
   Site,
@@ -102,16 +103,7 @@ describe.skipIf(!net.ok)(
         await nb.addBridge(site, { address: gateway, mac: GATEWAY_MAC });
         await nb.addTap(site, TAP);
       }
-      const routeEnv = {
-        WANMIG_ROUTE_NETNS: nb.namespace('router'),
-        WANMIG_ROUTE_VIA: `${Site.A}=${nb.nextHop('siteA')},${Site.B}=${nb.nextHop('siteB')}`,
-      };
-      bed = await LocalBed.start({
-        delayMs: 20,
-        bandwidthBps: 200e6,
-        memory: true,
-        net: { env: { [Site.A]: routeEnv, [Site.B]: routeEnv } },
-      });
+      bed = await LocalBed.start({ delayMs: 20, bandwidthBps: 200e6, memory: true, net: { env: netRedirectEnv(nb) } });
     }, BUILD_TIMEOUT_MS);
 
     afterAll(async () => {
