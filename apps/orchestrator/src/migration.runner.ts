@@ -118,8 +118,9 @@ export class MigrationRunner {
   private disk?: DiskState;
   private memory?: MemoryState;
   private retries = 0;
-  /** The destination's NIC as made during the pause. */
+  /** The destination's NIC as made ahead of REDIRECT, and that making. */
   private destinationNic?: VmNicStatus;
+  private nicEarly?: Promise<void>;
 
   constructor(
     private readonly d: RunnerDeps,
@@ -177,16 +178,21 @@ export class MigrationRunner {
         return this.advance(record, `disk in step after ${this.disk?.round ?? 0} catch-up rounds`);
       case MigrationPhase.MemPrecopy:
         await this.startMemory(record);
-        await this.waitMemory(record, (s) => memoryAtLeast(s, MemoryPhase.StopAndCopy));
+        await this.waitMemory(record, (s) => {
+          // The receiving guest runs at the destination from here on: its NIC can be made, off the pause's clock.
+          if (s.phase === MemoryPhase.Precopy) this.nicEarly ??= this.prepareDestinationNic(record);
+          return memoryAtLeast(s, MemoryPhase.StopAndCopy);
+        });
         return this.advance(record, `after ${this.memory?.round ?? 0} memory rounds`);
       case MigrationPhase.StopAndCopy: {
         await this.startMemory(record);
-        // The destination's NIC is made while the VM pauses (its guest exists, incoming): REDIRECT finds it ready.
+        // The destination's NIC, made during pre-copy (or now, after a restart): REDIRECT finds it ready.
         // Memory events wake the wait: the end of the pause is not left to the next poll.
+        this.nicEarly ??= this.prepareDestinationNic(record);
         const events = this.d.nc.subscribe(Subjects.memoryEvents(this.id), { callback: () => this.wake?.() });
         let report: MemoryMigrationReport;
         try {
-          [report] = await Promise.all([this.waitMemoryReport(record), this.prepareDestinationNic(record)]);
+          [report] = await Promise.all([this.waitMemoryReport(record), this.nicEarly]);
         } finally {
           events.unsubscribe();
         }
@@ -461,8 +467,9 @@ export class MigrationRunner {
   }
 
   /**
-   * Early, and only a head start: a NIC forwards through a process that takes a moment to start, better spent while
-   * the VM pauses than in REDIRECT. Nothing reaches it before the route moves. A failure is REDIRECT's to report.
+   * Early, and only a head start: a NIC forwards through a process that takes a moment to start, better spent during
+   * pre-copy than in the pause or REDIRECT. Nothing reaches it before the route moves. A failure is REDIRECT's to
+   * report.
    */
   private async prepareDestinationNic(record: MigrationRecord): Promise<void> {
     const addresses = (await this.d.inventory.get(record.vmId))?.addresses ?? [];
