@@ -52,12 +52,14 @@ export {
 export {
   QemuConfigError,
   QemuMigrationFailedError,
+  QemuMigrationUnsafeError,
   QemuNotFoundError,
   QemuStartError,
   QemuVersionError,
 } from './qemu/qemu.errors.js';
 export {
   MIN_QEMU_VERSION,
+  TCG_MIGRATION_MIN_QEMU_VERSION,
   QEMU_SYSTEM_BIN_ENV,
   QEMU_SYSTEM_BIN_NAME,
   compareQemuVersions,

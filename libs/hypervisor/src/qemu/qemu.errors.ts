@@ -76,3 +76,21 @@ export class QemuMigrationFailedError extends HypervisorError {
     this.status = fields.status;
   }
 }
+
+/**
+ * The source QEMU cannot be live-migrated without losing guest writes: a TCG guest under a QEMU older than
+ * TCG_MIGRATION_MIN_QEMU_VERSION. UNAVAILABLE: the request is fine, the host's QEMU is not.
+ */
+export class QemuMigrationUnsafeError extends HypervisorError {
+  readonly version: string;
+  constructor(version: string, minimum: string) {
+    super(
+      ErrorCode.Unavailable,
+      `QEMU ${version} loses guest writes when it live-migrates a TCG guest (its dirty-bitmap sync leaves TCG's ` +
+        `TLB stale; fixed in QEMU ${minimum}, commit 03bfc2188f): run the guest under KVM, or QEMU ${minimum} or ` +
+        `newer (Debian 12: bookworm-backports; deploy/bootstrap.sh installs it)`,
+    );
+    this.name = 'QemuMigrationUnsafeError';
+    this.version = version;
+  }
+}

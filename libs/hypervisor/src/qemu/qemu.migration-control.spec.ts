@@ -8,15 +8,20 @@ import {
   waitForQemuMigration,
   type QemuMigrationInfo,
 } from './qemu.migration-control.js';
-import { QemuMigrationFailedError } from './qemu.errors.js';
+import { QemuMigrationFailedError, QemuMigrationUnsafeError } from './qemu.errors.js';
 
 /** Records commands; `query-migrate` answers from `statuses`, one per call (the last one repeats). */
 class FakeQmp {
   readonly commands: Array<{ command: string; args?: Record<string, unknown> }> = [];
   readonly listeners = new Map<string, QmpEventListener>();
+  /** What `query-version` and `query-kvm` answer (not recorded in `commands`). */
+  version = { major: 10, minor: 0, micro: 2 };
+  kvm = false;
   constructor(private readonly statuses: QemuMigrationInfo[] = []) {}
 
   execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+    if (command === 'query-version') return Promise.resolve({ qemu: this.version, package: '' } as T);
+    if (command === 'query-kvm') return Promise.resolve({ enabled: this.kvm, present: this.kvm } as T);
     this.commands.push({ command, args });
     if (command !== 'query-migrate') return Promise.resolve({} as T);
     const info = this.statuses.length > 1 ? this.statuses.shift()! : this.statuses[0];
@@ -30,6 +35,23 @@ class FakeQmp {
 }
 
 describe('QEMU migration control over QMP', () => {
+  it('refuses to configure a TCG source under a QEMU that loses writes in migration (before 9.0); KVM is fine', async () => {
+    const qmp = new FakeQmp();
+    qmp.version = { major: 7, minor: 2, micro: 22 };
+    const err = await configureQemuMigration(qmp).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QemuMigrationUnsafeError);
+    expect(err).toMatchObject({ code: 'UNAVAILABLE', version: '7.2.22', message: /TCG guest.*03bfc2188f/ });
+    expect(qmp.commands).toEqual([]);
+    qmp.kvm = true;
+    await configureQemuMigration(qmp);
+    qmp.kvm = false;
+    qmp.version = { major: 9, minor: 0, micro: 0 };
+    await configureQemuMigration(qmp);
+    expect(qmp.commands.map((c) => c.command)).toEqual(
+      Array(2).fill(['migrate-set-capabilities', 'migrate-set-parameters']).flat(),
+    );
+  });
+
   it('turns events on, return-path and postcopy off, and sets downtime-limit and an unbounded max-bandwidth', async () => {
     const qmp = new FakeQmp();
     await configureQemuMigration(qmp);
@@ -70,7 +92,11 @@ describe('QEMU migration control over QMP', () => {
   });
 
   it('waits through active to completed, woken by MIGRATION events', async () => {
-    const qmp = new FakeQmp([{ status: 'active' }, { status: 'active' }, { status: 'completed', downtime: 42, 'total-time': 900 }]);
+    const qmp = new FakeQmp([
+      { status: 'active' },
+      { status: 'active' },
+      { status: 'completed', downtime: 42, 'total-time': 900 },
+    ]);
     const waiting = waitForQemuMigration(qmp, { migrationId: 'm', timeoutMs: 5000 });
     const t0 = performance.now();
     for (let i = 0; i < 2; i++) {

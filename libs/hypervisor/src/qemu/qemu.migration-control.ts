@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { QemuMigrationFailedError } from './qemu.errors.js';
+import { compareQemuVersions, formatQemuVersion, TCG_MIGRATION_MIN_QEMU_VERSION } from './qemu.binary.js';
+import { QemuMigrationFailedError, QemuMigrationUnsafeError } from './qemu.errors.js';
 import type { QmpClient } from './qmp.client.js';
 import type { QmpStatus } from './qmp.types.js';
 
@@ -74,6 +75,7 @@ type Qmp = Pick<QmpClient, 'execute' | 'on'>;
  * The destination QEMU needs no parameters; `events` on there too is useful for watching it.
  */
 export async function configureQemuMigration(qmp: Qmp, tuning: QemuMigrationTuning = {}): Promise<void> {
+  await assertMigrationSafe(qmp);
   await qmp.execute('migrate-set-capabilities', {
     capabilities: [
       { capability: 'events', state: true },
@@ -88,6 +90,21 @@ export async function configureQemuMigration(qmp: Qmp, tuning: QemuMigrationTuni
     'max-bandwidth': tuning.maxBandwidth ?? UNPACED_QEMU_MAX_BANDWIDTH,
     ...((tuning.xbzrleCacheBytes ?? 0) > 0 ? { 'xbzrle-cache-size': tuning.xbzrleCacheBytes } : {}),
   });
+}
+
+/**
+ * Refuses (QemuMigrationUnsafeError) a source that would lose guest writes in live migration: a TCG guest under a
+ * QEMU older than TCG_MIGRATION_MIN_QEMU_VERSION. Asked of the running QEMU itself, which may not be the binary on
+ * this host's PATH (an adopted VM).
+ */
+export async function assertMigrationSafe(qmp: Qmp): Promise<void> {
+  const [{ qemu }, kvm] = await Promise.all([
+    qmp.execute<{ qemu: { major: number; minor: number; micro: number } }>('query-version'),
+    qmp.execute<{ enabled: boolean }>('query-kvm'),
+  ]);
+  if (!kvm.enabled && compareQemuVersions(qemu, TCG_MIGRATION_MIN_QEMU_VERSION) < 0) {
+    throw new QemuMigrationUnsafeError(formatQemuVersion(qemu), formatQemuVersion(TCG_MIGRATION_MIN_QEMU_VERSION));
+  }
 }
 
 /** Starts QEMU's migration to the relay's socket (`QemuMigrationSource.listen` first). */
