@@ -19,6 +19,8 @@ export const ErrorCode = {
   Conflict: 'CONFLICT',
   NoSpace: 'NO_SPACE',
   Unavailable: 'UNAVAILABLE',
+  /** What arrived is not what was sent (a stream's segment, a RAM region, a disk region): nothing runs on it. */
+  DigestMismatch: 'DIGEST_MISMATCH',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

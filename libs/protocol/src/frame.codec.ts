@@ -84,6 +84,12 @@ export function decodeFrame(data: Uint8Array): Frame {
       seq,
     });
   }
+  if (flags & FrameFlag.Digest && flags & (FrameFlag.Records | FrameFlag.Zstd | FrameFlag.ZstdStream)) {
+    throw new FrameError(ErrorCode.FrameBadFlags, `frame ${seq}: a Digest frame carries a bare digest`, {
+      migrationId,
+      seq,
+    });
+  }
   const headerLength = buf.readUInt16BE(6);
   const payloadLength = buf.readUInt32BE(52);
   if (headerLength !== FRAME_HEADER_BYTES || buf.length !== FRAME_HEADER_BYTES + payloadLength) {

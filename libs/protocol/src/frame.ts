@@ -39,6 +39,12 @@ export const FrameFlag = {
    * each frame's end): decode in sequence order, each frame once. Never together with Zstd.
    */
   ZstdStream: 1 << 4,
+  /**
+   * The payload is the sha256 of the stream's decoded bytes from the previous Digest frame's offset (or 0) up to
+   * this frame's offset; the frame covers no bytes (length 0). The receiver compares it with its own digest of what
+   * it applied there and fails the stream on a difference: an end-to-end check of a relayed byte stream.
+   */
+  Digest: 1 << 5,
 } as const;
 export type FrameFlag = (typeof FrameFlag)[keyof typeof FrameFlag];
 export const KNOWN_FRAME_FLAGS = Object.values(FrameFlag).reduce((all, bit) => all | bit, 0);

@@ -10,3 +10,4 @@ export * from './record.sink.js';
 export * from './record.writer.js';
 export * from './file.digest.js';
 export * from './byte.pipe.js';
+export * from './stream.digest.js';

@@ -11,7 +11,7 @@ import {
 } from '@wanmig/protocol';
 import type { Msg, Subscription } from '@nats-io/nats-core';
 import { StreamError } from './errors.js';
-import type { FrameSink } from './frame.sink.js';
+import { isFinalApplyError, type FrameSink } from './frame.sink.js';
 import {
   DEFAULT_ACK_BYTES,
   DEFAULT_ACK_INTERVAL_MS,
@@ -193,6 +193,10 @@ export class StreamReceiver {
   private onApplyFailure(frame: Frame, err: unknown): void {
     this.count(err);
     this.queue = [];
+    if (isFinalApplyError(err)) {
+      this.fail(err);
+      return;
+    }
     this.expectedSeq = frame.header.seq;
     if (++this.failures >= this.maxApplyFailures) {
       const { migrationId, streamId } = this.opts;

@@ -39,3 +39,16 @@ export class QemuDestinationStateError extends QemuDestinationError {
     this.state = fields.state;
   }
 }
+
+/**
+ * The stream the destination QEMU was fed is not, or not provably, the one the source QEMU wrote (a segment's digest
+ * differed, or the stream ended without its last digest): it is never run; the migration rolls back.
+ */
+export class QemuStreamCheckError extends QemuDestinationError {
+  constructor(migrationId: string, reason: string) {
+    super(ErrorCode.DigestMismatch, `destination QEMU of migration ${migrationId} is not run: ${reason}`, {
+      migrationId,
+    });
+    this.name = 'QemuStreamCheckError';
+  }
+}

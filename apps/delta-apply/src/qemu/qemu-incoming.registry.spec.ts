@@ -63,8 +63,8 @@ class FakeVm implements DestinationQemu {
 
 class FakeSink implements DestinationSink {
   stops = 0;
-  finish!: () => void;
-  readonly done = new Promise<QemuSinkReport>((resolve) => (this.finish = () => resolve({} as QemuSinkReport)));
+  private settle!: { resolve: (report: QemuSinkReport) => void; reject: (err: unknown) => void };
+  readonly done = new Promise<QemuSinkReport>((resolve, reject) => (this.settle = { resolve, reject }));
   readonly progress = {
     bytesWritten: 5,
     frames: 1,
@@ -73,9 +73,24 @@ class FakeSink implements DestinationSink {
     ended: false,
     bytesFromQemu: 0,
     returnBytes: 0,
+    verifiedBytes: 0,
+    endVerified: false,
+    streamSha256: '',
   } as QemuSinkProgress;
 
-  constructor(readonly options: QemuMigrationSinkOptions) {}
+  constructor(readonly options: QemuMigrationSinkOptions) {
+    this.done.catch(() => undefined);
+  }
+
+  /** The End came with its digest, which matched. */
+  finish(): void {
+    Object.assign(this.progress, { ended: true, endVerified: true, verifiedBytes: this.progress.bytesWritten });
+    this.settle.resolve({} as QemuSinkReport);
+  }
+
+  fail(err: unknown): void {
+    this.settle.reject(err);
+  }
 
   stop(): Promise<void> {
     this.stops++;
@@ -212,12 +227,26 @@ describe('QemuIncomingRegistry', () => {
       postcopy: false,
       loaded: false,
       resumed: false,
-      sink: { bytesWritten: 5, frames: 1, payloadBytes: 3, connected: true, ended: false, returnBytes: 0, done: false },
+      sink: {
+        bytesWritten: 5,
+        frames: 1,
+        payloadBytes: 3,
+        connected: true,
+        ended: false,
+        returnBytes: 0,
+        done: false,
+        verifiedBytes: 0,
+        endVerified: false,
+      },
     });
     const resuming = registry.resume({ migrationId, announceRounds: 3 });
     await new Promise((resolve) => setTimeout(resolve, 60));
     expect(vm.resumes).toHaveLength(0);
     vm.state = 'paused';
+    // Loaded, but the stream's end and its last digest are not in yet: no `cont` before they are.
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    expect(vm.resumes).toHaveLength(0);
+    sinks[0].finish();
     const reply = await resuming;
     expect(reply).toMatchObject({ migrationId, status: 'running', warnings: ['announce-self: no'] });
     expect(reply.loadWaitMs).toBeGreaterThanOrEqual(50);
@@ -278,6 +307,30 @@ describe('QemuIncomingRegistry', () => {
     expect(vms[0].resumes).toHaveLength(0);
   });
 
+  it('never runs a destination whose stream failed its digest check, nor one whose stream ended unchecked', async () => {
+    await registry.start({ migrationId, ...LAUNCH });
+    const resuming = registry.resume({ migrationId }).catch((e: unknown) => e);
+    vms[0].state = 'paused';
+    const mismatch = new WanmigError(ErrorCode.DigestMismatch, "QEMU's migration stream differs in bytes [0, 5)");
+    sinks[0].fail(mismatch);
+    const err = await resuming;
+    expect(err).toMatchObject({ code: ErrorCode.DigestMismatch, message: /is not run: .*differs in bytes \[0, 5\)/ });
+    expect(vms[0].resumes).toHaveLength(0);
+    expect(await registry.status({ migrationId })).toMatchObject({
+      resumed: false,
+      sink: { done: true, error: { code: ErrorCode.DigestMismatch } },
+    });
+
+    // A feed whose End never comes: the resume gives up with the time, and says how much was checked.
+    const other = randomUUID();
+    disks.set(other, DISK);
+    await registry.start({ migrationId: other, ...LAUNCH });
+    vms[1].state = 'paused';
+    const late = await registry.resume({ migrationId: other, loadTimeoutMs: 50 }).catch((e: unknown) => e);
+    expect(late).toMatchObject({ code: ErrorCode.StreamTimeout, message: /0 of 5 bytes checked/ });
+    expect(vms[1].resumes).toHaveLength(0);
+  });
+
   it('a resume gives up when QEMU exits, or when the load does not finish in time', async () => {
     await registry.start({ migrationId, ...LAUNCH });
     expect(await codeOf(registry.resume({ migrationId, loadTimeoutMs: 30 }))).toBe(ErrorCode.StreamTimeout);
@@ -311,6 +364,7 @@ describe('QemuIncomingRegistry', () => {
   it('a destination that runs is only stopped by an abort that says stopRunning', async () => {
     await registry.start({ migrationId, ...LAUNCH });
     vms[0].state = 'paused';
+    sinks[0].finish();
     await registry.resume({ migrationId });
     expect(await codeOf(registry.abort({ migrationId }))).toBe(ErrorCode.Conflict);
     expect(vms[0].stops).toBe(0);
@@ -345,6 +399,7 @@ describe('QemuIncomingRegistry', () => {
     await registry.start({ migrationId, ...LAUNCH });
     await registry.start({ migrationId: other, ...LAUNCH });
     vms[1].state = 'paused';
+    sinks[1].finish();
     await registry.resume({ migrationId: other });
     await registry.beforeApplicationShutdown();
     expect(vms.map((vm) => vm.stops)).toEqual([1, 0]);

@@ -32,6 +32,8 @@ import {
   QemuDestinationConflictError,
   QemuDestinationNotFoundError,
   QemuDestinationStateError,
+  QemuStreamCheckError,
+  type QemuDestinationError,
 } from './qemu-destination.errors.js';
 import { ABORTED, describeExit, incomingMigrationStatus, isLoaded, waitForLoad } from './qemu-incoming.load.js';
 import { QemuDestinationRecords } from './qemu-destination.record.js';
@@ -192,6 +194,9 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
         returnBytes: progress.returnBytes,
         ...(progress.returnPathError === undefined ? {} : { returnPathError: progress.returnPathError }),
         done: d.sinkDone,
+        verifiedBytes: progress.verifiedBytes,
+        endVerified: progress.endVerified,
+        streamSha256: progress.streamSha256,
         ...(d.sinkError ? { error: d.sinkError } : {}),
       },
     };
@@ -209,13 +214,21 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
       if (d.aborted || d.abortRequested)
         throw new QemuDestinationConflictError(d.migrationId, 'aborted; it never runs');
       const t0 = performance.now();
-      await waitForLoad(d.vm, {
-        migrationId: d.migrationId,
-        postcopy: d.postcopy,
-        timeoutMs: request.loadTimeoutMs,
-        aborting: () => d.abortRequested,
-        feedError: () => d.sinkError,
-      });
+      try {
+        await waitForLoad(d.vm, {
+          migrationId: d.migrationId,
+          postcopy: d.postcopy,
+          timeoutMs: request.loadTimeoutMs,
+          aborting: () => d.abortRequested,
+          feedError: () => d.sinkError,
+        });
+      } catch (err) {
+        // A QEMU whose feed was cut over a digest that differed exits: say why, not only that it exited.
+        throw this.refusal(d) ?? err;
+      }
+      // Pre-copy: the whole stream, checked end to end, before the guest runs. Post-copy runs on the device state
+      // with RAM still to come: its segments are checked as they arrive, the last ones only after `cont`.
+      if (!d.postcopy) await this.verifiedFeed(d, request.loadTimeoutMs - (performance.now() - t0));
       const t1 = performance.now();
       const announce = request.announceRounds > 0 ? { ...DEFAULT_ANNOUNCE, rounds: request.announceRounds } : false;
       const result = await d.vm.resume(announce);
@@ -364,6 +377,44 @@ export class QemuIncomingRegistry implements BeforeApplicationShutdown {
       status,
       monitorSocket: d.vm.monitorSocket,
     };
+  }
+
+  /**
+   * Waits (at most `timeoutMs`) for the feed to end with its last digest matched. The End follows QEMU's last bytes
+   * at once, so a destination that has loaded them waits here for no more than their arrival.
+   */
+  private async verifiedFeed(d: Destination, timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
+    const settled = d.sink.done.then(
+      () => 'done' as const,
+      () => 'failed' as const,
+    );
+    const outcome = await Promise.race([settled, timeout]);
+    clearTimeout(timer);
+    const refused = this.refusal(d);
+    if (refused) throw refused;
+    if (outcome === 'timeout') {
+      throw new QemuDestinationStateError(
+        ErrorCode.StreamTimeout,
+        `destination QEMU of ${d.migrationId} loaded, but the end of its stream and its last digest did not ` +
+          `arrive in time (${d.sink.progress.verifiedBytes} of ${d.sink.progress.bytesWritten} bytes checked)`,
+        { migrationId: d.migrationId, state: 'paused' },
+      );
+    }
+    if (!d.sink.progress.endVerified) throw new QemuStreamCheckError(d.migrationId, 'its stream ended unchecked');
+  }
+
+  /** Why the feed rules out running this destination: a digest that differed, or a feed that failed. */
+  private refusal(d: Destination): QemuDestinationError | undefined {
+    if (!d.sinkError) return undefined;
+    if (d.sinkError.code === ErrorCode.DigestMismatch)
+      return new QemuStreamCheckError(d.migrationId, d.sinkError.message);
+    return new QemuDestinationStateError(
+      d.sinkError.code,
+      `destination QEMU of ${d.migrationId} is not run: its feed failed: ${d.sinkError.message}`,
+      { migrationId: d.migrationId, state: 'inmigrate' },
+    );
   }
 
   /** A running post-copy destination still lacks RAM that only its feed brings: it gets a while to finish. */

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -29,6 +29,11 @@ function frame(seq: number, offset: number, payload: Buffer, flags = 0, length =
     payload,
   };
 }
+
+const sha256 = (...parts: Buffer[]) => createHash('sha256').update(Buffer.concat(parts)).digest();
+/** The relay's Digest frame closing the segment that ends at `offset`: `bytes` are that segment's. */
+const digest = (seq: number, offset: number, bytes: Buffer, end = true) =>
+  frame(seq, offset, sha256(bytes), FrameFlag.Digest | (end ? FrameFlag.End : 0), 0);
 
 /** Stands in for a destination QEMU's `-incoming unix:` socket: keeps what it reads, notes the end. */
 class FakeIncomingQemu {
@@ -98,11 +103,19 @@ describe('QemuIncomingWriter', () => {
     const qemu = await fakeQemu();
     await applying;
     await w.apply(frame(1, a.length, b));
-    await w.apply(frame(2, a.length + b.length, Buffer.alloc(0), FrameFlag.End));
+    await w.apply(digest(2, a.length + b.length, Buffer.concat([a, b])));
     await w.sync();
     await expect.poll(() => qemu.ended).toBe(true);
     expect(qemu.bytes.equals(Buffer.concat([a, b]))).toBe(true);
-    expect(w.stats).toMatchObject({ bytesWritten: a.length + b.length, frames: 3, ended: true, connected: true });
+    expect(w.stats).toMatchObject({
+      bytesWritten: a.length + b.length,
+      frames: 2,
+      ended: true,
+      connected: true,
+      verifiedBytes: a.length + b.length,
+      endVerified: true,
+    });
+    expect(w.streamSha256).toBe(createHash('sha256').update(sha256(a, b)).digest('hex'));
     expect(w.stats.payloadBytes).toBeLessThan(a.length + b.length);
   });
 
@@ -141,7 +154,12 @@ describe('QemuIncomingWriter', () => {
     await expect(w.apply(frame(1, 4, Buffer.from('efgh'), 0, 5))).rejects.toMatchObject({
       code: ErrorCode.RecordCorrupt,
     });
-    await w.apply(frame(1, 4, Buffer.from('efgh'), FrameFlag.End));
+    // Only a Digest frame ends a stream: a bare End is refused.
+    await expect(w.apply(frame(1, 4, Buffer.from('efgh'), FrameFlag.End))).rejects.toMatchObject({
+      code: ErrorCode.FrameBadFlags,
+    });
+    await w.apply(frame(1, 4, Buffer.from('efgh')));
+    await w.apply(digest(2, 8, Buffer.from('abcdefgh')));
     await expect.poll(() => qemu.ended).toBe(true);
     expect(qemu.bytes.toString()).toBe('abcdefgh');
     await expect(w.apply(frame(2, 8, Buffer.from('x')))).rejects.toMatchObject({ code: ErrorCode.StreamClosed });
@@ -173,8 +191,33 @@ describe('QemuIncomingWriter', () => {
     await expect.poll(() => qemu.bytes.length).toBe(4);
     await qemu.close();
     await new Promise((resolve) => setTimeout(resolve, 50));
-    await w.apply(frame(1, 4, Buffer.alloc(0), FrameFlag.End));
+    await w.apply(digest(1, 4, Buffer.from('QEVM')));
     await expect(w.sync()).resolves.toBeUndefined();
-    expect(w.stats.ended).toBe(true);
+    expect(w.stats).toMatchObject({ ended: true, endVerified: true });
+  });
+
+  it("checks each segment against the relay's digest; one that differs fails for good and drops QEMU", async () => {
+    const qemu = await fakeQemu();
+    const w = writer();
+    const a = randomBytes(1000);
+    await w.apply(frame(0, 0, a));
+    await w.apply(digest(1, 1000, a, false));
+    expect(w.stats).toMatchObject({ verifiedBytes: 1000, endVerified: false, ended: false });
+    // A digest frame must close the segment exactly where the stream is.
+    await expect(w.apply(frame(2, 999, sha256(a), FrameFlag.Digest, 0))).rejects.toMatchObject({
+      code: ErrorCode.FrameBadFlags,
+    });
+    const b = randomBytes(1000);
+    await w.apply(frame(2, 1000, b));
+    const sent = Buffer.from(b);
+    sent[612] ^= 0x40; // what the source QEMU wrote, one bit apart from what arrived
+    const err = await w.apply(digest(3, 2000, sent)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QemuIncomingError);
+    expect(err).toMatchObject({ code: ErrorCode.DigestMismatch, final: true, seq: 3 });
+    expect((err as Error).message).toMatch(/differs in bytes \[1000, 2000\)/);
+    await expect.poll(() => qemu.socket?.destroyed).toBe(true);
+    expect(w.stats).toMatchObject({ verifiedBytes: 1000, endVerified: false });
+    // Nothing after it is taken, whatever it is.
+    await expect(w.apply(digest(3, 2000, b))).rejects.toBe(err);
   });
 });

@@ -1,7 +1,7 @@
 import { type Socket, connect } from 'node:net';
 import { Zstd, ZstdStreamDecoder } from '@wanmig/codec';
 import { ErrorCode, FrameFlag, type Frame } from '@wanmig/protocol';
-import type { FrameSink } from '@wanmig/stream';
+import { STREAM_DIGEST_BYTES, StreamDigester, type FrameSink } from '@wanmig/stream';
 import { QemuIncomingError } from './qemu-incoming.errors.js';
 import { DEFAULT_QEMU_CONNECT_TIMEOUT_MS, MAX_QEMU_FRAME_BYTES } from './qemu-stream.constants.js';
 
@@ -32,6 +32,10 @@ export interface QemuIncomingStats {
   ended: boolean;
   /** Bytes the destination QEMU sent back: its return path (post-copy), else none expected. */
   bytesFromQemu: number;
+  /** Stream bytes whose digest matched the relay's (every byte up to here is what the source QEMU wrote). */
+  verifiedBytes: number;
+  /** The End came with the last segment's digest and it matched: the whole stream is the source QEMU's. */
+  endVerified: boolean;
 }
 
 /**
@@ -55,7 +59,13 @@ export class QemuIncomingWriter implements FrameSink {
     connected: false,
     ended: false,
     bytesFromQemu: 0,
+    verifiedBytes: 0,
+    endVerified: false,
   };
+  /** What is handed to the destination QEMU, hashed in the relay's segments. */
+  private readonly digester = new StreamDigester();
+  /** A segment that differed: the stream is refused from then on, whatever comes. */
+  private mismatch?: QemuIncomingError;
   private connection?: Promise<Socket>;
   private socket?: Socket;
   private broken?: Error;
@@ -81,7 +91,12 @@ export class QemuIncomingWriter implements FrameSink {
 
   async apply(frame: Frame): Promise<void> {
     const { flags, offset, length, seq } = frame.header;
+    if (this.mismatch) throw this.mismatch;
     if (this.stats.ended) throw this.error(ErrorCode.StreamClosed, `frame ${seq} arrived after the End frame`, seq);
+    if (flags & FrameFlag.Digest) return this.check(frame);
+    if (flags & FrameFlag.End) {
+      throw this.error(ErrorCode.FrameBadFlags, `frame ${seq} ends the stream without the last segment's digest`, seq);
+    }
     if (flags & FrameFlag.Records) {
       throw this.error(ErrorCode.FrameBadFlags, `frame ${seq} carries codec records, not QEMU's bytes`, seq);
     }
@@ -121,16 +136,64 @@ export class QemuIncomingWriter implements FrameSink {
         seq,
       );
     }
+    if (body.length > this.digester.room) {
+      throw this.error(
+        ErrorCode.FrameOutOfRange,
+        `frame ${seq} crosses the digest segment that ends at ${this.digester.segmentStart + this.digester.segmentBytes}`,
+        seq,
+      );
+    }
     const socket = await this.connect();
+    // Hashed as handed on: the bytes are fresh buffers, never reused, so what is hashed is what QEMU reads.
+    this.digester.update(body);
     if (body.length > 0) await this.write(socket, body, seq);
     this.stats.bytesWritten += length;
     this.stats.frames++;
     this.stats.payloadBytes += frame.payload.length;
+  }
+
+  /** The chain of the segment digests checked so far (the relay reports the same once it sent them). */
+  get streamSha256(): string {
+    return this.digester.streamSha256();
+  }
+
+  /**
+   * A Digest frame: the relay's sha256 of the segment that ends here, against ours of what we handed the destination
+   * QEMU. A difference is final (FinalApplyError): the connection to QEMU is dropped, so that a QEMU still loading
+   * fails its incoming migration, and `mem.qemu.resume` refuses one that finished loading.
+   */
+  private async check(frame: Frame): Promise<void> {
+    const { flags, offset, length, seq } = frame.header;
+    if (length !== 0 || frame.payload.length !== STREAM_DIGEST_BYTES || offset !== this.position) {
+      throw this.error(
+        ErrorCode.FrameBadFlags,
+        `digest frame ${seq} at ${offset} (${length} bytes, ${frame.payload.length}-byte payload) does not close ` +
+          `the segment at ${this.position}`,
+        seq,
+      );
+    }
+    const ours = this.digester.seal();
+    if (!ours.sha256.equals(frame.payload)) {
+      this.mismatch = this.error(
+        ErrorCode.DigestMismatch,
+        `QEMU's migration stream differs in bytes [${ours.start}, ${ours.end}): sha256 ` +
+          `${ours.sha256.toString('hex').slice(0, 16)}… handed to the destination QEMU, ` +
+          `${frame.payload.toString('hex').slice(0, 16)}… read from the source QEMU`,
+        seq,
+        undefined,
+        true,
+      );
+      this.close();
+      throw this.mismatch;
+    }
+    this.stats.verifiedBytes = ours.end;
     if (flags & FrameFlag.End) {
+      const socket = await this.connect();
       // QEMU may have closed already: it stops reading once it has the whole stream (a post-copy ends so,
-      // while the relay's End frame, empty, is still on its way).
+      // while the relay's End frame is still on its way).
       if (!socket.destroyed) await new Promise<void>((resolve) => socket.end(resolve));
       this.stats.ended = true;
+      this.stats.endVerified = true;
     }
   }
 
@@ -207,9 +270,16 @@ export class QemuIncomingWriter implements FrameSink {
     return this.error(ErrorCode.Unavailable, `writing to the destination QEMU failed: ${reason}`, seq, cause);
   }
 
-  private error(code: ErrorCode, message: string, seq?: number, cause?: unknown): QemuIncomingError {
+  private error(code: ErrorCode, message: string, seq?: number, cause?: unknown, final = false): QemuIncomingError {
     const { migrationId, socketPath } = this.options;
-    return new QemuIncomingError(code, message, { migrationId, socketPath, position: this.position, seq, cause });
+    return new QemuIncomingError(code, message, {
+      migrationId,
+      socketPath,
+      position: this.position,
+      seq,
+      cause,
+      final,
+    });
   }
 }
 

@@ -24,6 +24,8 @@ export interface QemuMigrationSinkOptions {
 
 export interface QemuSinkProgress extends QemuIncomingStats {
   receiver: ReceiverStats;
+  /** The chain of the segment digests checked so far (equal to the relay's once the stream is whole). */
+  streamSha256: string;
   /** Return-path bytes sent back to the source, and why that broke if it did. */
   returnBytes: number;
   returnPathError?: string;
@@ -96,6 +98,7 @@ export class QemuMigrationSink {
   get progress(): QemuSinkProgress {
     return {
       ...this.writer.stats,
+      streamSha256: this.writer.streamSha256,
       receiver: { ...this.receiver.stats, rejected: { ...this.receiver.stats.rejected } },
       returnBytes: this.returnPipe?.stats.bytes ?? 0,
       returnPathError: this.returnPipe?.error?.message,

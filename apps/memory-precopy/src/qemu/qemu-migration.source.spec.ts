@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { type Socket, connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -95,13 +95,26 @@ describe('QemuMigrationSource', () => {
     return source;
   };
 
-  /** Decodes what the outlet got back into QEMU's byte stream, checking offsets and the End flag. */
+  /**
+   * Decodes what the outlet got back into QEMU's byte stream, checking offsets, that each Digest frame holds the
+   * sha256 of the bytes since the one before (StreamDigester's segments), and that the last frame, and only it, is
+   * the End with the last segment's digest.
+   */
   const reassemble = async (frames: SentFrame[]): Promise<Buffer> => {
     let at = 0;
+    let segmentStart = 0;
     const parts: Buffer[] = [];
     const stream = await ZstdStreamDecoder.create();
     frames.forEach((f, i) => {
       expect(f.offset).toBe(at);
+      expect((f.flags & FrameFlag.End) !== 0).toBe(i === frames.length - 1);
+      if (f.flags & FrameFlag.Digest) {
+        expect(f.length).toBe(0);
+        const segment = Buffer.concat(parts).subarray(segmentStart, at);
+        expect(f.payload.equals(createHash('sha256').update(segment).digest())).toBe(true);
+        segmentStart = at;
+        return;
+      }
       const body =
         f.flags & FrameFlag.ZstdStream
           ? stream.pull(f.payload, f.length)
@@ -109,14 +122,14 @@ describe('QemuMigrationSource', () => {
             ? zstd.decompress(f.payload)
             : f.payload;
       expect(body.length).toBe(f.length);
-      expect((f.flags & FrameFlag.End) !== 0).toBe(i === frames.length - 1);
       parts.push(body);
       at += f.length;
     });
+    expect(frames.at(-1)!.flags & FrameFlag.Digest).toBe(FrameFlag.Digest);
     return Buffer.concat(parts);
   };
 
-  it('relays the bytes in order as frames, compressing what compresses, End on the last', async () => {
+  it('relays the bytes in order as frames, compressing what compresses, the End with the last digest', async () => {
     const outlet = new FakeOutlet();
     const source = await listen(outlet);
     const data = Buffer.concat([Buffer.alloc(300_000, 7), randomBytes(200_000), Buffer.from('tail')]);
@@ -154,23 +167,58 @@ describe('QemuMigrationSource', () => {
     const report = await source.done;
     expect(report.compression).toBe(QemuStreamCompression.Stream);
     expect(outlet.frames.every((f) => f.length === 0 || (f.flags & FrameFlag.ZstdStream) !== 0)).toBe(true);
+    expect(outlet.frames.filter((f) => f.length === 0).every((f) => f.flags & FrameFlag.Digest)).toBe(true);
     expect((await reassemble(outlet.frames)).equals(data)).toBe(true);
     // Random bytes do not compress: only the repeat, 256 KiB back (four frames), can be saved.
     expect(report.frameBytes).toBeLessThan(pages.length * 1.1);
   });
 
-  it('sends an empty End frame when QEMU closes on a frame boundary', async () => {
+  it("closes with an End frame that carries the last segment's digest and no bytes", async () => {
     const outlet = new FakeOutlet();
     const source = await listen(outlet, 4096);
     const qemu = await dialQemu(socketPath);
-    qemu.write(randomBytes(4096));
+    const bytes = randomBytes(4096);
+    qemu.write(bytes);
     await expect.poll(() => outlet.frames.length).toBe(1);
     qemu.end();
     await expect.poll(() => outlet.frames.length).toBe(2);
     outlet.ack();
-    await source.done;
-    expect(outlet.frames[1]).toMatchObject({ offset: 4096, length: 0, flags: FrameFlag.End });
-    expect(outlet.frames[1].payload.length).toBe(0);
+    const report = await source.done;
+    const sha256 = createHash('sha256').update(bytes).digest();
+    expect(outlet.frames[1]).toMatchObject({ offset: 4096, length: 0, flags: FrameFlag.End | FrameFlag.Digest });
+    expect(outlet.frames[1].payload.equals(sha256)).toBe(true);
+    expect(report.digestSegments).toBe(1);
+    expect(report.streamSha256).toBe(createHash('sha256').update(sha256).digest('hex'));
+  });
+
+  it("cuts frames at digest segment ends and sends each segment's digest after its last frame", async () => {
+    const outlet = new FakeOutlet();
+    const source = await QemuMigrationSource.listen({
+      migrationId: 'm',
+      socketPath,
+      sender: outlet,
+      frameBytes: 64 * 1024,
+      compression: QemuStreamCompression.None,
+      digestSegmentBytes: 100_000,
+    });
+    sources.push(source);
+    const data = randomBytes(350_000);
+    const qemu = await dialQemu(socketPath);
+    qemu.end(data);
+    await expect.poll(() => outlet.frames.some((f) => f.flags & FrameFlag.End)).toBe(true);
+    outlet.ack();
+    const report = await source.done;
+    expect((await reassemble(outlet.frames)).equals(data)).toBe(true);
+    const digests = outlet.frames.filter((f) => f.flags & FrameFlag.Digest);
+    expect(digests.map((f) => f.offset)).toEqual([100_000, 200_000, 300_000, 350_000]);
+    expect(
+      outlet.frames.every(
+        (f) => Math.floor(f.offset / 100_000) === Math.floor((f.offset + f.length - 1) / 100_000) || f.length === 0,
+      ),
+    ).toBe(true);
+    const chain = createHash('sha256');
+    for (const f of digests) chain.update(f.payload);
+    expect(report).toMatchObject({ digestSegments: 4, streamSha256: chain.digest('hex') });
   });
 
   it('flushes a partial frame when QEMU pauses', async () => {

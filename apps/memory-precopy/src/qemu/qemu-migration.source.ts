@@ -3,7 +3,7 @@ import type { Server, Socket } from 'node:net';
 import { BatchCompressor, Zstd, ZstdStreamEncoder } from '@wanmig/codec';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { ErrorCode, FrameFlag, MAX_FRAME_PAYLOAD, QemuReturnPathStreamId, WanmigError } from '@wanmig/protocol';
-import { BytePipeSink, MemoryWatermarkStore, StreamReceiver } from '@wanmig/stream';
+import { BytePipeSink, MemoryWatermarkStore, StreamDigester, StreamReceiver } from '@wanmig/stream';
 import { QemuStreamAbortedError, QemuStreamError } from './qemu-migration.errors.js';
 import { DEFAULT_QEMU_FLUSH_IDLE_MS, DEFAULT_QEMU_FRAME_BYTES } from './qemu-stream.constants.js';
 import { listenUnix } from './unix-socket.listener.js';
@@ -34,6 +34,8 @@ export interface QemuMigrationSourceOptions {
   frameBytes?: number;
   /** A partial frame leaves after this long without more bytes (default DEFAULT_QEMU_FLUSH_IDLE_MS). */
   flushIdleMs?: number;
+  /** Stream bytes per digest segment (default STREAM_DIGEST_SEGMENT_BYTES); frames never straddle two. */
+  digestSegmentBytes?: number;
   /**
    * Receive the destination QEMU's return path (stream QemuReturnPathStreamId, sent by the sink) on this
    * connection and write it into QEMU's socket: post-copy needs it for page requests.
@@ -64,6 +66,9 @@ export interface QemuSourceProgress {
   connected: boolean;
   qemuClosed: boolean;
   delivered: boolean;
+  /** Digest segments sent so far, and the chain of their digests (StreamDigester), the last one's with the End. */
+  digestSegments: number;
+  streamSha256: string;
 }
 
 export interface QemuSourceReport extends QemuSourceProgress {
@@ -79,7 +84,12 @@ export interface QemuSourceReport extends QemuSourceProgress {
  * relays the bytes through a stream sender as frames: kind Memory, stream QEMU_MIGRATION_STREAM_ID,
  * `offset` the byte position in QEMU's stream, `length` the bytes a frame covers once decoded,
  * the payload one segment of a zstd stream through all frames (FrameFlag.ZstdStream; see `compression`).
- * When QEMU closes the socket the last frame carries FrameFlag.End (an empty one if nothing was left over).
+ *
+ * End to end check: every byte QEMU wrote is hashed as it is framed, in segments (StreamDigester, at most
+ * STREAM_DIGEST_SEGMENT_BYTES; frames are cut at segment ends). After a segment's last frame goes a FrameFlag.Digest
+ * frame (no bytes, the segment's sha256); when QEMU closes the socket the last segment's digest goes with
+ * FrameFlag.End. The destination's feed hashes what it hands its QEMU the same way and fails the stream on the first
+ * segment that differs, so a destination never runs on a stream that is not the one QEMU wrote.
  *
  * Backpressure: while the sender's window is full the socket is not read, so QEMU's writes block
  * and QEMU measures the WAN's pace as its bandwidth, which is what its convergence (expected
@@ -109,6 +119,8 @@ export class QemuMigrationSource {
     connected: false,
     qemuClosed: false,
     delivered: false,
+    digestSegments: 0,
+    streamSha256: '',
   };
   private socket?: Socket;
   private chunks: Buffer[] = [];
@@ -126,6 +138,8 @@ export class QemuMigrationSource {
   private rejectDone!: (err: Error) => void;
   private readonly frameSpan: number;
   private readonly flushIdleMs: number;
+  /** What QEMU wrote, hashed as it is framed (before zstd): the destination's feed hashes what it hands on. */
+  private readonly digester: StreamDigester;
 
   private constructor(
     private readonly options: QemuMigrationSourceOptions,
@@ -140,6 +154,7 @@ export class QemuMigrationSource {
         : QemuStreamCompression.None;
     this.frameSpan = options.frameBytes ?? DEFAULT_QEMU_FRAME_BYTES;
     this.flushIdleMs = options.flushIdleMs ?? DEFAULT_QEMU_FLUSH_IDLE_MS;
+    this.digester = new StreamDigester(options.digestSegmentBytes);
     this.done = new Promise((resolve, reject) => {
       this.resolveDone = resolve;
       this.rejectDone = reject;
@@ -227,7 +242,12 @@ export class QemuMigrationSource {
 
   get progress(): QemuSourceProgress {
     const stalled = this.stalledAt === undefined ? 0 : performance.now() - this.stalledAt;
-    return { ...this.counters, readStalledMs: Math.round(this.counters.readStalledMs + stalled) };
+    return {
+      ...this.counters,
+      readStalledMs: Math.round(this.counters.readStalledMs + stalled),
+      digestSegments: this.digester.segments,
+      streamSha256: this.digester.streamSha256(),
+    };
   }
 
   /**
@@ -307,14 +327,16 @@ export class QemuMigrationSource {
         const eof = this.counters.qemuClosed;
         if (!(this.buffered >= this.frameSpan || (this.buffered > 0 && (partial || eof)))) break;
         partial = false;
-        const body = this.take(Math.min(this.frameSpan, this.buffered));
-        const last = eof && this.buffered === 0;
-        await this.sendFrame(body, last ? FrameFlag.End : 0);
-        if (last) this.endSent = true;
+        // A frame ends where a digest segment does, so that the segment's digest can follow it.
+        const body = this.take(Math.min(this.frameSpan, this.buffered, this.digester.room));
+        this.digester.update(body);
+        await this.sendFrame(body, 0);
+        if (this.digester.room === 0) await this.sendDigest(0);
         if (this.buffered <= this.frameSpan) this.unstall();
       }
-      if (!this.settled && this.counters.qemuClosed && !this.endSent) {
-        await this.sendFrame(Buffer.alloc(0), FrameFlag.End);
+      if (!this.settled && this.counters.qemuClosed && this.buffered === 0 && !this.endSent) {
+        // The stream is whole: the last segment's digest travels with the End.
+        await this.sendDigest(FrameFlag.End);
         this.endSent = true;
       }
       if (this.endSent && !this.settled) await this.finish();
@@ -324,6 +346,17 @@ export class QemuMigrationSource {
       this.pumping = false;
     }
     this.kick();
+  }
+
+  /** Seals the current digest segment and sends its digest: a frame that covers no bytes. */
+  private async sendDigest(flags: number): Promise<void> {
+    const { sha256 } = this.digester.seal();
+    await this.options.sender.send({
+      offset: this.offset,
+      length: 0,
+      flags: flags | FrameFlag.Digest,
+      payload: sha256,
+    });
   }
 
   private async sendFrame(body: Buffer, flags: number): Promise<void> {

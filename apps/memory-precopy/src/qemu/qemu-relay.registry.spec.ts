@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { access, mkdtemp, rm } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -135,7 +135,13 @@ describe('QemuRelayRegistry', () => {
       failed: false,
       closed: false,
     });
-    expect(status.frames).toBe(opened[0].sender.frames.length);
+    // Data frames, then the End with the stream's one digest segment.
+    expect(status.frames + status.digestSegments).toBe(opened[0].sender.frames.length);
+    const segment = createHash('sha256').update(Buffer.alloc(10_000, 7)).digest();
+    expect(status).toMatchObject({
+      digestSegments: 1,
+      streamSha256: createHash('sha256').update(segment).digest('hex'),
+    });
     expect(status.senderBytes).toBeGreaterThan(10_000);
     expect(status.streamMs).toBeGreaterThanOrEqual(0);
     expect(status.error).toBeUndefined();
@@ -174,6 +180,8 @@ describe('QemuRelayRegistry', () => {
       connected: true,
       qemuClosed: false,
       delivered: false,
+      digestSegments: 0,
+      streamSha256: '',
     };
     let abort!: (err: Error) => void;
     const fake = {

@@ -244,6 +244,8 @@ export class QemuRelayRegistry implements BeforeApplicationShutdown {
       done: entry.report !== undefined,
       failed: entry.error !== undefined,
       closed: entry.closed,
+      digestSegments: p.digestSegments,
+      streamSha256: p.streamSha256,
       ...(entry.report ? { streamMs: entry.report.streamMs, tailMs: entry.report.tailMs } : {}),
       ...(entry.error ? { error: entry.error } : {}),
     };

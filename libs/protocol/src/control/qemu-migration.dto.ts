@@ -100,6 +100,10 @@ export interface QemuRelayStatusReply {
   failed: boolean;
   /** `mem.qemu.relay.close` was called. */
   closed: boolean;
+  /** Digest segments of QEMU's stream sent so far (the last one with the End). */
+  digestSegments: number;
+  /** sha256 over those segments' digests, in order: the destination's feed reports the same when all matched. */
+  streamSha256: string;
   /** From QEMU's connection (and from its close) to the last frame durable at the destination (ms), once done. */
   streamMs?: number;
   tailMs?: number;
@@ -221,6 +225,12 @@ export interface QemuSinkStatus {
   returnPathError?: string;
   /** The stream is over: ended and acknowledged, or failed (`error`). */
   done: boolean;
+  /** Stream bytes checked against the relay's digests (sha256 per segment of QEMU's stream, sent in band). */
+  verifiedBytes: number;
+  /** The End came with the last segment's digest and it matched: the destination holds exactly what QEMU wrote. */
+  endVerified: boolean;
+  /** sha256 over the checked segments' digests, in order: the relay's `streamSha256` once both are whole. */
+  streamSha256: string;
   error?: WireError;
 }
 

@@ -102,6 +102,8 @@ const relayStatus: QemuRelayStatusReply = {
   done: false,
   failed: false,
   closed: false,
+  digestSegments: 1,
+  streamSha256: 'c0ffee'.repeat(10) + 'c0ff',
 };
 const incoming: StartQemuIncomingReply = {
   migrationId: migration.id,
@@ -128,6 +130,9 @@ const incomingStatus: QemuIncomingStatusReply = {
     ended: true,
     returnBytes: 0,
     done: true,
+    verifiedBytes: 1 << 20,
+    endVerified: true,
+    streamSha256: 'c0ffee'.repeat(10) + 'c0ff',
   },
 };
 
