@@ -26,8 +26,10 @@ describe('Zstd', () => {
     expect(await Zstd.load()).toBe(zstd);
   });
 
-  it.each([ZstdBackendName.Napi, ZstdBackendName.Wasm])('round-trips with %s at levels 1, 3 and 19', async (name) => {
-    if (name === ZstdBackendName.Napi && !napiAvailable) return;
+  // Where the native module does not load, only WASM is there to test (the test above checks which loaded).
+  const backends = napiAvailable ? [ZstdBackendName.Napi, ZstdBackendName.Wasm] : [ZstdBackendName.Wasm];
+
+  it.each(backends)('round-trips with %s at levels 1, 3 and 19', async (name) => {
     const zstd = await Zstd.load({ backend: name });
     for (const level of [1, 3, 19]) {
       const frame = zstd.compress(sample, level);
@@ -46,11 +48,6 @@ describe('Zstd', () => {
       expect(wasm.decompress(napi.compress(sample, level)).equals(sample)).toBe(true);
       expect(napi.decompress(wasm.compress(sample, level)).equals(sample)).toBe(true);
     }
-  });
-
-  it('reports why the cross-backend test did not run', () => {
-    if (!napiAvailable) console.warn('zstd-napi is not available here: napi <-> zstd-codec interop was skipped');
-    expect(true).toBe(true);
   });
 
   it('rejects garbage, truncated frames and frames that expand past the limit', async () => {
