@@ -211,8 +211,9 @@ describe.skipIf(!net.ok)(
           // The guest's port is on the bridge, not forwarded to this host: the client in the namespace measures.
           probeCounter: false,
           destination: { accel: 'tcg', machine: 'q35', append, network: network('siteB') },
-          // The route agent moves the VM's /32 to site B as soon as the guest runs there.
-          afterResume: async () => {
+          // The route agent moves the VM's /32 to site B inside the pause, just before the guest runs there: a
+          // refusal would still roll back to A.
+          beforeResume: async () => {
             moved = await callControl<RouteMoveReply>(
               bed!.nc,
               controlSubject(Site.A, ServiceName.NetRedirect, NetRedirectVerb.RouteMove),

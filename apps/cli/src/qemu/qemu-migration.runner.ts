@@ -300,6 +300,10 @@ class QemuVmMigration {
       // announce itself on its network.
       this.enter(QemuMigrationStage.Activate);
       if (this.o.beforeCont) await this.tripwire.guard(this.withDestinationQmp(this.o.beforeCont));
+      // The last step that may fail and roll back: the destination's resume is the point of no return.
+      if (this.o.beforeResume) {
+        await this.tripwire.guard(this.o.beforeResume({ migrationId, destination: this.destination }));
+      }
       const resumed = await this.tripwire.guard(
         this.services.resume(migrationId, { loadTimeoutMs: this.timeouts.completionMs }),
       );
@@ -308,7 +312,6 @@ class QemuVmMigration {
       // From here on only forward: the destination runs.
       this.tripwire.disarm();
       this.stopWatchingMemory();
-      const hookWarnings = await this.afterResume();
       if (this.postcopy) {
         // The rest of the memory arrives while the guest runs at B; a failure now cannot be rolled back.
         await waitForMigrationStatus(sourceQmp, [QemuMigrationStatus.Completed], {
@@ -346,23 +349,12 @@ class QemuVmMigration {
         diskEqualAtPause: atPause ? atPause.sourceSha256 === atPause.destinationSha256 : undefined,
         diskAtPause: atPause,
         ramAtPause,
-        warnings: [...resumed.warnings, ...hookWarnings],
+        warnings: [...resumed.warnings],
       };
     } catch (err) {
       throw await this.rollBack(await this.explain(err));
     }
     return this.finish(result, wanBefore);
-  }
-
-  /** The caller's afterResume, at once: what it throws is a warning, the guest runs at B either way. */
-  private async afterResume(): Promise<string[]> {
-    if (!this.o.afterResume) return [];
-    try {
-      await this.o.afterResume({ migrationId: this.migrationId, destination: this.destination! });
-      return [];
-    } catch (err) {
-      return [`afterResume: ${describe(err)}`];
-    }
   }
 
   /** The destination's launch: the source's machine, its kernel and initrd (the test guest's by default). */

@@ -114,11 +114,12 @@ export interface QemuWanmigOptions {
    */
   probeCounter?: boolean;
   /**
-   * Runs as soon as the destination runs (`mem.qemu.resume` answered), before the runner waits for the guest's
-   * answer there, reads QEMU's figures and stops the source: e.g. moving the VM's route to site B (net-redirect's
-   * `net.route.move`). Not part of the pause figures. What it throws becomes a warning: the guest runs at B anyway.
+   * Runs inside the pause, after the last bytes and checks and just before the destination's resume (the point of
+   * no return): e.g. moving the VM's route to site B (net-redirect's `net.route.move`), so that the guest's first
+   * packets at B find the route there. What it throws rolls the migration back, before the destination ever ran;
+   * the hook undoes its own step. Its time is part of the pause.
    */
-  afterResume?: (view: { migrationId: string; destination: QemuDestination }) => Promise<void>;
+  beforeResume?: (view: { migrationId: string; destination: QemuDestination }) => Promise<void>;
   timeouts?: Partial<typeof DEFAULT_QEMU_MIGRATION_TIMEOUTS>;
   onStage?: (view: QemuMigrationView) => void;
   log?: (line: string) => void;
