@@ -4,6 +4,13 @@ import { parseBitRate, parseDuration, parseSize, UnitError } from '@wanmig/servi
 import { runDiskBench } from './bench/disk.bench.js';
 import { formatDiskBench } from './bench/disk-bench.report.js';
 import { formatMemoryBench, runMemoryBench } from './bench/memory.bench.js';
+import {
+  DEFAULT_INTEGRITY_OPTIONS,
+  formatIntegrityBench,
+  IntegrityDriver,
+  integrityHolds,
+  runIntegrityBench,
+} from './bench/integrity.bench.js';
 import { DEFAULT_QEMU_BENCH_OPTIONS, nothingWrong, QEMU_BENCH_RUNS, runQemuBench } from './bench/qemu.bench.js';
 import type { QemuBenchOptions } from './bench/qemu-bench.types.js';
 import { formatQemuBench } from './bench/qemu-bench.report.js';
@@ -45,6 +52,9 @@ lower level:
     --ram 512MiB --delay 50ms --bandwidth 200mbit --warmup 5s --json
     --verify-in-pause    check wanmig's disk by hashing in its pause (lengthens that pause)
     --runs qemu,qemuTuned,wanmig   make only these runs (ratios need both sides)
+  bench integrity      one guest moved again and again beside CPU burners; RAM and disk compared at both ends
+    --driver sim|qemu --runs 10 --burners 2 --ram 128MiB --disk 128MiB --delay 20ms --bandwidth 400mbit --json
+                       exits 0 only if every move was made and nothing differed
   bench stream         data-plane benchmark: stream+codec across the two-site bed
     --delay 50ms         one-way delay          --bandwidth 200mbit   link rate
     --size 512MiB        payload size           --mix random|mixed|text|zero
@@ -182,6 +192,57 @@ async function benchQemu(argv: string[]): Promise<number> {
   return nothingWrong(result) ? 0 : 1;
 }
 
+async function benchIntegrity(argv: string[]): Promise<number> {
+  const d = DEFAULT_INTEGRITY_OPTIONS;
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      driver: { type: 'string', default: IntegrityDriver.Sim },
+      runs: { type: 'string', default: String(d.runs) },
+      burners: { type: 'string', default: String(d.burners) },
+      ram: { type: 'string' },
+      disk: { type: 'string', default: `${d.diskBytes / 2 ** 20}MiB` },
+      delay: { type: 'string', default: `${d.delayMs}ms` },
+      bandwidth: { type: 'string', default: `${d.bandwidthBps / 1e6}mbit` },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const driver = values.driver as IntegrityDriver;
+  if (!Object.values(IntegrityDriver).includes(driver)) throw new UsageError('--driver is sim or qemu');
+  const runs = Number(values.runs);
+  const burners = Number(values.burners);
+  if (!Number.isInteger(runs) || runs < 1 || runs > 1000)
+    throw new UsageError('--runs is a whole number from 1 to 1000');
+  if (!Number.isInteger(burners) || burners < 0 || burners > 64)
+    throw new UsageError('--burners is a whole number from 0 to 64');
+  // A QEMU guest needs room for its kernel and workload: 256 MiB unless told.
+  const ramBytes = parseSize(
+    values.ram ?? (driver === IntegrityDriver.Qemu ? '256MiB' : `${d.ramBytes / 2 ** 20}MiB`),
+    '--ram',
+  );
+  const result = await runIntegrityBench(
+    {
+      driver,
+      runs,
+      burners,
+      ramBytes,
+      diskBytes: parseSize(values.disk, '--disk'),
+      delayMs: parseDuration(values.delay, '--delay'),
+      bandwidthBps: parseBitRate(values.bandwidth, '--bandwidth'),
+    },
+    (line) => process.stderr.write(`${line}\n`),
+  );
+  process.stdout.write(`${formatIntegrityBench(result)}\n`);
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  return integrityHolds(result) ? 0 : 1;
+}
+
 const out = (text: string) => process.stdout.write(`${text}\n`);
 
 async function main(argv: string[]): Promise<number> {
@@ -216,7 +277,10 @@ async function main(argv: string[]): Promise<number> {
       if (rest[0] === 'disk') return benchDisk(rest.slice(1));
       if (rest[0] === 'memory') return benchMemory(rest.slice(1));
       if (rest[0] === 'qemu') return benchQemu(rest.slice(1));
-      throw new UsageError(`unknown benchmark ${JSON.stringify(rest[0] ?? '')} (try: stream, disk, memory, qemu)`);
+      if (rest[0] === 'integrity') return benchIntegrity(rest.slice(1));
+      throw new UsageError(
+        `unknown benchmark ${JSON.stringify(rest[0] ?? '')} (try: stream, disk, memory, qemu, integrity)`,
+      );
     case undefined:
     case 'help':
     case '--help':
