@@ -326,7 +326,8 @@ describe('NbdServer with NbdClient', () => {
     expect(mem.data.subarray(0, 100).equals(Buffer.alloc(100, 5))).toBe(true);
   });
 
-  it('moves data between NbdClient and NbdServer at a useful rate (pipelined 1 MiB requests)', async () => {
+  // The rate is printed, not asserted: a loaded machine is no place for a speed limit (benchmarks measure speed).
+  it('moves data between NbdClient and NbdServer with pipelined 1 MiB requests', async () => {
     const client = await NbdClient.connect(tcpTarget(address), { maxInFlight: 16 });
     const chunk = randomBytes(MiB);
     const t0 = performance.now();
@@ -341,7 +342,6 @@ describe('NbdServer with NbdClient', () => {
     console.info(
       `NbdClient ↔ NbdServer, 16 MiB: write+flush ${rate(writeMs).toFixed(0)} MB/s, read ${rate(readMs).toFixed(0)} MB/s`,
     );
-    expect(rate(readMs)).toBeGreaterThan(50);
     await client.disconnect();
   });
 
