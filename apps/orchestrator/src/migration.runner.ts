@@ -404,8 +404,24 @@ export class MigrationRunner {
 
   /** undefined while memory-precopy is away; one restarted in MEM_PRECOPY starts pre-copy again from round 1. */
   private watchMemory(record: MigrationRecord): Promise<MemoryState | undefined> {
-    const restart = record.phase === MigrationPhase.MemPrecopy ? () => this.startMemory(record) : undefined;
+    const restart = record.phase === MigrationPhase.MemPrecopy ? () => this.restartMemory(record) : undefined;
     return this.absence(record).progress(ServiceName.MemoryPrecopy, record.phase, () => this.pollMemory(), restart);
+  }
+
+  /**
+   * Pre-copy again from round 1, only while the source runs: a memory-precopy killed after it paused the guest (the
+   * switchover had begun, this runner had not seen it yet) is not a pre-copy to start over.
+   */
+  private async restartMemory(record: MigrationRecord): Promise<void> {
+    const guest = await this.d.inventory.driver.attach(record.vmId);
+    const { state } = await guest.describe().finally(() => guest.detach());
+    if (state !== 'running') {
+      throw new WanmigError(
+        ErrorCode.Conflict,
+        `memory: ${ServiceName.MemoryPrecopy} lost migration ${this.id} with ${record.vmId} ${state}: not started again`,
+      );
+    }
+    await this.startMemory(record);
   }
 
   private absence(record: MigrationRecord): ServiceAbsence {
