@@ -279,9 +279,13 @@ export class MigrationRunner {
     }
     // Forward recovery (after ACTIVATE) or a rollback step that failed: the steps are idempotent, try again.
     this.d.warn(`migration ${this.id} in ${record.phase}: ${error.message}; retrying`);
-    await this.d.store
-      .save(withError(record, error, new Date()), (await this.d.store.require(this.id)).revision)
-      .catch(() => undefined);
+    // A rolling back record keeps the error that made it roll back (a service away past the deadline, say): a step
+    // of the rollback waiting for that same service says less, and is in the log.
+    if (record.phase !== MigrationPhase.RollingBack || !record.error) {
+      await this.d.store
+        .save(withError(record, error, new Date()), (await this.d.store.require(this.id)).revision)
+        .catch(() => undefined);
+    }
     await this.backoff();
   }
 
