@@ -28,6 +28,15 @@ export interface LocalBedOptions {
   log?: (line: string) => void;
 }
 
+/** A service of a site's stack, as `SiteStack` names it. */
+export type StackService = 'diskTransfer' | 'memoryPrecopy' | 'deltaApply' | 'orchestrator';
+const STACK_SERVICE_NAMES: Record<StackService, string> = {
+  diskTransfer: 'disk-transfer',
+  memoryPrecopy: 'memory-precopy',
+  deltaApply: 'delta-apply',
+  orchestrator: 'orchestrator',
+};
+
 /** The services of the stack, per site (`orchestrator` mode). */
 export interface SiteStack {
   site: Site;
@@ -100,18 +109,25 @@ export class LocalBed {
    * Kill -9 one service of a site (orchestrator mode), as a crash would, and start it again `pauseMs` later with the
    * same arguments and environment, as a supervisor would. Resolves once it is ready again.
    */
-  async crashAndRestart(site: Site, service: keyof Omit<SiteStack, 'site' | 'url'>, pauseMs = 0): Promise<void> {
-    const proc = this.stack(site)[service];
-    await proc.kill9();
+  async crashAndRestart(site: Site, service: StackService, pauseMs = 0): Promise<void> {
+    await this.crash(site, service);
     if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    await this.restart(site, service);
+  }
+
+  /** Kill -9 one service of a site (orchestrator mode); `restart` starts it again. */
+  async crash(site: Site, service: StackService): Promise<void> {
+    await this.stack(site)[service].kill9();
+  }
+
+  /** Starts a service of a site again with the arguments and environment it had (after `crash`). */
+  async restart(site: Site, service: StackService): Promise<void> {
+    const proc = this.stack(site)[service];
     const again = await ServiceProcess.start(proc.options);
     if (proc === this.deltaApply) this.deltaApply = again;
     else if (proc === this.diskTransfer) this.diskTransfer = again;
     else if (proc === this.memoryPrecopy) this.memoryPrecopy = again;
-    else {
-      const name = { diskTransfer: 'disk-transfer', memoryPrecopy: 'memory-precopy', deltaApply: 'delta-apply' };
-      this.extra.set(`${service in name ? name[service as keyof typeof name] : service}@${site}`, again);
-    }
+    else this.extra.set(`${STACK_SERVICE_NAMES[service]}@${site}`, again);
   }
 
   static startOrchestrator(
