@@ -11,6 +11,7 @@ import {
   isUuid,
   type DiskDigestReply,
   type DiskDigestRequest,
+  type DiskPresentReply,
   type DiskStatusReply,
   type MigrationRef,
   type PrepareDiskReply,
@@ -23,7 +24,13 @@ import type { DeltaApplyConfig } from './delta-apply.config.js';
 import { DELTA_APPLY_CONFIG, STAT_FS } from './delta-apply.tokens.js';
 import { DiskProvisioner } from './disk.provisioner.js';
 import { describe, DiskSession } from './disk.session.js';
-import { MigrationConflictError, MigrationNotFoundError, MigrationStateError, ServiceStoppingError } from './errors.js';
+import {
+  MigrationConflictError,
+  MigrationNotFoundError,
+  MigrationStateError,
+  PresentMapTooLargeError,
+  ServiceStoppingError,
+} from './errors.js';
 import type { StatFs } from './free-space.check.js';
 import { digestRange, maxDigestRegions } from './image.digest.js';
 import { KeyedLock } from './keyed.lock.js';
@@ -108,6 +115,18 @@ export class DiskReceiverService implements OnApplicationBootstrap, BeforeApplic
 
   status(ref: MigrationRef): DiskStatusReply {
     return this.session(ref.migrationId).status();
+  }
+
+  /**
+   * The present map in one reply. A map too large for one message (a huge disk with scattered blocks) is refused:
+   * the sender then treats nothing as present and sends everything again, never too little.
+   */
+  present(ref: MigrationRef): DiskPresentReply {
+    const reply = this.session(ref.migrationId).presentReply();
+    // The reply's envelope and fields beside the map take little; keep a margin for them.
+    const limit = this.dataPlane.maxPayload - 1024;
+    if (reply.map.length > limit) throw new PresentMapTooLargeError(ref.migrationId, reply.map.length, limit);
+    return reply;
   }
 
   async digest(request: DiskDigestRequest): Promise<DiskDigestReply> {

@@ -9,6 +9,7 @@ import {
   ReleaseDiskRequest,
   ServiceName,
   type DiskDigestReply,
+  type DiskPresentReply,
   type DiskStatusReply,
   type PrepareDiskReply,
   type ReleaseDiskReply,
@@ -41,6 +42,11 @@ export function createDiskController(site: string): Type<unknown> {
     @MessagePattern(subject(DiskVerb.Status))
     status(@Payload() body: unknown): DiskStatusReply {
       return this.disks.status(parse(MigrationRef, body));
+    }
+
+    @MessagePattern(subject(DiskVerb.Present))
+    present(@Payload() body: unknown): DiskPresentReply {
+      return this.disks.present(parse(MigrationRef, body));
     }
 
     @MessagePattern(subject(DiskVerb.Digest))

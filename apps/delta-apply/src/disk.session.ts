@@ -3,6 +3,7 @@ import { geometryForSize } from '@wanmig/blockmap';
 import {
   DiskStreamId,
   toWireError,
+  type DiskPresentReply,
   type DiskStatusReply,
   type PrepareDiskReply,
   type WireError,
@@ -135,6 +136,17 @@ export class DiskSession {
   prepareReply(resumed: boolean): PrepareDiskReply {
     const { nextSeq, cursor } = this.receiver.watermark;
     return { path: this.path, resumed, nextSeq, cursor, presentBlocks: this.present.durable.count };
+  }
+
+  /** The durable present map, for a sender that restarted and must find out what it still has to send. */
+  presentReply(): DiskPresentReply {
+    const map = this.present.durable;
+    return {
+      migrationId: this.migrationId,
+      blockSize: this.blockSize,
+      presentBlocks: map.count,
+      map: map.serialize().toString('base64'),
+    };
   }
 
   status(): DiskStatusReply {

@@ -63,6 +63,18 @@ export class ServiceStoppingError extends DeltaApplyError {
   }
 }
 
+/** The present map does not fit in one reply: the sender must not trust a partial one (it re-sends everything). */
+export class PresentMapTooLargeError extends DeltaApplyError {
+  constructor(migrationId: string, bytes: number, limit: number) {
+    super(
+      ErrorCode.Conflict,
+      `the present map of ${migrationId} takes ${bytes} bytes, more than one reply carries (${limit})`,
+      { migrationId },
+    );
+    this.name = 'PresentMapTooLargeError';
+  }
+}
+
 /** A frame or sync reached a session that is closing; the receiver re-requests it from whoever serves next. */
 export class SessionClosedError extends DeltaApplyError {
   constructor(migrationId: string) {

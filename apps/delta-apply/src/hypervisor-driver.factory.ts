@@ -24,6 +24,10 @@ export class DestinationSimDriver implements HypervisorDriver {
   startIncoming(spec: IncomingVmSpec): Promise<IncomingVm> {
     return this.sim.startIncoming({ ...spec, detached: true });
   }
+
+  attachIncoming(spec: Pick<IncomingVmSpec, 'vmId' | 'ramPath'>): Promise<IncomingVm> {
+    return this.sim.attachIncoming(spec);
+  }
 }
 
 /** The driver destination VMs are started with. */

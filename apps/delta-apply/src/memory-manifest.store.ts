@@ -25,6 +25,13 @@ export interface MemoryManifest {
   finished: boolean;
   /** Set once a VM runs from the RAM: from then on the RAM is the VM's, and nothing is received into it. */
   vm?: ResumedVm;
+  /**
+   * The receiving VM started early (it waits, incoming, until the resume): a restarted delta-apply adopts it instead of
+   * starting another under the same name.
+   */
+  incomingVmId?: string;
+  /** A resume will check the RAM: it is hashed as soon as the stream ends, by a restarted service too. */
+  verifyRam?: boolean;
 }
 
 /** Reads and atomically replaces `memory.json`. */
@@ -72,6 +79,8 @@ function isMemoryManifest(m: Partial<MemoryManifest>): m is MemoryManifest {
     Number.isSafeInteger(m.pageSize) &&
     typeof m.ramPath === 'string' &&
     typeof m.finished === 'boolean' &&
+    (m.incomingVmId === undefined || typeof m.incomingVmId === 'string') &&
+    (m.verifyRam === undefined || typeof m.verifyRam === 'boolean') &&
     vmOk
   );
 }

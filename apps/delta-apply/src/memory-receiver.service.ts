@@ -276,6 +276,8 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
     const options = { nc: this.dataPlane.nc, paths: this.memory.paths(manifest.migrationId), logger: this.logger };
     const session = await MemorySession.open(manifest, options, fresh);
     this.sessions.set(manifest.migrationId, session);
+    // Reopened after a restart: the receiving VM started early by the process before is this one's now.
+    if (!fresh) await this.vms.adopt(session);
     return session;
   }
 

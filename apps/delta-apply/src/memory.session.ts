@@ -63,6 +63,7 @@ export class MemorySession {
     const receivers = await MemoryReceivers.open(manifest, options, fresh);
     const session = new MemorySession(manifest, options, receivers);
     session.watch(receivers);
+    if (manifest.verifyRam) session.hashWhenFinished();
     return session;
   }
 
@@ -114,6 +115,8 @@ export class MemorySession {
   hashWhenFinished(): void {
     this.hashOnFinish = true;
     if (this.manifest.finished) this.startRamDigest();
+    // On record, so that a service restarted before the end still hashes ahead of the resume.
+    if (!this.manifest.verifyRam) this.runInBackground(this.updateManifest((m) => ({ ...m, verifyRam: true })));
   }
 
   /** The RAM file's sha256, when {@link hashWhenFinished} started it. */
@@ -181,6 +184,16 @@ export class MemorySession {
   /** Holds the VM started for this migration (to stop it on a failure, a rollback or a release). */
   attachVm(vm: IncomingVm | undefined): void {
     this.vm = vm;
+  }
+
+  /** The receiving VM started early, recorded so that a restarted service adopts it. */
+  recordIncoming(vmId: string): Promise<void> {
+    return this.updateManifest((manifest) => ({ ...manifest, incomingVmId: vmId }));
+  }
+
+  /** The receiving VM an earlier process of this service started, if any (see {@link recordIncoming}). */
+  get incomingVmId(): string | undefined {
+    return this.manifest.incomingVmId;
   }
 
   /** The VM runs: recorded durably, so a restarted service never receives into its RAM again. */

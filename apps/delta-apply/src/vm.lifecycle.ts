@@ -31,7 +31,7 @@ export class VmLifecycle {
     this.logger.log(
       `starting incoming VM ${vmId} for ${migrationId} (${driver} driver, ${session.ramBytes} bytes of RAM)`,
     );
-    let vm: IncomingVm | undefined = session.incomingVm;
+    let vm: IncomingVm | undefined = session.incomingVm ?? (await this.adopt(session, vmId));
     try {
       vm ??= await this.driver.startIncoming({
         vmId,
@@ -107,9 +107,29 @@ export class VmLifecycle {
         servicePort,
       });
       session.attachVm(vm);
+      await session.recordIncoming(vmId);
       this.logger.log(`incoming VM ${vmId} waits for migration ${session.migrationId}`);
     } catch (err) {
       this.logger.warn(`incoming VM ${vmId} not started early: ${describe(err)}`);
+    }
+  }
+
+  /**
+   * The receiving VM an earlier process of this service started (it was killed and restarted mid-migration): the
+   * guest still waits, incoming, and is taken over as it is, so the resume does not start a second one under the same
+   * name. undefined when there is none to adopt (it died, or the driver cannot adopt): the resume starts one.
+   */
+  async adopt(session: MemorySession, vmId = session.incomingVmId): Promise<IncomingVm | undefined> {
+    if (!vmId || !this.driver.attachIncoming || session.resumedVm) return undefined;
+    try {
+      const vm = await this.driver.attachIncoming({ vmId, ramPath: session.ramPath });
+      session.attachVm(vm);
+      this.logger.log(`incoming VM ${vmId} of ${session.migrationId} adopted: it still waits for its memory`);
+      return vm;
+    } catch (err) {
+      if (err instanceof WanmigError && err.code === ErrorCode.NotFound) return undefined;
+      this.logger.warn(`incoming VM ${vmId} of ${session.migrationId} not adopted: ${describe(err)}`);
+      return undefined;
     }
   }
 

@@ -2,6 +2,7 @@ import { open } from 'node:fs/promises';
 import { BlockMap } from '@wanmig/blockmap';
 import { FileExportBackend, NbdServer, type NbdAddress } from '@wanmig/nbd';
 import { DEFAULT_BLOCK_SIZE } from '@wanmig/protocol';
+import { ActivityLog } from './activity.log.js';
 import { MirrorTargetBackend } from './mirror-target.backend.js';
 import { WriteGate } from './write.gate.js';
 import { WriteThrottle } from './write.throttle.js';
@@ -22,6 +23,13 @@ export interface DiskExportOptions {
   blockSize?: number;
   listen: { host?: string; port?: number } | { path: string };
   name?: string;
+  /**
+   * Where the export keeps its activity log (see ActivityLog): writes are put on record there while a migration runs.
+   * Without it a crash of this process forgets the writes not yet sent.
+   */
+  activityLogPath?: string;
+  /** A migration of this export was under way when the process before stopped: its log is read and tracking goes on. */
+  resumeActivity?: boolean;
 }
 
 /**
@@ -38,6 +46,9 @@ export class DiskExport {
     readonly throttle: WriteThrottle,
     readonly server: NbdServer,
     readonly address: NbdAddress,
+    readonly activity: ActivityLog | undefined,
+    /** What the activity log left by the process before could not say (then every block counts as unsure). */
+    readonly activityProblems: string[],
   ) {}
 
   get size(): number {
@@ -50,7 +61,17 @@ export class DiskExport {
     const file = await FileExportBackend.open(options.imagePath, { readOnly: role === ExportRole.MirrorTarget });
     const dirty = BlockMap.forSize(file.size, options.blockSize ?? DEFAULT_BLOCK_SIZE);
     const backend = role === ExportRole.MirrorTarget ? new MirrorTargetBackend(file) : file;
-    const gate = new WriteGate(backend, (offset, length) => dirty.markBytes(offset, length));
+    let activity: ActivityLog | undefined;
+    let activityProblems: string[] = [];
+    if (options.activityLogPath && options.resumeActivity) {
+      ({ log: activity, problems: activityProblems } = await ActivityLog.resume(
+        options.activityLogPath,
+        dirty.geometry,
+      ));
+    } else if (options.activityLogPath) {
+      activity = ActivityLog.create(options.activityLogPath, dirty.geometry);
+    }
+    const gate = new WriteGate(backend, (offset, length) => dirty.markBytes(offset, length), activity);
     const throttle = new WriteThrottle();
     const server = new NbdServer({
       exports: [
@@ -64,17 +85,50 @@ export class DiskExport {
     });
     try {
       const address = await server.listen(options.listen);
-      return new DiskExport(options.imagePath, role, dirty, gate, throttle, server, address);
+      return new DiskExport(
+        options.imagePath,
+        role,
+        dirty,
+        gate,
+        throttle,
+        server,
+        address,
+        activity,
+        activityProblems,
+      );
     } catch (err) {
+      await activity?.close();
       await gate.close();
       throw err;
     }
+  }
+
+  /**
+   * A migration starts: from now on every write is on record before it reaches the image. Writes already inside
+   * finish first (a brief freeze), so none of them can land unrecorded after the copy has read its block.
+   */
+  async startTracking(): Promise<void> {
+    if (!this.activity) return;
+    const frozen = this.gate.isFrozen;
+    if (!frozen) await this.gate.freeze();
+    try {
+      await this.activity.start();
+    } finally {
+      if (!frozen) this.gate.thaw();
+    }
+  }
+
+  /** The migration ended for good: nothing more to put on record. */
+  async stopTracking(): Promise<void> {
+    await this.activity?.stop();
   }
 
   async close(): Promise<void> {
     this.gate.thaw();
     await this.server.close();
     await this.gate.close();
+    // Kept on file: a migration under way resumes from it at the next start.
+    await this.activity?.close();
   }
 }
 

@@ -1,6 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { type BlockMap } from '@wanmig/blockmap';
+import { BlockMap } from '@wanmig/blockmap';
+import { resumePlan } from './resume.plan.js';
 import { BatchCompressor, CODEC_OFF, ChunkEncoder, Zstd } from '@wanmig/codec';
 import { mapDataExtents } from './data.extents.js';
 import {
@@ -15,7 +16,14 @@ import {
   type DiskDigestReply,
   type PrepareDiskReply,
 } from '@wanmig/protocol';
-import { digestRegions, recommendedWindowBytes, RecordStreamWriter, StreamSender, TokenBucket } from '@wanmig/stream';
+import {
+  DEFAULT_GIVE_UP_MS,
+  digestRegions,
+  recommendedWindowBytes,
+  RecordStreamWriter,
+  StreamSender,
+  TokenBucket,
+} from '@wanmig/stream';
 import type { DiskExport } from './disk.export.js';
 import { DiskPhase, type CatchUpRound, type DiskMigrationReport, type DiskProgress } from '@wanmig/protocol';
 import { DrainEstimate, SHRINK_NEEDED } from './drain.estimate.js';
@@ -27,6 +35,11 @@ export const DEFAULT_MAX_ROUNDS = 30;
 const MIN_READ_BYTES = 1024 * 1024;
 /** While holding, rounds start this far apart (further when a round itself takes longer). */
 export const HOLD_INTERVAL_MS = 200;
+/**
+ * The activity log shrinks back to the dirty map at most this often (each time costs a small atomic rewrite): what a
+ * crash leaves unsure is about what the guest wrote in this long.
+ */
+const CHECKPOINT_MS = 250;
 
 export interface DiskMigrationOptions {
   migrationId: string;
@@ -51,6 +64,14 @@ export interface DiskMigrationOptions {
    * drain. Implies keepFrozen.
    */
   hold?: boolean;
+  /**
+   * This process restarted while the migration was under way: the copy resumes, sending what the destination does not
+   * hold and what the export's activity log (`unsure`) says may have changed since it was acknowledged.
+   */
+  resume?: { unsure?: BlockMap };
+  /** How long the destination may stay silent before the migration fails (default: the stream's). */
+  giveUpAfterMs?: number;
+  log?: (line: string) => void;
   onProgress?: (progress: DiskProgress) => void;
 }
 
@@ -63,7 +84,9 @@ export interface DiskMigrationOptions {
  * the destination is kept in step meanwhile.
  */
 export class DiskMigration {
-  private readonly o: Required<Omit<DiskMigrationOptions, 'disk' | 'destPath' | 'onProgress' | 'bandwidthBps'>> &
+  private readonly o: Required<
+    Omit<DiskMigrationOptions, 'disk' | 'destPath' | 'onProgress' | 'bandwidthBps' | 'resume' | 'log'>
+  > &
     DiskMigrationOptions;
   private phase: DiskPhase = DiskPhase.Preparing;
   private round = 0;
@@ -86,6 +109,12 @@ export class DiskMigration {
   /** Resolves when finalize is asked: a holding round stops waiting for its acks (the final drain waits for all). */
   private readonly finalizeRequested: Promise<void>;
   private finalizeWanted!: () => void;
+  private lastCheckpoint = 0;
+  /**
+   * The last round waited out a silence of the destination (a restart of delta-apply, a cut link): its pace and the
+   * dirty set it let grow say nothing about the link or the guest, so neither the estimate nor the throttle follows it.
+   */
+  private lastRoundStalled = false;
 
   constructor(options: DiskMigrationOptions) {
     this.finalizeRequested = new Promise((resolve) => (this.finalizeWanted = resolve));
@@ -96,6 +125,7 @@ export class DiskMigration {
       verify: true,
       keepFrozen: false,
       hold: false,
+      giveUpAfterMs: DEFAULT_GIVE_UP_MS,
       ...options,
     };
   }
@@ -173,6 +203,12 @@ export class DiskMigration {
       resentBytes: this.sender?.stats.resentBytes ?? 0,
       elapsedSeconds: (performance.now() - this.started) / 1000,
       throttle: { ...(this.o.disk?.throttle.stats ?? emptyThrottle()) },
+      ...(this.phase === DiskPhase.Holding
+        ? {
+            inStep:
+              this.estimate !== undefined && this.estimate.drainMs(dirty ? dirty.byteCount : 0) <= this.o.downtimeMs,
+          }
+        : {}),
     };
   }
 
@@ -213,13 +249,18 @@ export class DiskMigration {
     this.sizeBytes = disk?.size ?? (await this.fh.stat()).size;
     const subject = (verb: DiskVerb) => controlSubject(destSite, ServiceName.DeltaApply, verb);
 
+    // From here every write is on record before it reaches the image (a resumed migration's log goes on as it was).
+    if (!this.o.resume) await disk?.startTracking();
+    const prepared = await this.untilAnswered(() =>
+      callControl<PrepareDiskReply>(nc, subject(DiskVerb.Prepare), {
+        migrationId,
+        sizeBytes: this.sizeBytes,
+        blockSize,
+        ...(this.o.destPath ? { path: this.o.destPath } : {}),
+      }),
+    );
     const t0 = performance.now();
-    const prepared = await callControl<PrepareDiskReply>(nc, subject(DiskVerb.Prepare), {
-      migrationId,
-      sizeBytes: this.sizeBytes,
-      blockSize,
-      ...(this.o.destPath ? { path: this.o.destPath } : {}),
-    });
+    await callControl(nc, subject(DiskVerb.Status), { migrationId });
     const rttMs = Math.max(1, performance.now() - t0);
     const linkBytesPerSecond = this.o.bandwidthBps ? this.o.bandwidthBps / 8 : undefined;
     this.limiter = linkBytesPerSecond ? new TokenBucket(this.pendingRate ?? linkBytesPerSecond) : undefined;
@@ -230,6 +271,7 @@ export class DiskMigration {
       kind: StreamKind.Disk,
       limiter: this.limiter,
       windowBytes: linkBytesPerSecond ? recommendedWindowBytes(linkBytesPerSecond, rttMs) : undefined,
+      giveUpAfterMs: this.o.giveUpAfterMs,
     });
     await this.sender.open();
     const zstd = await Zstd.load();
@@ -243,10 +285,12 @@ export class DiskMigration {
     const bulkStart = performance.now();
     const readBytes = Math.max(MIN_READ_BYTES, blockSize);
     // Holes go as Zero extents without being read; their dirty bits stay, so a write into one after the map
-    // was taken still goes in catch-up (see mapDataExtents).
-    const extents = (this.o.codec ? await mapDataExtents(this.o.imagePath, this.sizeBytes, blockSize) : undefined) ?? [
-      { offset: 0, length: this.sizeBytes, data: true },
-    ];
+    // was taken still goes in catch-up (see mapDataExtents). Resumed: what the crash left unsure, read and sent.
+    const extents = this.o.resume
+      ? await this.resumedExtents(disk)
+      : ((this.o.codec ? await mapDataExtents(this.o.imagePath, this.sizeBytes, blockSize) : undefined) ?? [
+          { offset: 0, length: this.sizeBytes, data: true },
+        ]);
     for (const extent of extents) {
       const end = extent.offset + extent.length;
       if (!extent.data) {
@@ -267,6 +311,7 @@ export class DiskMigration {
     // frames still sitting in the window.
     await this.writer.flush();
     await this.sender.drain();
+    await this.checkpoint(true);
     const bulkSeconds = (performance.now() - bulkStart) / 1000;
 
     const estimate = (this.estimate = DrainEstimate.afterBulk({
@@ -347,7 +392,7 @@ export class DiskMigration {
       const dirtyBytes = disk.dirty.count * disk.dirty.blockSize;
       if (estimate.drainMs(dirtyBytes) <= this.o.downtimeMs) return { rounds, converged: true };
       if (this.finalizeAsked || this.round >= this.o.maxRounds) return { rounds, converged: false };
-      if (dirtyBytes > previousDirty * SHRINK_NEEDED)
+      if (dirtyBytes > previousDirty * SHRINK_NEEDED && !this.lastRoundStalled)
         disk.throttle.engage(estimate.tighterLimit(disk.throttle.limitBytesPerSecond));
       previousDirty = dirtyBytes;
       rounds.push(await this.sendRound(disk, estimate));
@@ -374,7 +419,8 @@ export class DiskMigration {
       const roundStart = performance.now();
       if (disk && disk.dirty.count > 0) {
         const dirtyBytes = disk.dirty.count * disk.dirty.blockSize;
-        if (estimate.drainMs(dirtyBytes) > this.o.downtimeMs && dirtyBytes > previousDirty * SHRINK_NEEDED) {
+        const outruns = dirtyBytes > previousDirty * SHRINK_NEEDED && !this.lastRoundStalled;
+        if (estimate.drainMs(dirtyBytes) > this.o.downtimeMs && outruns) {
           disk.throttle.engage(estimate.tighterLimit(disk.throttle.limitBytesPerSecond));
         }
         previousDirty = dirtyBytes;
@@ -396,7 +442,11 @@ export class DiskMigration {
   private async sendRound(disk: DiskExport, estimate: DrainEstimate, holding = false): Promise<CatchUpRound> {
     this.round++;
     const start = performance.now();
-    const before = { raw: this.encoder!.totals.rawBytes, wire: this.sender!.stats.bytesSent };
+    const before = {
+      raw: this.encoder!.totals.rawBytes,
+      wire: this.sender!.stats.bytesSent,
+      probes: this.sender!.stats.probes,
+    };
     const taken = disk.dirty.drain();
     const rawBytes = await this.sendDirty(taken);
     await this.writer!.flush();
@@ -404,8 +454,11 @@ export class DiskMigration {
     const acked = holding ? await Promise.race([drained, this.finalizeRequested.then(() => false)]) : await drained;
     if (!acked) drained.catch(() => undefined); // the final drain reports a failure of these frames
     const seconds = (performance.now() - start) / 1000;
-    // A round cut short says nothing about the link's pace.
-    if (acked) {
+    // A probe means the destination fell silent during the round (see lastRoundStalled).
+    this.lastRoundStalled = this.sender!.stats.probes > before.probes;
+    // A round cut short says nothing about the link's pace, nor lets the activity log shrink.
+    if (acked) await this.checkpoint();
+    if (acked && !this.lastRoundStalled) {
       estimate.learn({
         rawBytes: this.encoder!.totals.rawBytes - before.raw,
         wireBytes: this.sender!.stats.bytesSent - before.wire,
@@ -419,6 +472,56 @@ export class DiskMigration {
       seconds,
       dirtyAfter: disk.dirty.count * disk.dirty.blockSize,
     };
+  }
+
+  /** The resumed copy's "bulk": what the destination lacks or may hold stale (see resumePlan). */
+  private async resumedExtents(
+    disk: DiskExport | undefined,
+  ): Promise<Array<{ offset: number; length: number; data: boolean }>> {
+    if (!disk) return [{ offset: 0, length: this.sizeBytes, data: true }];
+    // An export without an activity log cannot say what changed: all of it is unsure.
+    const unsure = this.o.resume?.unsure ?? BlockMap.full(disk.dirty.geometry);
+    const plan = await resumePlan({
+      nc: this.o.nc,
+      migrationId: this.o.migrationId,
+      destSite: this.o.destSite,
+      dirty: disk.dirty,
+      unsure,
+      untilAnswered: (request) => this.untilAnswered(request),
+      log: this.o.log,
+    });
+    this.o.log?.(
+      `migration ${this.o.migrationId} resumed: ${plan.blocks.byteCount} bytes to send again ` +
+        `(${unsure.byteCount} unsure in the activity log, ` +
+        `${plan.presentBlocks ?? 'unknown'} blocks present at ${this.o.destSite})`,
+    );
+    return [...plan.blocks.byteRanges({ maxBytes: this.sizeBytes })].map((r) => ({ ...r, data: true }));
+  }
+
+  /**
+   * Everything sent is acknowledged: the activity log shrinks to the dirty map (and writes in flight). `force` at the
+   * end of the bulk pass; otherwise at most once per CHECKPOINT_MS.
+   */
+  private async checkpoint(force = false): Promise<void> {
+    const { disk } = this.o;
+    if (!disk?.activity || (!force && performance.now() - this.lastCheckpoint < CHECKPOINT_MS)) return;
+    this.lastCheckpoint = performance.now();
+    await disk.activity.checkpoint(disk.dirty);
+  }
+
+  /** A request to the destination, asked again while it does not answer (it may be restarting), up to the give-up. */
+  private async untilAnswered<T>(request: () => Promise<T>): Promise<T> {
+    const deadline = performance.now() + this.o.giveUpAfterMs;
+    for (;;) {
+      this.check();
+      try {
+        return await request();
+      } catch (err) {
+        if (!(err instanceof WanmigError && err.code === ErrorCode.Unavailable) || performance.now() > deadline)
+          throw err;
+      }
+      await this.nap(500);
+    }
   }
 
   private nap(ms: number): Promise<void> {

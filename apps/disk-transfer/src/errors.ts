@@ -60,3 +60,15 @@ export function imageError(path: string, err: unknown): WanmigError {
     cause: err,
   });
 }
+
+/** The activity log could not be written: the write it guards must not reach the image (the guest sees EIO). */
+export class ActivityLogError extends WanmigError {
+  readonly path: string;
+  constructor(path: string, cause: unknown) {
+    super(ErrorCode.Internal, `activity log ${path}: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
+    this.name = 'ActivityLogError';
+    this.path = path;
+  }
+}

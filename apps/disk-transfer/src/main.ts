@@ -3,10 +3,11 @@
  * disk-transfer: the source side of storage migration. Serves disks over NBD while tracking every
  * write, and moves them to another site on request.
  *
- *   node dist/apps/disk-transfer/src/main.js [--nats URL] [--site NAME]
- *   (or WANMIG_NATS_URL, WANMIG_SITE)
+ *   node dist/apps/disk-transfer/src/main.js [--nats URL] [--site NAME] [--data-dir DIR]
+ *   (or WANMIG_NATS_URL, WANMIG_SITE, WANMIG_DATA_DIR)
  *   node dist/apps/disk-transfer/src/main.js serve --image PATH (--socket PATH | --port N) [--size SIZE]
  */
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
 import { bootstrapService, loadConfig, UnitError } from '@wanmig/service';
@@ -19,12 +20,17 @@ async function main(): Promise<void> {
     process.exitCode = await serveCommand(process.argv.slice(3), (line) => process.stdout.write(`${line}\n`));
     return;
   }
-  const { values } = parseArgs({ options: { nats: { type: 'string' }, site: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({
+    options: { nats: { type: 'string' }, site: { type: 'string' }, 'data-dir': { type: 'string' } },
+    strict: true,
+  });
   const config = loadConfig(DiskTransferConfig, {
     ...process.env,
     ...(values.nats ? { WANMIG_NATS_URL: values.nats } : {}),
     ...(values.site ? { WANMIG_SITE: values.site } : {}),
+    ...(values['data-dir'] ? { WANMIG_DATA_DIR: values['data-dir'] } : {}),
   });
+  config.dataDir = resolve(config.dataDir);
   const nc = await connect({ servers: config.natsUrl, maxReconnectAttempts: -1, name: `disk-transfer.${config.site}` });
   await bootstrapService({
     module: DiskTransferModule.forRoot(config, nc),

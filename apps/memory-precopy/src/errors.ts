@@ -20,3 +20,19 @@ export class MemoryAbortedError extends MemoryMigrationError {
     this.name = 'MemoryAbortedError';
   }
 }
+
+/** The switchover never started: a service it needs stayed away or out of step past the deadline; the source runs on. */
+export class PauseHeldOffError extends MemoryMigrationError {
+  readonly reason: string;
+  readonly waitedMs: number;
+  constructor(migrationId: string, reason: string, waitedMs: number) {
+    super(
+      ErrorCode.Unavailable,
+      `migration ${migrationId} not paused: ${reason}, for ${(waitedMs / 1000).toFixed(1)} s; the source keeps running`,
+      { migrationId, phase: 'precopy' },
+    );
+    this.name = 'PauseHeldOffError';
+    this.reason = reason;
+    this.waitedMs = waitedMs;
+  }
+}

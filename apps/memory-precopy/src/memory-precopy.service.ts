@@ -14,7 +14,7 @@ import {
   validateDto,
   WanmigError,
 } from '@wanmig/protocol';
-import { TokenBucket } from '@wanmig/stream';
+import { DEFAULT_GIVE_UP_MS, TokenBucket } from '@wanmig/stream';
 import {
   HYPERVISOR_DRIVER,
   MEMORY_PRECOPY_CONFIG,
@@ -22,6 +22,7 @@ import {
   type MemoryPrecopyConfig,
 } from './memory-precopy.config.js';
 import { MemoryMigration } from './memory.migration.js';
+import { PauseReadiness } from './pause.readiness.js';
 import type { DiskMigrationReport, MemoryMigrationReport, MemoryProgress } from '@wanmig/protocol';
 
 /** How long the pause may wait for the disk's final drain (and verify) before the migration rolls back. */
@@ -60,6 +61,15 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
     const vm = await this.driver.attach(req.vmId);
     if (this.migrations.has(req.migrationId)) return { migrationId: req.migrationId };
     const events = Subjects.memoryEvents(req.migrationId);
+    const readiness = new PauseReadiness({
+      nc: this.nc,
+      migrationId: req.migrationId,
+      site: this.config.site,
+      destSite: req.toSite,
+      diskMigrationId: req.diskMigrationId,
+      giveUpAfterMs: req.giveUpAfterMs ?? DEFAULT_GIVE_UP_MS,
+    });
+    let heldOffFor: string | undefined;
     const migration = new MemoryMigration({
       migrationId: req.migrationId,
       nc: this.nc,
@@ -75,6 +85,16 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
       verifyRam: req.verifyRam,
       queriesAtPause: req.queriesAtPause,
       servicePort: req.servicePort,
+      giveUpAfterMs: req.giveUpAfterMs,
+      readyToPause: async () => {
+        const reason = await readiness.check();
+        if (reason !== heldOffFor) {
+          if (reason) this.logger.warn(`migration ${req.migrationId}: pause held off: ${reason}`);
+          else this.logger.log(`migration ${req.migrationId}: every service is ready, pausing`);
+          heldOffFor = reason;
+        }
+        return reason;
+      },
       ...(req.diskMigrationId ? this.diskHooks(req.migrationId, req.diskMigrationId) : {}),
       onProgress: (p) => this.nc.publish(events, JSON.stringify({ type: 'progress', ...p })),
       onResumed: (destination) => this.nc.publish(events, JSON.stringify({ type: 'resumed', ...destination })),

@@ -38,6 +38,8 @@ import {
 
 export const DEFAULT_DOWNTIME_MS = 300;
 const READ_BYTES = 1024 * 1024;
+/** While the pause is held off (a service not ready), rounds keep the dirty set small, this far apart at least. */
+const HOLD_OFF_ROUND_MS = 250;
 
 export interface MemoryMigrationOptions {
   migrationId: string;
@@ -73,6 +75,13 @@ export interface MemoryMigrationOptions {
    * disk finalized during the pause has its writes thawed here. Its failure is the hook's business.
    */
   afterRollBack?: () => Promise<void>;
+  /**
+   * Asked each time the policy would stop iterating: what a service the switchover needs still lacks (undefined: the
+   * pause may start). Until then pre-copy goes on; it throws when that lasted too long.
+   */
+  readyToPause?: () => Promise<string | undefined>;
+  /** How long the destination may stay silent before a stream gives up (default: the stream's). */
+  giveUpAfterMs?: number;
   onProgress?: (progress: MemoryProgress) => void;
   /** The destination runs the VM: the moment clients (and the network) should follow. */
   onResumed?: (destination: { serviceAddress: string; resumedAt: number }) => void;
@@ -181,6 +190,9 @@ export class MemoryMigration {
     const pageSize = description.pageSize;
     const memory = vm.memory();
     const subject = (verb: MemoryVerb) => controlSubject(destSite, ServiceName.DeltaApply, verb);
+    // A migration started again (memory-precopy restarted) finds the guest as the one before left it, throttled
+    // perhaps: the policy starts from an unthrottled guest.
+    await vm.throttle(0);
 
     await callControl<PrepareMemoryReply>(
       nc,
@@ -210,6 +222,7 @@ export class MemoryMigration {
       kind: StreamKind.Memory,
       limiter: this.o.limiter,
       windowBytes,
+      ...(this.o.giveUpAfterMs ? { giveUpAfterMs: this.o.giveUpAfterMs } : {}),
     });
     const stateSender = (this.stateSender = new StreamSender({
       nc,
@@ -217,6 +230,7 @@ export class MemoryMigration {
       streamId: DeviceStateStreamId,
       kind: StreamKind.DeviceState,
       limiter: this.o.limiter,
+      ...(this.o.giveUpAfterMs ? { giveUpAfterMs: this.o.giveUpAfterMs } : {}),
     }));
     await Promise.all([this.sender.open(), stateSender.open()]);
     this.encoder = new ChunkEncoder(
@@ -249,7 +263,16 @@ export class MemoryMigration {
         rttMs,
         throttlePercent: this.throttlePercent,
       });
-      if (decision.action === 'stop') break;
+      if (decision.action === 'stop') {
+        const notReady = await this.o.readyToPause?.();
+        if (notReady === undefined) break;
+        // Not paused while a service is not ready: another round (not the policy's: it must not throttle for it).
+        this.emit();
+        const started = performance.now();
+        await this.sendRound(memory, pending, sentOnce, this.dirtyBytes);
+        await sleep(HOLD_OFF_ROUND_MS - (performance.now() - started));
+        continue;
+      }
       if (decision.action === 'throttle') {
         this.throttlePercent = decision.percent;
         await vm.throttle(decision.percent);
@@ -442,6 +465,10 @@ export class MemoryMigration {
     this.lastEmit = performance.now();
     this.o.onProgress?.(this.progress());
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
 }
 
 /** sha256 of all of RAM, read in large sequential pieces. */

@@ -90,3 +90,33 @@ export class MigrationRecordCorruptError extends MigrationError {
     this.name = 'MigrationRecordCorruptError';
   }
 }
+
+/** A service the migration needs stayed away (not answering) longer than the migration's service deadline. */
+export class ServiceAwayError extends MigrationError {
+  readonly service: string;
+  readonly site: string;
+  readonly awayMs: number;
+  readonly deadlineMs: number;
+  constructor(fields: {
+    migrationId: string;
+    phase?: MigrationPhase;
+    service: string;
+    site: string;
+    awayMs: number;
+    deadlineMs: number;
+    cause?: unknown;
+  }) {
+    const { service, site, awayMs, deadlineMs } = fields;
+    super(
+      ErrorCode.Unavailable,
+      `${service} at ${site} did not answer for ${(awayMs / 1000).toFixed(1)} s ` +
+        `(service deadline ${(deadlineMs / 1000).toFixed(0)} s)`,
+      fields,
+    );
+    this.name = 'ServiceAwayError';
+    this.service = service;
+    this.site = site;
+    this.awayMs = awayMs;
+    this.deadlineMs = deadlineMs;
+  }
+}

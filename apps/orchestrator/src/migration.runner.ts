@@ -11,6 +11,7 @@ import {
   DEFAULT_BLOCK_SIZE,
   DiskPhase,
   DiskTransferVerb,
+  DEFAULT_SERVICE_DEADLINE_MS,
   DiskVerb,
   ErrorCode,
   isTerminalPhase,
@@ -50,6 +51,7 @@ import {
   type MigrationRecord,
 } from './migration.state-machine.js';
 import type { MigrationStore } from './migration.store.js';
+import { ServiceAbsence } from './service.absence.js';
 import type { VmInventory } from './vm.inventory.js';
 
 /** Local services answer within milliseconds: poll them rather than trust events that a restart would miss. */
@@ -121,6 +123,8 @@ export class MigrationRunner {
   /** The destination's NIC as made ahead of REDIRECT, and that making. */
   private destinationNic?: VmNicStatus;
   private nicEarly?: Promise<void>;
+  /** A local engine killed and restarted by its supervisor is waited for, up to the migration's service deadline. */
+  private absent?: ServiceAbsence;
 
   constructor(
     private readonly d: RunnerDeps,
@@ -275,9 +279,13 @@ export class MigrationRunner {
     }
     // Forward recovery (after ACTIVATE) or a rollback step that failed: the steps are idempotent, try again.
     this.d.warn(`migration ${this.id} in ${record.phase}: ${error.message}; retrying`);
-    await this.d.store
-      .save(withError(record, error, new Date()), (await this.d.store.require(this.id)).revision)
-      .catch(() => undefined);
+    // A rolling back record keeps the error that made it roll back (a service away past the deadline, say): a step
+    // of the rollback waiting for that same service says less, and is in the log.
+    if (record.phase !== MigrationPhase.RollingBack || !record.error) {
+      await this.d.store
+        .save(withError(record, error, new Date()), (await this.d.store.require(this.id)).revision)
+        .catch(() => undefined);
+    }
     await this.backoff();
   }
 
@@ -308,34 +316,42 @@ export class MigrationRunner {
 
   private async startDisk(record: MigrationRecord): Promise<void> {
     const vm = await this.d.inventory.require(record.vmId);
-    await callControl(this.d.nc, this.local(ServiceName.DiskTransfer, DiskTransferVerb.Migrate), {
-      migrationId: this.id,
-      exportName: vm.exportName,
-      toSite: record.toSite,
-      downtimeMs: record.options.downtimeMs,
-      ...(record.options.bandwidthBps ? { bandwidthBps: record.options.bandwidthBps } : {}),
-      verify: record.options.verify,
-      hold: true,
-    });
+    // Asked again during pre-copy (a disk-transfer that lost it), the disk keeps to its share.
+    const budget = record.options.bandwidthBps;
+    const bandwidthBps = budget && record.phase === MigrationPhase.MemPrecopy ? diskShareOf(budget) : budget;
+    await this.absence(record).untilAnswered(ServiceName.DiskTransfer, record.phase, () =>
+      callControl(this.d.nc, this.local(ServiceName.DiskTransfer, DiskTransferVerb.Migrate), {
+        migrationId: this.id,
+        exportName: vm.exportName,
+        toSite: record.toSite,
+        downtimeMs: record.options.downtimeMs,
+        ...(bandwidthBps ? { bandwidthBps } : {}),
+        verify: record.options.verify,
+        hold: true,
+        giveUpAfterMs: this.deadlineMs(record),
+      }),
+    );
   }
 
   private async startMemory(record: MigrationRecord): Promise<void> {
     const vm = await this.d.inventory.require(record.vmId);
     // One budget for the whole migration: once the disk only keeps in step, the memory gets most of it.
     const budget = record.options.bandwidthBps;
-    const diskShare = budget ? Math.max(1, Math.floor(budget * DISK_SHARE_DURING_MEMORY)) : undefined;
+    const diskShare = budget ? diskShareOf(budget) : undefined;
     if (diskShare) {
-      await callControl(this.d.nc, this.local(ServiceName.DiskTransfer, DiskTransferVerb.SetBandwidth), {
-        migrationId: this.id,
-        bandwidthBps: diskShare,
-      }).catch((err: unknown) => {
-        // Finished already (a restart after the pause): nothing left to share.
-        if (!(err instanceof WanmigError && err.code === ErrorCode.Conflict)) throw err;
-      });
+      await this.absence(record).untilAnswered(ServiceName.DiskTransfer, record.phase, () =>
+        callControl(this.d.nc, this.local(ServiceName.DiskTransfer, DiskTransferVerb.SetBandwidth), {
+          migrationId: this.id,
+          bandwidthBps: diskShare,
+        }).catch((err: unknown) => {
+          // Finished already (a restart after the pause): nothing left to share.
+          if (!(err instanceof WanmigError && err.code === ErrorCode.Conflict)) throw err;
+        }),
+      );
     }
     const diskUri = record.destination?.diskUri;
     if (!diskUri) throw new WanmigError(ErrorCode.Internal, `migration ${this.id} has no destination disk`);
-    await callControl(this.d.nc, this.local(ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Migrate), {
+    const request = {
       migrationId: this.id,
       vmId: record.vmId,
       toSite: record.toSite,
@@ -351,15 +367,19 @@ export class MigrationRunner {
       diskMigrationId: this.id,
       // The source stays, paused, until ACTIVATE: REDIRECT may still fail and roll back to it.
       keepSource: true,
-    });
+      giveUpAfterMs: this.deadlineMs(record),
+    };
+    await this.absence(record).untilAnswered(ServiceName.MemoryPrecopy, record.phase, () =>
+      callControl(this.d.nc, this.local(ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Migrate), request),
+    );
   }
 
   private async waitDisk(record: MigrationRecord, done: (state: DiskState) => boolean): Promise<void> {
     for (;;) {
       this.checkAbort();
-      const state = await this.pollDisk();
-      if (state.error) throw new WanmigError(state.error.code, `disk: ${state.error.message}`);
-      if (done(state)) return;
+      const state = await this.watchDisk(record);
+      if (state?.error) throw new WanmigError(state.error.code, `disk: ${state.error.message}`);
+      if (state && done(state)) return;
       await this.progressEvent(record);
       await this.sleep();
     }
@@ -368,13 +388,62 @@ export class MigrationRunner {
   private async waitMemory(record: MigrationRecord, done: (state: MemoryState) => boolean): Promise<void> {
     for (;;) {
       this.checkAbort();
-      const [memory, disk] = await Promise.all([this.pollMemory(), this.pollDisk()]);
-      if (memory.error) throw new WanmigError(memory.error.code, `memory: ${memory.error.message}`);
-      if (disk.error) throw new WanmigError(disk.error.code, `disk: ${disk.error.message}`);
-      if (done(memory)) return;
+      const [memory, disk] = await Promise.all([this.watchMemory(record), this.watchDisk(record)]);
+      if (memory?.error) throw new WanmigError(memory.error.code, `memory: ${memory.error.message}`);
+      if (disk?.error) throw new WanmigError(disk.error.code, `disk: ${disk.error.message}`);
+      if (memory && done(memory)) return;
       await this.progressEvent(record);
       await this.sleep();
     }
+  }
+
+  /**
+   * undefined while disk-transfer is away (within the service deadline). Before the pause, one restarted without the
+   * migration is asked again: it resumes from its persisted state, or copies again.
+   */
+  private watchDisk(record: MigrationRecord): Promise<DiskState | undefined> {
+    const restart = beforePause(record.phase) ? () => this.startDisk(record) : undefined;
+    return this.absence(record).progress(ServiceName.DiskTransfer, record.phase, () => this.pollDisk(), restart);
+  }
+
+  /** undefined while memory-precopy is away; one restarted in MEM_PRECOPY starts pre-copy again from round 1. */
+  private watchMemory(record: MigrationRecord): Promise<MemoryState | undefined> {
+    const restart = record.phase === MigrationPhase.MemPrecopy ? () => this.restartMemory(record) : undefined;
+    return this.absence(record).progress(ServiceName.MemoryPrecopy, record.phase, () => this.pollMemory(), restart);
+  }
+
+  /**
+   * Pre-copy again from round 1, only while the source runs: a memory-precopy killed after it paused the guest (the
+   * switchover had begun, this runner had not seen it yet) is not a pre-copy to start over.
+   */
+  private async restartMemory(record: MigrationRecord): Promise<void> {
+    const guest = await this.d.inventory.driver.attach(record.vmId);
+    const { state } = await guest.describe().finally(() => guest.detach());
+    if (state !== 'running') {
+      throw new WanmigError(
+        ErrorCode.Conflict,
+        `memory: ${ServiceName.MemoryPrecopy} lost migration ${this.id} with ${record.vmId} ${state}: not started again`,
+      );
+    }
+    await this.startMemory(record);
+  }
+
+  private absence(record: MigrationRecord): ServiceAbsence {
+    this.absent ??= new ServiceAbsence({
+      migrationId: this.id,
+      site: this.d.site,
+      deadlineMs: this.deadlineMs(record),
+      log: this.d.warn,
+      pause: () => {
+        this.checkAbort();
+        return this.sleep();
+      },
+    });
+    return this.absent;
+  }
+
+  private deadlineMs(record: MigrationRecord): number {
+    return record.options.serviceDeadlineMs ?? DEFAULT_SERVICE_DEADLINE_MS;
   }
 
   private async waitMemoryReport(record: MigrationRecord): Promise<MemoryMigrationReport> {
@@ -679,6 +748,16 @@ export class MigrationRunner {
   private remote(record: MigrationRecord, service: ServiceName, verb: string): string {
     return controlSubject(record.toSite, service, verb);
   }
+}
+
+function diskShareOf(budget: number): number {
+  return Math.max(1, Math.floor(budget * DISK_SHARE_DURING_MEMORY));
+}
+
+/** Phases in which the source has not paused: an engine that lost the migration may simply be asked again. */
+function beforePause(phase: MigrationPhase): boolean {
+  const phases: MigrationPhase[] = [MigrationPhase.DiskBulk, MigrationPhase.DiskCatchup, MigrationPhase.MemPrecopy];
+  return phases.includes(phase);
 }
 
 function notFoundAs<T>(value: T): (err: unknown) => T {

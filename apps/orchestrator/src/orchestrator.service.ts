@@ -107,6 +107,7 @@ export class OrchestratorService implements OrchestratorApi, OnApplicationBootst
           downtimeMs: req.downtimeMs,
           policy: req.policy,
           verify: req.verify,
+          serviceDeadlineMs: req.serviceDeadlineMs,
           ...(req.bandwidthBps ? { bandwidthBps: req.bandwidthBps } : {}),
         },
       },

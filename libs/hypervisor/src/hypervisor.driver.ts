@@ -99,4 +99,10 @@ export interface HypervisorDriver {
   readonly name: string;
   attach(vmId: string): Promise<SourceVm>;
   startIncoming(spec: IncomingVmSpec): Promise<IncomingVm>;
+  /**
+   * A VM that waits, incoming, started by this or an earlier process (a destination service restarted mid-migration):
+   * adopted rather than started twice. NOT_FOUND when there is none, CONFLICT when it runs already or waits on
+   * another RAM file (another migration's).
+   */
+  attachIncoming?(spec: Pick<IncomingVmSpec, 'vmId' | 'ramPath'>): Promise<IncomingVm>;
 }

@@ -45,7 +45,7 @@ export {
   type ServiceName as WanmigServiceName,
   type ServiceProcessOptions,
 } from './service.process.js';
-export { LocalBed, type LocalBedOptions } from './local.bed.js';
+export { LocalBed, type LocalBedOptions, type SiteStack, type StackService } from './local.bed.js';
 export { onLastWords, trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
 export * from './disk-image.generator.js';
 export * from './guest-image.js';

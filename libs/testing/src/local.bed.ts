@@ -28,6 +28,15 @@ export interface LocalBedOptions {
   log?: (line: string) => void;
 }
 
+/** A service of a site's stack, as `SiteStack` names it. */
+export type StackService = 'diskTransfer' | 'memoryPrecopy' | 'deltaApply' | 'orchestrator';
+const STACK_SERVICE_NAMES: Record<StackService, string> = {
+  diskTransfer: 'disk-transfer',
+  memoryPrecopy: 'memory-precopy',
+  deltaApply: 'delta-apply',
+  orchestrator: 'orchestrator',
+};
+
 /** The services of the stack, per site (`orchestrator` mode). */
 export interface SiteStack {
   site: Site;
@@ -49,8 +58,8 @@ export class LocalBed {
     readonly nc: NatsConnection,
     readonly dir: string,
     public deltaApply: ServiceProcess,
-    readonly diskTransfer: ServiceProcess,
-    readonly memoryPrecopy: ServiceProcess | undefined,
+    public diskTransfer: ServiceProcess,
+    public memoryPrecopy: ServiceProcess | undefined,
     private readonly log?: (line: string) => void,
     /** Services beyond the three above (orchestrator mode): site A's delta-apply, site B's sources, orchestrators. */
     private readonly extra: Map<string, ServiceProcess> = new Map(),
@@ -93,9 +102,32 @@ export class LocalBed {
 
   /** Kill -9 a site's orchestrator (as a crash would) and start it again; it resumes what it was driving. */
   async crashAndRestartOrchestrator(site: Site, pauseMs = 0): Promise<void> {
-    await this.stack(site).orchestrator.kill9();
+    await this.crashAndRestart(site, 'orchestrator', pauseMs);
+  }
+
+  /**
+   * Kill -9 one service of a site (orchestrator mode), as a crash would, and start it again `pauseMs` later with the
+   * same arguments and environment, as a supervisor would. Resolves once it is ready again.
+   */
+  async crashAndRestart(site: Site, service: StackService, pauseMs = 0): Promise<void> {
+    await this.crash(site, service);
     if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
-    this.extra.set(`orchestrator@${site}`, await LocalBed.startOrchestrator(this.sites, this.dir, site, this.options));
+    await this.restart(site, service);
+  }
+
+  /** Kill -9 one service of a site (orchestrator mode); `restart` starts it again. */
+  async crash(site: Site, service: StackService): Promise<void> {
+    await this.stack(site)[service].kill9();
+  }
+
+  /** Starts a service of a site again with the arguments and environment it had (after `crash`). */
+  async restart(site: Site, service: StackService): Promise<void> {
+    const proc = this.stack(site)[service];
+    const again = await ServiceProcess.start(proc.options);
+    if (proc === this.deltaApply) this.deltaApply = again;
+    else if (proc === this.diskTransfer) this.diskTransfer = again;
+    else if (proc === this.memoryPrecopy) this.memoryPrecopy = again;
+    else this.extra.set(`${STACK_SERVICE_NAMES[service]}@${site}`, again);
   }
 
   static startOrchestrator(
@@ -148,12 +180,7 @@ export class LocalBed {
     try {
       const deltaApply = await LocalBed.startDeltaApply(sites, dir, options.log);
       started.push(deltaApply);
-      const diskTransfer = await ServiceProcess.start({
-        service: 'disk-transfer',
-        args: ['--nats', sites.a.url, '--site', Site.A],
-        readyPattern: /disk-transfer ready/,
-        log: options.log,
-      });
+      const diskTransfer = await LocalBed.startDiskTransfer(sites, dir, Site.A, options.log);
       started.push(diskTransfer);
       let memoryPrecopy: ServiceProcess | undefined;
       if (options.memory || options.orchestrator) {
@@ -171,16 +198,7 @@ export class LocalBed {
         // Site A's receiving side and site B's sending side, so VMs can move back, then both orchestrators.
         const more: Array<[string, () => Promise<ServiceProcess>]> = [
           ['delta-apply@site-a', () => LocalBed.startDeltaApply(sites, dir, options.log, Site.A)],
-          [
-            'disk-transfer@site-b',
-            () =>
-              ServiceProcess.start({
-                service: 'disk-transfer',
-                args: ['--nats', sites.b.url, '--site', Site.B],
-                readyPattern: /disk-transfer ready/,
-                log: options.log,
-              }),
-          ],
+          ['disk-transfer@site-b', () => LocalBed.startDiskTransfer(sites, dir, Site.B, options.log)],
           [
             'memory-precopy@site-b',
             () =>
@@ -223,6 +241,28 @@ export class LocalBed {
       untrackDir(dir);
       throw err;
     }
+  }
+
+  /** A site's disk-transfer, keeping its exports, migrations and activity logs under the bed's dir. */
+  static startDiskTransfer(
+    sites: TwoSites,
+    dir: string,
+    site: Site,
+    log?: (line: string) => void,
+  ): Promise<ServiceProcess> {
+    return ServiceProcess.start({
+      service: 'disk-transfer',
+      args: [
+        '--nats',
+        site === Site.A ? sites.a.url : sites.b.url,
+        '--site',
+        site,
+        '--data-dir',
+        join(dir, site, 'disk-transfer'),
+      ],
+      readyPattern: /disk-transfer ready/,
+      log,
+    });
   }
 
   static startDeltaApply(

@@ -15,7 +15,7 @@ import { followMigration, phaseTimeline } from './migration.follower.js';
 import { table } from './table.js';
 
 export const MIGRATION_USAGE = `  wanmig migrate VM --to SITE [--bandwidth RATE] [--downtime 300ms] [--policy smart|kvm] [--no-verify]
-                 [--follow] [--json]
+                 [--service-deadline 60s] [--follow] [--json]
   wanmig status [ID] [--json]
   wanmig abort ID
   wanmig events [ID] [--for 30s] [--json]   (ID: replay its stored events; none: watch all sites live)`;
@@ -32,6 +32,7 @@ export async function migrate(argv: string[], out: Out): Promise<number> {
       downtime: { type: 'string', default: '300ms' },
       policy: { type: 'string', default: 'smart' },
       'no-verify': { type: 'boolean' },
+      'service-deadline': { type: 'string' },
       follow: { type: 'boolean' },
       nats: { type: 'string' },
       json: { type: 'boolean' },
@@ -49,6 +50,9 @@ export async function migrate(argv: string[], out: Out): Promise<number> {
       policy: values.policy,
       verify: values['no-verify'] !== true,
       ...(values.bandwidth ? { bandwidthBps: parseBitRate(values.bandwidth, '--bandwidth') } : {}),
+      ...(values['service-deadline']
+        ? { serviceDeadlineMs: parseDuration(values['service-deadline'], '--service-deadline') }
+        : {}),
     });
     if (!values.follow) {
       out(values.json ? JSON.stringify(created) : `migration ${created.id}: ${vmId} ${vm.site} → ${values.to} started`);

@@ -112,6 +112,8 @@ export function guestStats(g: GuestView): GuestStats {
     diskWrites: disk?.writes ?? 0,
     diskBytesWritten: disk?.bytesWritten ?? 0,
     diskErrors: disk?.errors ?? 0,
+    diskReconnects: disk?.reconnects ?? 0,
+    diskReissued: disk?.reissued ?? 0,
     dirtyLogging: g.ram.dirtyLogging,
     cachedPages: g.ram.cachedPages,
     uptimeMs: Math.round(performance.now() - g.startedAt),

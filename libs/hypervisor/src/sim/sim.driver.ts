@@ -1,8 +1,8 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
-import { GuestConfigError, GuestDiedError, GuestExistsError, GuestNotFoundError } from '../errors.js';
-import { type HypervisorDriver, type IncomingVmSpec } from '../hypervisor.driver.js';
+import { GuestConfigError, GuestDiedError, GuestExistsError, GuestNotFoundError, GuestStateError } from '../errors.js';
+import { VmRunState, type HypervisorDriver, type IncomingVmSpec } from '../hypervisor.driver.js';
 import { GuestLink } from './guest.link.js';
 import { simGuestEntry } from './guest.entry.js';
 import { type GuestOptions, ramSizeProblems, toGuestArgs, vmIdProblems } from './guest.options.js';
@@ -136,21 +136,34 @@ export class SimDriver implements HypervisorDriver {
 
   /** A guest started by this or any other process, found by vm id under the runtime directory. */
   async attach(vmId: string): Promise<SimSourceVm> {
+    const vm = new SimSourceVm(await this.link(vmId));
+    await vm.describe();
+    return vm;
+  }
+
+  /**
+   * A guest that waits for its migration (started incoming by this or an earlier process, e.g. a destination service
+   * killed and restarted): adopted as it is. GuestStateError (CONFLICT) when it runs already, or waits on another RAM
+   * file than `ramPath` (another migration's).
+   */
+  async attachIncoming(spec: Pick<IncomingVmSpec, 'vmId' | 'ramPath'>): Promise<SimIncomingVm> {
+    const { vmId } = spec;
+    const vm = new SimIncomingVm(await this.link(vmId));
+    const { state } = await vm.describe();
+    if (state !== VmRunState.Incoming) throw new GuestStateError(vmId, 'be adopted as incoming', state);
+    if (resolve(vm.ramFile) !== resolve(spec.ramPath)) {
+      throw new GuestStateError(vmId, 'be adopted as incoming', `waiting on ${vm.ramFile}, not ${spec.ramPath}`);
+    }
+    return vm;
+  }
+
+  private async link(vmId: string): Promise<GuestLink> {
     if (vmIdProblems(vmId).length > 0) throw new GuestNotFoundError(vmId, this.runtimeDir);
     const paths = guestPaths(this.runtimeDir, vmId);
     const info = await readRuntimeInfo(paths.infoFile);
     if (!info) throw new GuestNotFoundError(vmId, this.runtimeDir);
     if (!isProcessAlive(info.pid)) throw new GuestDiedError(vmId, { stderrTail: readLogTail(paths.logFile) });
-    const link = new GuestLink({
-      vmId,
-      runtimeDir: this.runtimeDir,
-      paths,
-      info,
-      controlTimeoutMs: this.controlTimeoutMs,
-    });
-    const vm = new SimSourceVm(link);
-    await vm.describe();
-    return vm;
+    return new GuestLink({ vmId, runtimeDir: this.runtimeDir, paths, info, controlTimeoutMs: this.controlTimeoutMs });
   }
 
   private commonProblems(spec: CommonSpec): string[] {

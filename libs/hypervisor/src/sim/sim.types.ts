@@ -27,6 +27,9 @@ export interface GuestStats {
   diskWrites: number;
   diskBytesWritten: number;
   diskErrors: number;
+  /** Times the disk's connection broke (its server restarted) and was made again; requests sent again then. */
+  diskReconnects: number;
+  diskReissued: number;
   dirtyLogging: boolean;
   cachedPages: number;
   uptimeMs: number;

@@ -35,5 +35,7 @@ export const DiskVerb = {
   Digest: 'disk.digest',
   /** delta-apply: stop receiving and forget the migration (optionally deleting the image). */
   Release: 'disk.release',
+  /** delta-apply: the present map (blocks durable at least once), for a restarted sender to resume from. */
+  Present: 'disk.present',
 } as const;
 export type DiskVerb = (typeof DiskVerb)[keyof typeof DiskVerb];

@@ -124,6 +124,16 @@ export class MigrateDiskRequest {
    */
   @IsBoolean()
   hold: boolean = false;
+
+  /**
+   * How long the destination (delta-apply) may stay silent before the migration fails: a restarted receiver resumes
+   * from its watermark within this. Absent: the stream's default (DEFAULT_GIVE_UP_MS of libs/stream).
+   */
+  @IsOptional()
+  @IsInt()
+  @Min(1000)
+  @Max(3_600_000)
+  giveUpAfterMs?: number;
 }
 
 export class SetDiskBandwidthRequest {

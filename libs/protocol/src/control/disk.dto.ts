@@ -85,6 +85,16 @@ export interface DiskStatusReply {
   failure?: WireError;
 }
 
+/** `disk.present` answers a MigrationRef with the destination's present map (a serialised BlockMap, base64). */
+export interface DiskPresentReply {
+  migrationId: string;
+  blockSize: number;
+  /** Blocks durable at the destination, as counted in `map`. */
+  presentBlocks: number;
+  /** BlockMap.serialize() of the present map (geometry, CRC-32, roaring portable bits), base64. */
+  map: string;
+}
+
 export class DiskDigestRequest {
   @IsUUID()
   migrationId!: string;

@@ -87,4 +87,14 @@ export class MigrateMemoryRequest {
   @IsOptional()
   @IsBoolean()
   keepSource?: boolean;
+
+  /**
+   * How long the destination (delta-apply), or this site's disk-transfer, may stay away or not ready before the
+   * migration fails; meanwhile the VM is never paused. Absent: the stream's default (DEFAULT_GIVE_UP_MS of libs/stream).
+   */
+  @IsOptional()
+  @IsInt()
+  @Min(1000)
+  @Max(3_600_000)
+  giveUpAfterMs?: number;
 }

@@ -42,6 +42,8 @@ export interface DiskProgress {
   resentBytes: number;
   elapsedSeconds: number;
   throttle: ThrottleStats;
+  /** While holding: what is dirty would drain within the downtime budget (the pause may start). */
+  inStep?: boolean;
 }
 
 export interface CatchUpRound {

@@ -45,6 +45,13 @@ export const MigrationPolicy = { Smart: 'smart', Kvm: 'kvm' } as const;
 export type MigrationPolicy = (typeof MigrationPolicy)[keyof typeof MigrationPolicy];
 
 export const DEFAULT_MIGRATION_DOWNTIME_MS = 300;
+/**
+ * How long a service the migration needs (disk-transfer, memory-precopy, delta-apply) may stay away, killed and not
+ * yet restarted, before the migration gives up and rolls back. A supervisor restarts a service within seconds.
+ */
+export const DEFAULT_SERVICE_DEADLINE_MS = 60_000;
+export const MIN_SERVICE_DEADLINE_MS = 1000;
+export const MAX_SERVICE_DEADLINE_MS = 3_600_000;
 
 export const MigrationVerb = {
   Create: 'migration.create',
@@ -81,6 +88,12 @@ export class CreateMigrationRequest {
   /** Check destination disk and RAM against the source at pause before the VM runs there (costs pause time). */
   @IsBoolean()
   verify: boolean = true;
+
+  /** A service the migration needs may be away (killed, restarting) this long before the migration rolls back. */
+  @IsInt()
+  @Min(MIN_SERVICE_DEADLINE_MS)
+  @Max(MAX_SERVICE_DEADLINE_MS)
+  serviceDeadlineMs: number = DEFAULT_SERVICE_DEADLINE_MS;
 }
 
 export class ListMigrationsRequest {
@@ -99,6 +112,8 @@ export interface MigrationOptionsView {
   downtimeMs: number;
   policy: MigrationPolicy;
   verify: boolean;
+  /** Absent in records written before it existed: DEFAULT_SERVICE_DEADLINE_MS. */
+  serviceDeadlineMs?: number;
 }
 
 export interface MigrationHistoryEntry {

@@ -76,6 +76,8 @@ const schemas = {
       downtimeMs: 'Longest pause of the guest the memory pre-copy aims for.',
       policy: 'Memory convergence policy: `smart` is wanmig’s, `kvm` the 30-rounds baseline.',
       verify: 'Check destination disk and RAM against the source at pause before the VM runs there.',
+      serviceDeadlineMs:
+        'How long a service the migration needs (disk-transfer, memory-precopy, delta-apply) may stay away, killed and not yet restarted, before the migration rolls back.',
     },
   }),
   MigrationRef: dtoSchema(MigrationRef, { description: 'Names one migration.' }),

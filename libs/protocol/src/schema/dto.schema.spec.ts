@@ -66,6 +66,9 @@ const CASES: { [K in keyof typeof API_REQUEST_DTOS]: [unknown, boolean][] } = {
     [{ vmId: 'vm-1', toSite: 'site-b', downtimeMs: null }, false],
     [{ vmId: 'vm-1', toSite: 'site-b', policy: 'fast' }, false],
     [{ vmId: 'vm-1', toSite: 'site-b', verify: 'true' }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', serviceDeadlineMs: 1000 }, true],
+    [{ vmId: 'vm-1', toSite: 'site-b', serviceDeadlineMs: 999 }, false],
+    [{ vmId: 'vm-1', toSite: 'site-b', serviceDeadlineMs: 3_600_001 }, false],
     [{ vmId: 'vm-1', toSite: 'site-b', extra: 1 }, false],
   ],
   MigrationRef: [
@@ -279,6 +282,7 @@ describe('dtoSchema', () => {
         downtimeMs: { type: 'integer', minimum: 1, maximum: 600_000, default: 300 },
         policy: { enum: ['smart', 'kvm'], default: 'smart' },
         verify: { type: 'boolean', default: true },
+        serviceDeadlineMs: { type: 'integer', minimum: 1000, maximum: 3_600_000, default: 60_000 },
       },
       required: ['vmId', 'toSite'],
       additionalProperties: false,

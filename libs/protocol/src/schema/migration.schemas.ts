@@ -28,8 +28,11 @@ const MIGRATION_OPTIONS_SCHEMA = objectSchema<MigrationOptionsView>({
     downtimeMs: count('Longest pause of the guest the memory pre-copy aims for.'),
     policy: oneOfValues(MigrationPolicy, 'Memory convergence policy.'),
     verify: boolean('Destination disk and RAM are checked against the source at pause.'),
+    serviceDeadlineMs: count(
+      'How long a service the migration needs may stay away (killed, restarting) before it rolls back; absent: 60000.',
+    ),
   },
-  optional: { bandwidthBps: true },
+  optional: { bandwidthBps: true, serviceDeadlineMs: true },
 });
 
 const MIGRATION_HISTORY_ENTRY_SCHEMA = objectSchema<MigrationHistoryEntry>({
