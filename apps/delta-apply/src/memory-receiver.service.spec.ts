@@ -17,6 +17,7 @@ import {
   WanmigError,
   type ResumeVmRequest,
 } from '@wanmig/protocol';
+import { ramDigest, RAM_DIGEST_REGION_BYTES, RegionDigester } from '@wanmig/stream';
 import { waitUntil } from '@wanmig/testing';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { DeltaApplyConfig } from './delta-apply.config.js';
@@ -274,6 +275,31 @@ describe('MemoryReceiverService', () => {
     });
     expect(driver.released).toEqual([]);
     expect(await readdir(join(dataDir, migrationId))).toEqual(['ram.img']);
+  });
+
+  it('checks what a resume would without running the VM, and the resume after it only runs it', async () => {
+    const { migrationId, ram, state, request } = await prepared();
+    const wrongState = await errorOf(service.check({ ...request, deviceStateSha256: '0'.repeat(64) }));
+    expect(wrongState).toBeInstanceOf(DeviceStateMismatchError);
+    const wrongRam = await errorOf(service.check({ ...request, ramSha256: '0'.repeat(64) }));
+    expect(wrongRam).toMatchObject({ code: ErrorCode.Conflict });
+    expect(wrongRam.message).toMatch(/differs from the source at pause/);
+    expect(driver.started).toEqual([]);
+
+    const digester = new RegionDigester(RAM_DIGEST_REGION_BYTES);
+    digester.update(ram);
+    const checked = await service.check({ ...request, ramSha256: ramDigest(digester.finish()) });
+    expect(checked).toMatchObject({ migrationId, ramVerified: true });
+    // Ready to run, not running: started incoming, nothing resumed, nothing received any more.
+    expect(driver.started).toHaveLength(1);
+    expect(driver.resumed).toEqual([]);
+    expect(service.status({ migrationId }).running).toBe(false);
+    expect(plane.subjects.filter((s) => s.includes(migrationId))).toEqual([]);
+
+    await service.resume(request);
+    expect(driver.started).toHaveLength(1);
+    expect(driver.resumed).toEqual([{ blob: state, sha256: sha256(state) }]);
+    expect(await errorOf(service.check(request))).toBeInstanceOf(MigrationConflictError);
   });
 
   it('stops the VM when the driver fails, keeps the files, and can receive and resume again', async () => {

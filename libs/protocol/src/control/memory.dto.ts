@@ -33,6 +33,11 @@ export const MemoryVerb = {
   Status: 'mem.status',
   /** delta-apply: check the device state, start the destination VM on the received RAM, run it. */
   Resume: 'vm.resume',
+  /**
+   * delta-apply: everything a resume checks (final data durable, device state, RAM digest, answers from the received
+   * RAM), the receiving VM made ready, but not run; takes a ResumeVmRequest. A resume after it only runs the VM.
+   */
+  Check: 'mem.check',
   /** delta-apply: stop receiving, stop an incoming VM that never ran, remove the RAM file. */
   Release: 'mem.release',
 } as const;
@@ -164,6 +169,16 @@ export interface ResumeVmReply {
   serviceAddress: string;
   /** Epoch milliseconds when the guest ran again. */
   resumedAt: number;
+}
+
+/** What `mem.check` found: the data is durable and matches; the VM is ready to run and has not run. */
+export interface CheckResumeReply {
+  migrationId: string;
+  /** True when the RAM was hashed against `ramSha256`. */
+  ramVerified?: boolean;
+  ramCheckMs?: number;
+  /** Answers to `queries`, from the received RAM. */
+  answers?: Record<string, string>;
 }
 
 export class ReleaseMemoryRequest {
