@@ -20,3 +20,23 @@ export class MemoryAbortedError extends MemoryMigrationError {
     this.name = 'MemoryAbortedError';
   }
 }
+
+/** A held switchover got no go in time: the source rolls back and runs on (the caller may be gone). */
+export class MemoryHoldTimeoutError extends MemoryMigrationError {
+  constructor(migrationId: string, timeoutMs: number) {
+    super(
+      ErrorCode.Unavailable,
+      `migration ${migrationId}: no go (mem.proceed) within ${timeoutMs} ms of holding before the resume; rolled back, the source runs on`,
+      { migrationId, phase: 'holding' },
+    );
+    this.name = 'MemoryHoldTimeoutError';
+  }
+}
+
+/** `mem.proceed` for a migration that is not holding: it rolled back, timed out, or has not reached the hold. */
+export class MemoryProceedRefusedError extends MemoryMigrationError {
+  constructor(migrationId: string, phase: string, why: string) {
+    super(ErrorCode.Conflict, `migration ${migrationId} cannot proceed in ${phase}: ${why}`, { migrationId, phase });
+    this.name = 'MemoryProceedRefusedError';
+  }
+}
