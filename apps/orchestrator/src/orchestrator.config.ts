@@ -6,6 +6,7 @@ import { DEFAULT_SIM_RUNTIME_DIR } from '@wanmig/hypervisor';
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_SITE = 'site-a';
 export const DEFAULT_DATA_DIR = join(tmpdir(), 'wanmig-orchestrator');
+export const DEFAULT_NET_MOVED_TIMEOUT_MS = 2_000;
 
 /** Validated once at boot from WANMIG_* environment variables and command-line flags. */
 export class OrchestratorConfig {
@@ -39,6 +40,21 @@ export class OrchestratorConfig {
 
   @IsString()
   httpHost: string = '127.0.0.1';
+
+  /**
+   * External controllers (load balancers, DNS, SDN) that must confirm a VM's move on the `net.moved` hook; 0: the
+   * event only informs. A move they have not confirmed yet is asked again (REDIRECT is past the point of no return).
+   */
+  @IsInt()
+  @Min(0)
+  @Max(16)
+  netMovedControllers: number = 0;
+
+  /** How long each ask on the `net.moved` hook waits for those confirmations. */
+  @IsInt()
+  @Min(1)
+  @Max(60_000)
+  netMovedTimeoutMs: number = DEFAULT_NET_MOVED_TIMEOUT_MS;
 }
 
 export function peerSites(config: OrchestratorConfig): string[] {
