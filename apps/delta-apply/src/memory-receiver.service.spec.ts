@@ -128,9 +128,9 @@ describe('MemoryReceiverService', () => {
     );
   };
   /** Prepares a migration and delivers RAM pages and a device state, both durable when this resolves. */
-  const prepared = async (ram = randomBytes(RAM), state = randomBytes(2000)) => {
+  const prepared = async (ram = randomBytes(RAM), state = randomBytes(2000), verifyRam = false) => {
     const migrationId = randomUUID();
-    await service.prepare({ migrationId, ramBytes: RAM, pageSize: 4096 });
+    await service.prepare({ migrationId, ramBytes: RAM, pageSize: 4096, ...(verifyRam ? { verifyRam } : {}) });
     plane.deliver(Subjects.data(migrationId, MemoryStreamId), pageFrame(migrationId, 0, 0, ram));
     plane.deliver(
       Subjects.data(migrationId, DeviceStateStreamId),
@@ -300,6 +300,19 @@ describe('MemoryReceiverService', () => {
     expect(driver.started).toHaveLength(1);
     expect(driver.resumed).toEqual([{ blob: state, sha256: sha256(state) }]);
     expect(await errorOf(service.check(request))).toBeInstanceOf(MigrationConflictError);
+  });
+
+  it('reports the RAM digest it computed at the stream end, for the source to compare, when not given one', async () => {
+    const ram = randomBytes(RAM);
+    const { migrationId, request } = await prepared(ram, randomBytes(2000), true);
+    const digester = new RegionDigester(RAM_DIGEST_REGION_BYTES);
+    digester.update(ram);
+    const checked = await service.check(request);
+    expect(checked).toMatchObject({ migrationId, ramSha256: ramDigest(digester.finish()) });
+    expect(checked.ramVerified).toBeUndefined();
+    expect(driver.resumed).toEqual([]);
+    // The resume does not report it again: it only runs the VM.
+    expect((await service.resume(request)) as object).not.toHaveProperty('ramSha256');
   });
 
   it('stops the VM when the driver fails, keeps the files, and can receive and resume again', async () => {

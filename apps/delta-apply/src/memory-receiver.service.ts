@@ -176,7 +176,7 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
       const session = this.session(request.migrationId);
       checkNotRunning(session.resumedVm?.vmId, request.migrationId);
       await this.finalState(session, request);
-      const ready = await this.vms.ready(session, request);
+      const ready = await this.vms.ready(session, request, true);
       return { migrationId: request.migrationId, ...ready };
     });
   }

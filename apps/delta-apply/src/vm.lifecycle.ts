@@ -26,7 +26,7 @@ export class VmLifecycle {
     this.logger.log(
       `starting incoming VM ${vmId} for ${migrationId} (${this.driver.name} driver, ${session.ramBytes} bytes of RAM)`,
     );
-    const ready = await this.ready(session, request);
+    const ready = await this.ready(session, request, false);
     const vm = session.incomingVm;
     try {
       if (!vm) throw new WanmigError(ErrorCode.Internal, `no incoming VM ${vmId} for ${migrationId}`);
@@ -43,19 +43,22 @@ export class VmLifecycle {
 
   /**
    * Everything a start does short of running the guest: receiving stopped (the RAM file durable and closed), the RAM
-   * checked against `ramSha256`, the incoming VM started on it, the queries answered from it. A start after this
+   * checked against `ramSha256` (or, with `reportDigest` and no `ramSha256`, its digest reported when it was
+   * computed at the stream's end), the incoming VM started on it, the queries answered from it. A start after this
    * finds the VM ready and only runs it. A RAM that differs refuses; any other failure stops the incoming VM
    * (VmResumeError). The files stay, so the caller can roll back.
    */
   async ready(
     session: MemorySession,
     request: ResumeVmRequest,
-  ): Promise<{ ramVerified?: boolean; ramCheckMs?: number; answers?: Record<string, string> }> {
+    reportDigest: boolean,
+  ): Promise<{ ramVerified?: boolean; ramCheckMs?: number; ramSha256?: string; answers?: Record<string, string> }> {
     const { migrationId, vmId, diskUri, servicePort } = request;
     await session.stopReceiving();
     const checkStart = performance.now();
     if (request.ramSha256) await this.verifyRam(session, request.ramSha256, migrationId);
-    const ramCheckMs = request.ramSha256 ? Math.round(performance.now() - checkStart) : undefined;
+    const digest = !request.ramSha256 && reportDigest ? await session.precomputedRamDigest : undefined;
+    const ramCheckMs = request.ramSha256 || digest ? Math.round(performance.now() - checkStart) : undefined;
     let vm: IncomingVm | undefined = session.incomingVm;
     try {
       vm ??= await this.driver.startIncoming({
@@ -69,6 +72,7 @@ export class VmLifecycle {
       const answers = await this.answer(vm, request.queries);
       return {
         ...(request.ramSha256 ? { ramVerified: true, ramCheckMs } : {}),
+        ...(digest ? { ramSha256: digest, ramCheckMs } : {}),
         ...(answers ? { answers } : {}),
       };
     } catch (err) {

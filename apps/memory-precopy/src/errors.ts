@@ -21,6 +21,18 @@ export class MemoryAbortedError extends MemoryMigrationError {
   }
 }
 
+/** The destination's RAM is not the source's at pause: it is never run, the source rolls back. */
+export class RamMismatchError extends MemoryMigrationError {
+  constructor(migrationId: string, destination: string, source: string) {
+    super(
+      ErrorCode.Conflict,
+      `RAM of migration ${migrationId} differs at the destination from the source at pause (sha256 ${destination}, source ${source}): not resumed`,
+      { migrationId, phase: 'stop-and-copy' },
+    );
+    this.name = 'RamMismatchError';
+  }
+}
+
 /** A held switchover got no go in time: the source rolls back and runs on (the caller may be gone). */
 export class MemoryHoldTimeoutError extends MemoryMigrationError {
   constructor(migrationId: string, timeoutMs: number) {

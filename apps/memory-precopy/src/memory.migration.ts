@@ -29,7 +29,7 @@ import {
   type TokenBucket,
 } from '@wanmig/stream';
 import { decide, type PolicyDecision } from './convergence.policy.js';
-import { MemoryAbortedError, MemoryHoldTimeoutError } from './errors.js';
+import { MemoryAbortedError, MemoryHoldTimeoutError, RamMismatchError } from './errors.js';
 import { ResumeOutcomeUnknownError, settleResume } from './resume.settle.js';
 import { SwitchoverGate } from './switchover.gate.js';
 import {
@@ -334,19 +334,26 @@ export class MemoryMigration {
       ...(this.o.diskUri ? { diskUri: this.o.diskUri } : {}),
       ...(this.o.servicePort !== undefined ? { servicePort: this.o.servicePort } : {}),
     };
-    const checks = {
-      ...(hashing ? { ramSha256: await hashing } : {}),
-      ...(this.o.queriesAtPause?.length ? { queries: this.o.queriesAtPause } : {}),
-    };
-    // A held switchover has the destination check everything first, alongside the disk's last blocks: a mismatch
-    // then refuses before anything else is done (the route moved) or runs.
-    const [checked, disk] = await Promise.all([
+    const queries = this.o.queriesAtPause?.length ? { queries: this.o.queriesAtPause } : {};
+    // A held switchover has the destination check everything first, alongside the disk's last blocks and this
+    // side's RAM hash (the destination reports its digest, compared here): a mismatch then refuses before anything
+    // else is done (the route moved) or runs.
+    const [checked, disk, sourceRam] = await Promise.all([
       this.o.holdBeforeResume
-        ? callControl<CheckResumeReply>(nc, subject(MemoryVerb.Check), { ...resume, ...checks }, 30_000)
+        ? callControl<CheckResumeReply>(nc, subject(MemoryVerb.Check), { ...resume, ...queries }, 30_000)
         : undefined,
       finalizing,
+      hashing,
     ]);
     this.check();
+    if (checked?.ramSha256 && sourceRam && checked.ramSha256 !== sourceRam)
+      throw new RamMismatchError(migrationId, checked.ramSha256, sourceRam);
+    const ramChecked = checked?.ramSha256 !== undefined && checked.ramSha256 === sourceRam;
+    // What the destination still has to check when it resumes: everything, or the RAM if it had no digest to report.
+    const checks = {
+      ...(sourceRam && !ramChecked ? { ramSha256: sourceRam } : {}),
+      ...(checked ? {} : queries),
+    };
     let holdMs: number | undefined;
     if (checked) {
       this.phase = MemoryPhase.Holding;
@@ -362,7 +369,7 @@ export class MemoryMigration {
       nc,
       subject(MemoryVerb.Resume),
       // Checked already: the resume only runs the VM.
-      checked ? resume : { ...resume, ...checks },
+      { ...resume, ...checks },
       30_000,
     ).catch((error: unknown) =>
       // No answer is not a refusal: the destination may have run the VM. Ask it before anything is undone.
@@ -406,8 +413,8 @@ export class MemoryMigration {
       totalSeconds: (performance.now() - this.started) / 1000,
       destination: { serviceAddress: destination.serviceAddress, resumedAt: destination.resumedAt },
       ...(holdMs !== undefined ? { holdMs } : {}),
-      ramVerified: (checked?.ramVerified ?? destination.ramVerified) === true,
-      ramCheckMs: checked?.ramCheckMs ?? destination.ramCheckMs ?? 0,
+      ramVerified: ramChecked || destination.ramVerified === true,
+      ramCheckMs: (checked?.ramCheckMs ?? 0) + (destination.ramCheckMs ?? 0),
       answersAtPause,
       answersAtDestination: checked?.answers ?? destination.answers ?? {},
       ...(disk ? { disk, diskFinalizeMs } : {}),

@@ -177,6 +177,11 @@ export interface CheckResumeReply {
   /** True when the RAM was hashed against `ramSha256`. */
   ramVerified?: boolean;
   ramCheckMs?: number;
+  /**
+   * Without `ramSha256` in the request, the RAM's digest as computed here when the stream ended (prepared with
+   * `verifyRam`): the source compares it with its own, so the check need not wait for the source's hash.
+   */
+  ramSha256?: string;
   /** Answers to `queries`, from the received RAM. */
   answers?: Record<string, string>;
 }
