@@ -258,10 +258,14 @@ export class MigrationRunner {
     if (isTerminalPhase(record.phase)) return;
     if (record.phase === MigrationPhase.StopAndCopy && isRollbackable(record)) {
       const state = await settleSwitchover(this.witnesses(record), record.phase);
-      if (state === ResumeState.Unknown) {
+      if (state === ResumeState.Unknown || state === ResumeState.Resuming) {
+        const why =
+          state === ResumeState.Resuming
+            ? `${record.toSite} is being asked to run the VM: its answer decides`
+            : `whether ${record.toSite} runs the VM is unknown`;
         const unknown = {
           code: ErrorCode.Unavailable,
-          message: `${error.message}; whether ${record.toSite} runs the VM is unknown, the source stays paused`,
+          message: `${error.message}; ${why}, nothing is undone meanwhile (the source stays paused)`,
         };
         return this.retryLater(record, unknown, true);
       }

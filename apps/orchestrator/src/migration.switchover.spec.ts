@@ -60,7 +60,7 @@ describe('settleSwitchover: does the destination run the VM, before anything is 
     expect(asked).toEqual(['stop']);
   });
 
-  it('an abort refused: its report says resumed, its rollback not, and while it is resuming nobody can tell', async () => {
+  it('an abort refused: its report says resumed, its rollback not, and in between it is resuming', async () => {
     const conflict = coded(ErrorCode.Conflict);
     const report = { migrationId: 'm' } as never;
     expect(
@@ -73,7 +73,7 @@ describe('settleSwitchover: does the destination run the VM, before anything is 
       ),
     ).toBe(ResumeState.NotResumed);
     expect(await settleSwitchover(witnesses({ stop: conflict, progress: {} }).w, MigrationPhase.StopAndCopy)).toBe(
-      ResumeState.Unknown,
+      ResumeState.Resuming,
     );
     expect(
       await settleSwitchover(

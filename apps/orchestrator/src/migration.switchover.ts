@@ -33,6 +33,8 @@ const REMOTE_TIMEOUT_MS = 30_000;
 export const ResumeState = {
   Resumed: 'resumed',
   NotResumed: 'not-resumed',
+  /** The go is given and the destination's answer awaited: no abort any more, that answer decides. */
+  Resuming: 'resuming',
   /** Nobody who knows answers: nothing may be undone (the source stays paused), ask again later. */
   Unknown: 'unknown',
 } as const;
@@ -103,7 +105,7 @@ export async function settleSwitchover(w: SwitchoverWitnesses, phase: MigrationP
       const state = await w.memoryProgress().catch(() => undefined);
       if (state?.report) return ResumeState.Resumed;
       if (state?.error) return ResumeState.NotResumed;
-      return ResumeState.Unknown;
+      return state ? ResumeState.Resuming : ResumeState.Unknown;
     }
     if (err.code === ErrorCode.NotFound)
       return phase === MigrationPhase.StopAndCopy ? destinationRuns(w) : ResumeState.NotResumed;

@@ -172,11 +172,13 @@ export class OrchestratorService implements OrchestratorApi, OnApplicationBootst
     const memoryPhases: MigrationPhase[] = [MigrationPhase.MemPrecopy, MigrationPhase.StopAndCopy];
     if (!memoryPhases.includes(record.phase)) return;
     const state = await settleSwitchover(natsWitnesses(this.nc, this.config.site, record), record.phase);
-    if (state === ResumeState.Resumed)
+    if (state === ResumeState.Resumed || state === ResumeState.Resuming)
       throw new AbortRefusedError(
         record.id,
         record.phase,
-        'the destination runs the VM already (past the point of no return)',
+        state === ResumeState.Resumed
+          ? 'the destination runs the VM already (past the point of no return)'
+          : 'the destination is being asked to run the VM (the point of no return)',
       );
     if (state === ResumeState.Unknown)
       throw new WanmigError(
