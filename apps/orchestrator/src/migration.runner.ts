@@ -94,6 +94,8 @@ export interface RunnerDeps {
   inventory: VmInventory;
   /** Controllers that must confirm `net.moved` (the site's configuration). */
   netMoved: NetMovedPolicy;
+  /** How long memory-precopy holds the paused switchover for the go before it rolls back. */
+  holdTimeoutMs: number;
   log: (line: string) => void;
   warn: (line: string) => void;
 }
@@ -395,6 +397,7 @@ export class MigrationRunner {
       diskMigrationId: this.id,
       // The last steps before the point of no return (the route move) are ours: memory-precopy holds for them.
       holdBeforeResume: true,
+      holdTimeoutMs: this.d.holdTimeoutMs,
       // The source stays, paused, until ACTIVATE: it is released only once the destination is adopted.
       keepSource: true,
     });

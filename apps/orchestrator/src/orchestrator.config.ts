@@ -2,6 +2,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IsInt, IsString, Matches, Max, Min } from 'class-validator';
 import { DEFAULT_SIM_RUNTIME_DIR } from '@wanmig/hypervisor';
+import { DEFAULT_HOLD_TIMEOUT_MS } from '@wanmig/protocol';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_SITE = 'site-a';
@@ -49,6 +50,15 @@ export class OrchestratorConfig {
   @Min(0)
   @Max(16)
   netMovedControllers: number = 0;
+
+  /**
+   * How long memory-precopy holds a paused switchover for this orchestrator's go (the route move) before it rolls
+   * back on its own: what an orchestrator that dies there costs the guest at most.
+   */
+  @IsInt()
+  @Min(100)
+  @Max(600_000)
+  switchoverHoldMs: number = DEFAULT_HOLD_TIMEOUT_MS;
 
   /** How long each ask on the `net.moved` hook waits for those confirmations. */
   @IsInt()

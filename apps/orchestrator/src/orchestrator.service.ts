@@ -323,6 +323,7 @@ export class OrchestratorService implements OrchestratorApi, OnApplicationBootst
         events: this.events,
         inventory: this.inventory,
         netMoved: { controllers: this.config.netMovedControllers, timeoutMs: this.config.netMovedTimeoutMs },
+        holdTimeoutMs: this.config.switchoverHoldMs,
         log: (line) => this.logger.log(line),
         warn: (line) => this.logger.warn(line),
       },

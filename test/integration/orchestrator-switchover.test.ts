@@ -1,13 +1,27 @@
 /**
- * Past the point of no return there is only forward recovery. Site B's orchestrator is away while the migration runs:
- * everything up to the destination's resume does without it, ACTIVATE's `vm.adopt` does not. The migration retries
- * ACTIVATE with backoff, publishing `stuck` events, refuses an abort, never rolls back, and ends COMMITTED once B
- * answers again; the VM runs at B all along and keeps what it did there.
+ * The switchover around its point of no return, the destination's resume, through the real services.
+ *
+ * Past it there is only forward recovery. Site B's orchestrator is away while the migration runs: everything up to
+ * the destination's resume does without it, ACTIVATE's `vm.adopt` does not. The migration retries ACTIVATE with
+ * backoff, publishing `stuck` events, refuses an abort, never rolls back, and ends COMMITTED once B answers again;
+ * the VM runs at B all along and keeps what it did there.
+ *
+ * Before it, memory-precopy holds the paused guest for the orchestrator's go: an orchestrator killed during pre-copy
+ * and started again while it holds finds the hold (nothing ran at B meanwhile) and gives the go.
  */
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { SimServiceClient } from '@wanmig/hypervisor';
-import type { CloudEvent, StuckData } from '@wanmig/protocol';
+import { SimDriver, SimServiceClient } from '@wanmig/hypervisor';
+import {
+  callControl,
+  controlSubject,
+  MemoryVerb,
+  ServiceName,
+  Subjects,
+  type CloudEvent,
+  type MemoryStatusReply,
+  type StuckData,
+} from '@wanmig/protocol';
 import { LocalBed, Site, waitUntil } from '@wanmig/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestProber } from '../../apps/cli/src/vm/guest.prober.js';
@@ -38,13 +52,19 @@ async function guestState(address: string): Promise<GuestState> {
   }
 }
 
-describe('a step after the destination runs the VM keeps failing: retried, never rolled back', () => {
+describe('the switchover around the destination’s resume (two sites, real services)', () => {
   let bed: LocalBed;
   let nc: NatsConnection;
   let prober: GuestProber | undefined;
 
   beforeAll(async () => {
-    bed = await LocalBed.start({ delayMs: 10, bandwidthBps: 200e6, orchestrator: true });
+    // Site A's switchover holds long enough for an orchestrator to start again.
+    bed = await LocalBed.start({
+      delayMs: 10,
+      bandwidthBps: 200e6,
+      orchestrator: true,
+      orchestratorEnv: { [Site.A]: { WANMIG_SWITCHOVER_HOLD_MS: '60000' } },
+    });
     nc = await connect({ servers: bed.sites.a.url });
   }, 120_000);
 
@@ -121,5 +141,54 @@ describe('a step after the destination runs the VM keeps failing: retried, never
     expect(report.firstCounterAfter).toBeGreaterThanOrEqual(report.lastCounterBefore);
     expect(await apiOk<VmLike>(nc, Site.B, 'vm.get', { vmId: 'forward' })).toMatchObject({ state: 'running' });
     expect(await apiCall(nc, Site.A, 'vm.get', { vmId: 'forward' })).toMatchObject({ ok: false, code: 'NOT_FOUND' });
+  }, 300_000);
+
+  it('an orchestrator killed in pre-copy, started again while the guest is held: it gives the go, COMMITTED', async () => {
+    await apiOk<VmLike>(
+      nc,
+      Site.A,
+      'vm.create',
+      { vmId: 'held', ramBytes: 64 * MIB, diskBytes: 64 * MIB, workload: 'web', seed: 10 },
+      120_000,
+    );
+    const created = await apiOk<MigrationLike>(nc, Site.A, 'migration.create', { vmId: 'held', toSite: Site.B });
+    let memoryPhase = '';
+    const memoryEvents = nc.subscribe(Subjects.memoryEvents(created.id), {
+      callback: (_err, msg) => {
+        const event = msg.json<{ type: string; phase?: string }>();
+        if (event.type === 'progress' && event.phase) memoryPhase = event.phase;
+      },
+    });
+    try {
+      // memory-precopy runs the pre-copy on its own: the orchestrator goes away once it has started it.
+      await waitUntil(() => memoryPhase === 'precopy', { timeoutMs: 120_000, intervalMs: 5, what: 'pre-copy' });
+      await bed.stack(Site.A).orchestrator.kill9();
+      await waitUntil(() => memoryPhase === 'holding', { timeoutMs: 120_000, intervalMs: 20, what: 'the hold' });
+      // Held: the guest paused at A, everything checked at B, nothing running there.
+      const source = await new SimDriver({ runtimeDir: bed.runtimeDirA }).attach('held');
+      expect((await source.describe()).state).toBe('paused');
+      await source.detach?.();
+      const atB = await callControl<MemoryStatusReply>(
+        nc,
+        controlSubject(Site.B, ServiceName.DeltaApply, MemoryVerb.Status),
+        { migrationId: created.id },
+      );
+      expect(atB).toMatchObject({ finished: true, running: false });
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+
+      await bed.crashAndRestartOrchestrator(Site.A);
+      const done = await waitMigration(nc, Site.A, created.id, isFinished, 120_000);
+      expect(done.phase, JSON.stringify(done.error)).toBe('COMMITTED');
+      expect(done.history.map((h) => h.phase)).not.toContain('ROLLING_BACK');
+      const figures = done.figures as { holdMs: number; downtimeMs: number; serviceAddress: string };
+      // Held through the orchestrator's absence (a second here, then its start).
+      expect(figures.holdMs).toBeGreaterThanOrEqual(1000);
+      expect(figures.downtimeMs).toBeGreaterThan(figures.holdMs);
+      const s1 = await guestState(figures.serviceAddress);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      expect((await guestState(figures.serviceAddress)).counter).toBeGreaterThan(s1.counter);
+    } finally {
+      memoryEvents.unsubscribe();
+    }
   }, 300_000);
 });
