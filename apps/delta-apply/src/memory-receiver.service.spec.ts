@@ -302,12 +302,17 @@ describe('MemoryReceiverService', () => {
     expect(await errorOf(service.check(request))).toBeInstanceOf(MigrationConflictError);
   });
 
-  it('reports the RAM digest it computed at the stream end, for the source to compare, when not given one', async () => {
+  it('reports the RAM digest it computed since the stream end, for the source to compare, once done', async () => {
     const ram = randomBytes(RAM);
     const { migrationId, request } = await prepared(ram, randomBytes(2000), true);
     const digester = new RegionDigester(RAM_DIGEST_REGION_BYTES);
     digester.update(ram);
-    const checked = await service.check(request);
+    // A check never waits for the digest: repeated (it changes nothing) until the digest is done.
+    let checked = await service.check(request);
+    await waitUntil(async () => (checked = await service.check(request)).ramSha256 !== undefined, {
+      what: 'the digest reported',
+      timeoutMs: 5_000,
+    });
     expect(checked).toMatchObject({ migrationId, ramSha256: ramDigest(digester.finish()) });
     expect(checked.ramVerified).toBeUndefined();
     expect(driver.resumed).toEqual([]);

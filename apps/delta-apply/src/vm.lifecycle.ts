@@ -43,8 +43,8 @@ export class VmLifecycle {
 
   /**
    * Everything a start does short of running the guest: receiving stopped (the RAM file durable and closed), the RAM
-   * checked against `ramSha256` (or, with `reportDigest` and no `ramSha256`, its digest reported when it was
-   * computed at the stream's end), the incoming VM started on it, the queries answered from it. A start after this
+   * checked against `ramSha256` (or, with `reportDigest` and no `ramSha256`, its digest reported if the one started
+   * at the stream's end is done: nothing waits for it), the incoming VM started on it, the queries answered from it. A start after this
    * finds the VM ready and only runs it. A RAM that differs refuses; any other failure stops the incoming VM
    * (VmResumeError). The files stay, so the caller can roll back.
    */
@@ -57,8 +57,8 @@ export class VmLifecycle {
     await session.stopReceiving();
     const checkStart = performance.now();
     if (request.ramSha256) await this.verifyRam(session, request.ramSha256, migrationId);
-    const digest = !request.ramSha256 && reportDigest ? await session.precomputedRamDigest : undefined;
-    const ramCheckMs = request.ramSha256 || digest ? Math.round(performance.now() - checkStart) : undefined;
+    const digest = !request.ramSha256 && reportDigest ? session.ramDigestIfReady : undefined;
+    const ramCheckMs = request.ramSha256 ? Math.round(performance.now() - checkStart) : undefined;
     let vm: IncomingVm | undefined = session.incomingVm;
     try {
       vm ??= await this.driver.startIncoming({
@@ -72,7 +72,7 @@ export class VmLifecycle {
       const answers = await this.answer(vm, request.queries);
       return {
         ...(request.ramSha256 ? { ramVerified: true, ramCheckMs } : {}),
-        ...(digest ? { ramSha256: digest, ramCheckMs } : {}),
+        ...(digest ? { ramSha256: digest } : {}),
         ...(answers ? { answers } : {}),
       };
     } catch (err) {

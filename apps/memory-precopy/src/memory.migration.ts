@@ -335,9 +335,10 @@ export class MemoryMigration {
       ...(this.o.servicePort !== undefined ? { servicePort: this.o.servicePort } : {}),
     };
     const queries = this.o.queriesAtPause?.length ? { queries: this.o.queriesAtPause } : {};
-    // A held switchover has the destination check everything first, alongside the disk's last blocks and this
-    // side's RAM hash (the destination reports its digest, compared here): a mismatch then refuses before anything
-    // else is done (the route moved) or runs.
+    // A held switchover has the destination check what it has first, alongside the disk's last blocks and this
+    // side's RAM hash: the device state, and the RAM if its digest is done there (compared here; if not, the resume
+    // checks it, not to hold the pause for it). A mismatch then refuses before anything else is done (the route
+    // moved) or runs.
     const [checked, disk, sourceRam] = await Promise.all([
       this.o.holdBeforeResume
         ? callControl<CheckResumeReply>(nc, subject(MemoryVerb.Check), { ...resume, ...queries }, 30_000)
@@ -349,7 +350,7 @@ export class MemoryMigration {
     if (checked?.ramSha256 && sourceRam && checked.ramSha256 !== sourceRam)
       throw new RamMismatchError(migrationId, checked.ramSha256, sourceRam);
     const ramChecked = checked?.ramSha256 !== undefined && checked.ramSha256 === sourceRam;
-    // What the destination still has to check when it resumes: everything, or the RAM if it had no digest to report.
+    // What the destination still checks at the resume: everything, or the RAM if it had no digest to report.
     const checks = {
       ...(sourceRam && !ramChecked ? { ramSha256: sourceRam } : {}),
       ...(checked ? {} : queries),
@@ -368,7 +369,7 @@ export class MemoryMigration {
     const destination = await callControl<ResumeVmReply>(
       nc,
       subject(MemoryVerb.Resume),
-      // Checked already: the resume only runs the VM.
+      // Held: what the check left (the RAM, when its digest was not done there), then the VM runs.
       { ...resume, ...checks },
       30_000,
     ).catch((error: unknown) =>

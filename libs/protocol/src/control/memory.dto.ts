@@ -178,8 +178,9 @@ export interface CheckResumeReply {
   ramVerified?: boolean;
   ramCheckMs?: number;
   /**
-   * Without `ramSha256` in the request, the RAM's digest as computed here when the stream ended (prepared with
-   * `verifyRam`): the source compares it with its own, so the check need not wait for the source's hash.
+   * Without `ramSha256` in the request, the RAM's digest computed here since the stream ended (prepared with
+   * `verifyRam`), if it is done: the source compares it with its own. Not done yet: absent, nothing waited for it,
+   * and the source has the resume check it instead.
    */
   ramSha256?: string;
   /** Answers to `queries`, from the received RAM. */
