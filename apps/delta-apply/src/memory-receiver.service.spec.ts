@@ -17,6 +17,7 @@ import {
   WanmigError,
   type ResumeVmRequest,
 } from '@wanmig/protocol';
+import { ramDigest, RAM_DIGEST_REGION_BYTES, RegionDigester } from '@wanmig/stream';
 import { waitUntil } from '@wanmig/testing';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { DeltaApplyConfig } from './delta-apply.config.js';
@@ -127,9 +128,9 @@ describe('MemoryReceiverService', () => {
     );
   };
   /** Prepares a migration and delivers RAM pages and a device state, both durable when this resolves. */
-  const prepared = async (ram = randomBytes(RAM), state = randomBytes(2000)) => {
+  const prepared = async (ram = randomBytes(RAM), state = randomBytes(2000), verifyRam = false) => {
     const migrationId = randomUUID();
-    await service.prepare({ migrationId, ramBytes: RAM, pageSize: 4096 });
+    await service.prepare({ migrationId, ramBytes: RAM, pageSize: 4096, ...(verifyRam ? { verifyRam } : {}) });
     plane.deliver(Subjects.data(migrationId, MemoryStreamId), pageFrame(migrationId, 0, 0, ram));
     plane.deliver(
       Subjects.data(migrationId, DeviceStateStreamId),
@@ -274,6 +275,49 @@ describe('MemoryReceiverService', () => {
     });
     expect(driver.released).toEqual([]);
     expect(await readdir(join(dataDir, migrationId))).toEqual(['ram.img']);
+  });
+
+  it('checks what a resume would without running the VM, and the resume after it only runs it', async () => {
+    const { migrationId, ram, state, request } = await prepared();
+    const wrongState = await errorOf(service.check({ ...request, deviceStateSha256: '0'.repeat(64) }));
+    expect(wrongState).toBeInstanceOf(DeviceStateMismatchError);
+    const wrongRam = await errorOf(service.check({ ...request, ramSha256: '0'.repeat(64) }));
+    expect(wrongRam).toMatchObject({ code: ErrorCode.Conflict });
+    expect(wrongRam.message).toMatch(/differs from the source at pause/);
+    expect(driver.started).toEqual([]);
+
+    const digester = new RegionDigester(RAM_DIGEST_REGION_BYTES);
+    digester.update(ram);
+    const checked = await service.check({ ...request, ramSha256: ramDigest(digester.finish()) });
+    expect(checked).toMatchObject({ migrationId, ramVerified: true });
+    // Ready to run, not running: started incoming, nothing resumed, nothing received any more.
+    expect(driver.started).toHaveLength(1);
+    expect(driver.resumed).toEqual([]);
+    expect(service.status({ migrationId }).running).toBe(false);
+    expect(plane.subjects.filter((s) => s.includes(migrationId))).toEqual([]);
+
+    await service.resume(request);
+    expect(driver.started).toHaveLength(1);
+    expect(driver.resumed).toEqual([{ blob: state, sha256: sha256(state) }]);
+    expect(await errorOf(service.check(request))).toBeInstanceOf(MigrationConflictError);
+  });
+
+  it('reports the RAM digest it computed since the stream end, for the source to compare, once done', async () => {
+    const ram = randomBytes(RAM);
+    const { migrationId, request } = await prepared(ram, randomBytes(2000), true);
+    const digester = new RegionDigester(RAM_DIGEST_REGION_BYTES);
+    digester.update(ram);
+    // A check never waits for the digest: repeated (it changes nothing) until the digest is done.
+    let checked = await service.check(request);
+    await waitUntil(async () => (checked = await service.check(request)).ramSha256 !== undefined, {
+      what: 'the digest reported',
+      timeoutMs: 5_000,
+    });
+    expect(checked).toMatchObject({ migrationId, ramSha256: ramDigest(digester.finish()) });
+    expect(checked.ramVerified).toBeUndefined();
+    expect(driver.resumed).toEqual([]);
+    // The resume does not report it again: it only runs the VM.
+    expect((await service.resume(request)) as object).not.toHaveProperty('ramSha256');
   });
 
   it('stops the VM when the driver fails, keeps the files, and can receive and resume again', async () => {

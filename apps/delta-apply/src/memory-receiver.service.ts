@@ -10,6 +10,7 @@ import type { HypervisorDriver } from '@wanmig/hypervisor';
 import {
   isUuid,
   ValidationError,
+  type CheckResumeReply,
   type MemoryStatusReply,
   type MigrationRef,
   type PrepareMemoryReply,
@@ -23,6 +24,7 @@ import { DataPlaneConnection } from './data-plane.connection.js';
 import type { DeltaApplyConfig } from './delta-apply.config.js';
 import { DELTA_APPLY_CONFIG, HYPERVISOR_DRIVER, STAT_FS } from './delta-apply.tokens.js';
 import { checkDeviceState } from './device-state.check.js';
+import type { HeldDeviceState } from './device-state.sink.js';
 import { describe } from './disk.session.js';
 import { MigrationConflictError, MigrationNotFoundError, MigrationStateError, ServiceStoppingError } from './errors.js';
 import type { StatFs } from './free-space.check.js';
@@ -159,21 +161,42 @@ export class MemoryReceiverService implements OnApplicationBootstrap, BeforeAppl
         }
         return done;
       }
-      if (request.driver !== this.driver.name) {
-        throw new ValidationError(
-          [`driver: ${request.driver} is not available at this site (it runs ${this.driver.name})`],
-          'ResumeVmRequest',
-        );
-      }
-      // The last pages and the state may still be on their way: they travel on the data plane,
-      // this request on the control plane. Wait for both, durable, before judging them.
-      await waitForFinalData(session, request.deviceStateSha256);
-      const state = checkDeviceState(session.deviceState, request);
-      if (!session.isFinished) {
-        this.logger.warn(`resuming ${request.migrationId} before the end of its memory stream: the source decides`);
-      }
+      const state = await this.finalState(session, request);
       return this.vms.start(session, request, state);
     });
+  }
+
+  /**
+   * What a resume checks, and the receiving VM made ready, without running it: the source holds its switchover on
+   * this answer (the route moves after it), so a mismatch is found while a rollback still leaves nothing behind.
+   */
+  check(request: ResumeVmRequest): Promise<CheckResumeReply> {
+    return this.lock.run(request.migrationId, async () => {
+      this.checkRunning();
+      const session = this.session(request.migrationId);
+      checkNotRunning(session.resumedVm?.vmId, request.migrationId);
+      await this.finalState(session, request);
+      const ready = await this.vms.ready(session, request, true);
+      return { migrationId: request.migrationId, ...ready };
+    });
+  }
+
+  /** The device state a resume would use, once the last data is durable (or has stopped coming). */
+  private async finalState(session: MemorySession, request: ResumeVmRequest): Promise<HeldDeviceState> {
+    if (request.driver !== this.driver.name) {
+      throw new ValidationError(
+        [`driver: ${request.driver} is not available at this site (it runs ${this.driver.name})`],
+        'ResumeVmRequest',
+      );
+    }
+    // The last pages and the state may still be on their way: they travel on the data plane,
+    // this request on the control plane. Wait for both, durable, before judging them.
+    await waitForFinalData(session, request.deviceStateSha256);
+    const state = checkDeviceState(session.deviceState, request);
+    if (!session.isFinished) {
+      this.logger.warn(`resuming ${request.migrationId} before the end of its memory stream: the source decides`);
+    }
+    return state;
   }
 
   release(request: ReleaseMemoryRequest): Promise<ReleaseMemoryReply> {

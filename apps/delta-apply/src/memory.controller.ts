@@ -8,6 +8,7 @@ import {
   ReleaseMemoryRequest,
   ResumeVmRequest,
   ServiceName,
+  type CheckResumeReply,
   type MemoryStatusReply,
   type PrepareMemoryReply,
   type ReleaseMemoryReply,
@@ -40,6 +41,11 @@ export function createMemoryController(site: string): Type<unknown> {
     @MessagePattern(subject(MemoryVerb.Resume))
     resume(@Payload() body: unknown): Promise<ResumeVmReply> {
       return this.memory.resume(parse(ResumeVmRequest, body));
+    }
+
+    @MessagePattern(subject(MemoryVerb.Check))
+    check(@Payload() body: unknown): Promise<CheckResumeReply> {
+      return this.memory.check(parse(ResumeVmRequest, body));
     }
 
     @MessagePattern(subject(MemoryVerb.Release))

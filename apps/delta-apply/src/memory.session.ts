@@ -124,11 +124,18 @@ export class MemorySession {
     return this.ramDigest;
   }
 
+  /** That digest if it is already computed (nothing waits for it). */
+  get ramDigestIfReady(): string | undefined {
+    return this.ramDigestValue;
+  }
+
+  private ramDigestValue?: string;
+
   private startRamDigest(): void {
     if (this.ramDigest) return;
     this.ramDigest = ramFileDigest(this.ramPath, this.ramBytes);
     // Awaited by the resume; a failure meanwhile must not go unhandled.
-    this.ramDigest.catch(() => undefined);
+    this.ramDigest.then((digest) => (this.ramDigestValue = digest)).catch(() => undefined);
   }
 
   get deviceState(): HeldDeviceState | undefined {

@@ -22,15 +22,44 @@ export class VmLifecycle {
   ) {}
 
   async start(session: MemorySession, request: ResumeVmRequest, state: HeldDeviceState): Promise<ResumeVmReply> {
+    const { migrationId, vmId } = request;
+    this.logger.log(
+      `starting incoming VM ${vmId} for ${migrationId} (${this.driver.name} driver, ${session.ramBytes} bytes of RAM)`,
+    );
+    const ready = await this.ready(session, request, false);
+    const vm = session.incomingVm;
+    try {
+      if (!vm) throw new WanmigError(ErrorCode.Internal, `no incoming VM ${vmId} for ${migrationId}`);
+      await vm.resume({ blob: state.blob, sha256: state.sha256 });
+      const resumedAt = Date.now();
+      const { serviceAddress } = await vm.describe();
+      await session.recordResumed({ vmId, driver: this.driver.name, serviceAddress, resumedAt });
+      this.logger.log(`VM ${vmId} of ${migrationId} runs at ${serviceAddress}`);
+      return { vmId, serviceAddress, resumedAt, ...ready };
+    } catch (err) {
+      throw await this.failed(session, vm, request, err);
+    }
+  }
+
+  /**
+   * Everything a start does short of running the guest: receiving stopped (the RAM file durable and closed), the RAM
+   * checked against `ramSha256` (or, with `reportDigest` and no `ramSha256`, its digest reported if the one started
+   * at the stream's end is done: nothing waits for it), the incoming VM started on it, the queries answered from it. A start after this
+   * finds the VM ready and only runs it. A RAM that differs refuses; any other failure stops the incoming VM
+   * (VmResumeError). The files stay, so the caller can roll back.
+   */
+  async ready(
+    session: MemorySession,
+    request: ResumeVmRequest,
+    reportDigest: boolean,
+  ): Promise<{ ramVerified?: boolean; ramCheckMs?: number; ramSha256?: string; answers?: Record<string, string> }> {
     const { migrationId, vmId, diskUri, servicePort } = request;
-    const driver = this.driver.name;
     await session.stopReceiving();
     const checkStart = performance.now();
     if (request.ramSha256) await this.verifyRam(session, request.ramSha256, migrationId);
+    const digest = !request.ramSha256 && reportDigest ? session.ramDigestIfReady : undefined;
     const ramCheckMs = request.ramSha256 ? Math.round(performance.now() - checkStart) : undefined;
-    this.logger.log(
-      `starting incoming VM ${vmId} for ${migrationId} (${driver} driver, ${session.ramBytes} bytes of RAM)`,
-    );
+    // A VM a previous delta-apply process started for this migration is adopted (after its restart), not doubled.
     let vm: IncomingVm | undefined = session.incomingVm ?? (await this.adopt(session, vmId));
     try {
       vm ??= await this.driver.startIncoming({
@@ -42,30 +71,34 @@ export class VmLifecycle {
       });
       session.attachVm(vm);
       const answers = await this.answer(vm, request.queries);
-      await vm.resume({ blob: state.blob, sha256: state.sha256 });
-      const resumedAt = Date.now();
-      const { serviceAddress } = await vm.describe();
-      await session.recordResumed({ vmId, driver, serviceAddress, resumedAt });
-      this.logger.log(`VM ${vmId} of ${migrationId} runs at ${serviceAddress}`);
       return {
-        vmId,
-        serviceAddress,
-        resumedAt,
         ...(request.ramSha256 ? { ramVerified: true, ramCheckMs } : {}),
+        ...(digest ? { ramSha256: digest } : {}),
         ...(answers ? { answers } : {}),
       };
     } catch (err) {
-      this.logger.error(`VM ${vmId} of ${migrationId} did not resume: ${describe(err)}`);
-      if (vm) {
-        await vm
-          .stop()
-          .catch((stopErr: unknown) =>
-            this.logger.error(`stopping the failed VM ${vmId} of ${migrationId}: ${describe(stopErr)}`),
-          );
-      }
-      session.attachVm(undefined);
-      throw new VmResumeError({ migrationId, vmId, driver, cause: err });
+      throw await this.failed(session, vm, request, err);
     }
+  }
+
+  /** The incoming VM goes (a VM that did not resume must not linger half-started); the error says which. */
+  private async failed(
+    session: MemorySession,
+    vm: IncomingVm | undefined,
+    request: ResumeVmRequest,
+    err: unknown,
+  ): Promise<VmResumeError> {
+    const { migrationId, vmId } = request;
+    this.logger.error(`VM ${vmId} of ${migrationId} did not resume: ${describe(err)}`);
+    if (vm) {
+      await vm
+        .stop()
+        .catch((stopErr: unknown) =>
+          this.logger.error(`stopping the failed VM ${vmId} of ${migrationId}: ${describe(stopErr)}`),
+        );
+    }
+    session.attachVm(undefined);
+    return new VmResumeError({ migrationId, vmId, driver: this.driver.name, cause: err });
   }
 
   /**

@@ -36,3 +36,35 @@ export class PauseHeldOffError extends MemoryMigrationError {
     this.waitedMs = waitedMs;
   }
 }
+
+/** The destination's RAM is not the source's at pause: it is never run, the source rolls back. */
+export class RamMismatchError extends MemoryMigrationError {
+  constructor(migrationId: string, destination: string, source: string) {
+    super(
+      ErrorCode.Conflict,
+      `RAM of migration ${migrationId} differs at the destination from the source at pause (sha256 ${destination}, source ${source}): not resumed`,
+      { migrationId, phase: 'stop-and-copy' },
+    );
+    this.name = 'RamMismatchError';
+  }
+}
+
+/** A held switchover got no go in time: the source rolls back and runs on (the caller may be gone). */
+export class MemoryHoldTimeoutError extends MemoryMigrationError {
+  constructor(migrationId: string, timeoutMs: number) {
+    super(
+      ErrorCode.Unavailable,
+      `migration ${migrationId}: no go (mem.proceed) within ${timeoutMs} ms of holding before the resume; rolled back, the source runs on`,
+      { migrationId, phase: 'holding' },
+    );
+    this.name = 'MemoryHoldTimeoutError';
+  }
+}
+
+/** `mem.proceed` for a migration that is not holding: it rolled back, timed out, or has not reached the hold. */
+export class MemoryProceedRefusedError extends MemoryMigrationError {
+  constructor(migrationId: string, phase: string, why: string) {
+    super(ErrorCode.Conflict, `migration ${migrationId} cannot proceed in ${phase}: ${why}`, { migrationId, phase });
+    this.name = 'MemoryProceedRefusedError';
+  }
+}

@@ -25,6 +25,11 @@ export function memoryPrecopyController(site: string): Type<unknown> {
     abort(@Payload() body: unknown) {
       return this.service.abort(body);
     }
+
+    @MessagePattern(on(MemoryPrecopyVerb.Proceed))
+    proceed(@Payload() body: unknown) {
+      return this.service.proceed(body);
+    }
   }
   return MemoryPrecopyController;
 }

@@ -21,6 +21,7 @@ import {
   NATS_CONNECTION,
   type MemoryPrecopyConfig,
 } from './memory-precopy.config.js';
+import { MemoryProceedRefusedError } from './errors.js';
 import { MemoryMigration } from './memory.migration.js';
 import { PauseReadiness } from './pause.readiness.js';
 import type { DiskMigrationReport, MemoryMigrationReport, MemoryProgress } from '@wanmig/protocol';
@@ -95,6 +96,8 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
         }
         return reason;
       },
+      holdBeforeResume: req.holdBeforeResume,
+      holdTimeoutMs: req.holdTimeoutMs,
       ...(req.diskMigrationId ? this.diskHooks(req.migrationId, req.diskMigrationId) : {}),
       onProgress: (p) => this.nc.publish(events, JSON.stringify({ type: 'progress', ...p })),
       onResumed: (destination) => this.nc.publish(events, JSON.stringify({ type: 'resumed', ...destination })),
@@ -137,6 +140,20 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
       );
     }
     return { ...entry.migration.progress(), error: entry.error };
+  }
+
+  /** The go of a held switchover (`holdBeforeResume`): the destination runs the VM next. A repeat answers the same. */
+  proceed(body: unknown): MemoryState {
+    const entry = this.entry(body);
+    if (!entry.report && (entry.error || !entry.migration.proceed())) {
+      const { phase } = entry.migration.progress();
+      throw new MemoryProceedRefusedError(
+        entry.migration.migrationId,
+        phase,
+        entry.error ? `it failed and rolled back (${entry.error.message})` : 'it is not holding before the resume',
+      );
+    }
+    return { ...entry.migration.progress(), report: entry.report, error: entry.error };
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -5,6 +5,7 @@ import type { PageMemory, SourceVm } from '@wanmig/hypervisor';
 import {
   callControl,
   controlSubject,
+  DEFAULT_HOLD_TIMEOUT_MS,
   DeviceStateStreamId,
   FrameFlag,
   MemoryStreamId,
@@ -13,6 +14,7 @@ import {
   type RoundSample,
   ServiceName,
   StreamKind,
+  type CheckResumeReply,
   type PrepareMemoryReply,
   type MemoryStatusReply,
   type ResumeVmReply,
@@ -27,8 +29,9 @@ import {
   type TokenBucket,
 } from '@wanmig/stream';
 import { decide, type PolicyDecision } from './convergence.policy.js';
-import { MemoryAbortedError } from './errors.js';
+import { MemoryAbortedError, MemoryHoldTimeoutError, RamMismatchError } from './errors.js';
 import { ResumeOutcomeUnknownError, settleResume } from './resume.settle.js';
+import { SwitchoverGate } from './switchover.gate.js';
 import {
   MemoryPhase,
   type DiskMigrationReport,
@@ -82,6 +85,13 @@ export interface MemoryMigrationOptions {
   readyToPause?: () => Promise<string | undefined>;
   /** How long the destination may stay silent before a stream gives up (default: the stream's). */
   giveUpAfterMs?: number;
+  /**
+   * Before the destination runs the VM, have it check everything (`mem.check`), then hold in `holding` until
+   * {@link MemoryMigration.proceed}: the caller's last steps before the point of no return go there. An abort, or no
+   * go within `holdTimeoutMs`, rolls back.
+   */
+  holdBeforeResume?: boolean;
+  holdTimeoutMs?: number;
   onProgress?: (progress: MemoryProgress) => void;
   /** The destination runs the VM: the moment clients (and the network) should follow. */
   onResumed?: (destination: { serviceAddress: string; resumedAt: number }) => void;
@@ -91,12 +101,14 @@ export interface MemoryMigrationOptions {
  * Pre-copy (Clark et al.) for a VM whose memory the driver exposes page by page: round 1 sends
  * every page (zero pages as extents), later rounds the pages dirtied since, through the codec,
  * until the convergence policy says stop; then stop-and-copy: pause, the last dirty pages and the
- * device state, the disk's last blocks, and the destination resumes. Any failure before the
- * destination runs the VM rolls back: the source guest resumes as it was.
+ * device state, the disk's last blocks, (held: the destination checks them, and the caller's go,)
+ * and the destination resumes. Any failure before the destination runs the VM rolls back: the
+ * source guest resumes as it was.
  */
 export class MemoryMigration {
   private readonly o: MemoryMigrationOptions &
-    Required<Pick<MemoryMigrationOptions, 'policy' | 'codec' | 'downtimeMs'>>;
+    Required<Pick<MemoryMigrationOptions, 'policy' | 'codec' | 'downtimeMs' | 'holdTimeoutMs'>>;
+  private readonly gate = new SwitchoverGate();
   private phase: MemoryPhase = MemoryPhase.Preparing;
   private round = 0;
   private throttlePercent = 0;
@@ -113,7 +125,13 @@ export class MemoryMigration {
   private lastEmit = 0;
 
   constructor(options: MemoryMigrationOptions) {
-    this.o = { policy: PolicyKind.Smart, codec: true, downtimeMs: DEFAULT_DOWNTIME_MS, ...options };
+    this.o = {
+      policy: PolicyKind.Smart,
+      codec: true,
+      downtimeMs: DEFAULT_DOWNTIME_MS,
+      holdTimeoutMs: DEFAULT_HOLD_TIMEOUT_MS,
+      ...options,
+    };
   }
 
   get migrationId(): string {
@@ -135,9 +153,22 @@ export class MemoryMigration {
   abort(): boolean {
     if (!this.canAbort) return false;
     this.aborted = true;
-    // Unblocks a send or a drain waiting on the link; run() then rolls back.
+    // Unblocks a send or a drain waiting on the link, or the hold; run() then rolls back.
+    this.gate.close(new MemoryAbortedError(this.o.migrationId, this.phase));
     this.sender?.close();
     this.stateSender?.close();
+    return true;
+  }
+
+  /**
+   * The go of a held switchover: the destination is asked to run the VM. True when it is (or was already) given;
+   * false when the migration is not holding: not there yet, aborted, timed out or rolled back.
+   */
+  proceed(): boolean {
+    if (this.gate.opened) return true;
+    if (this.phase !== MemoryPhase.Holding || this.aborted || !this.gate.open()) return false;
+    // From here on an abort is refused: the destination may run the VM any moment.
+    this.phase = MemoryPhase.Resuming;
     return true;
   }
 
@@ -312,30 +343,57 @@ export class MemoryMigration {
     const answersAtPause = await this.askAtPause();
     const state = await vm.deviceState();
     // Everything goes back to back: the last pages, the state, the disk's last blocks, then the
-    // resume request. The destination waits for the data to be durable before it resumes, so the
-    // pause costs one round trip, not one per step.
+    // resume request (held: the check). The destination waits for the data to be durable before it
+    // answers, so each costs one round trip, not one per step.
     await this.sendPages(memory, pending, sentOnce);
     await this.writer.flush(FrameFlag.End);
     await stateSender.send({ offset: 0, length: state.blob.length, flags: FrameFlag.End, payload: state.blob });
-    const disk = await finalizing;
+    const resume = {
+      migrationId,
+      vmId: this.o.vmId,
+      driver: 'sim' as const,
+      deviceStateSha256: state.sha256,
+      deviceStateBytes: state.blob.length,
+      ...(this.o.diskUri ? { diskUri: this.o.diskUri } : {}),
+      ...(this.o.servicePort !== undefined ? { servicePort: this.o.servicePort } : {}),
+    };
+    const queries = this.o.queriesAtPause?.length ? { queries: this.o.queriesAtPause } : {};
+    // A held switchover has the destination check what it has first, alongside the disk's last blocks and this
+    // side's RAM hash: the device state, and the RAM if its digest is done there (compared here; if not, the resume
+    // checks it, not to hold the pause for it). A mismatch then refuses before anything else is done (the route
+    // moved) or runs.
+    const [checked, disk, sourceRam] = await Promise.all([
+      this.o.holdBeforeResume
+        ? callControl<CheckResumeReply>(nc, subject(MemoryVerb.Check), { ...resume, ...queries }, 30_000)
+        : undefined,
+      finalizing,
+      hashing,
+    ]);
     this.check();
+    if (checked?.ramSha256 && sourceRam && checked.ramSha256 !== sourceRam)
+      throw new RamMismatchError(migrationId, checked.ramSha256, sourceRam);
+    const ramChecked = checked?.ramSha256 !== undefined && checked.ramSha256 === sourceRam;
+    // What the destination still checks at the resume: everything, or the RAM if it had no digest to report.
+    const checks = {
+      ...(sourceRam && !ramChecked ? { ramSha256: sourceRam } : {}),
+      ...(checked ? {} : queries),
+    };
+    let holdMs: number | undefined;
+    if (checked) {
+      this.phase = MemoryPhase.Holding;
+      this.emit();
+      const holdStart = performance.now();
+      await this.gate.wait(this.o.holdTimeoutMs, () => new MemoryHoldTimeoutError(migrationId, this.o.holdTimeoutMs));
+      holdMs = performance.now() - holdStart;
+    }
 
     this.phase = MemoryPhase.Resuming;
     this.emit();
     const destination = await callControl<ResumeVmReply>(
       nc,
       subject(MemoryVerb.Resume),
-      {
-        migrationId,
-        vmId: this.o.vmId,
-        driver: 'sim',
-        deviceStateSha256: state.sha256,
-        deviceStateBytes: state.blob.length,
-        ...(hashing ? { ramSha256: await hashing } : {}),
-        ...(this.o.queriesAtPause?.length ? { queries: this.o.queriesAtPause } : {}),
-        ...(this.o.diskUri ? { diskUri: this.o.diskUri } : {}),
-        ...(this.o.servicePort !== undefined ? { servicePort: this.o.servicePort } : {}),
-      },
+      // Held: what the check left (the RAM, when its digest was not done there), then the VM runs.
+      { ...resume, ...checks },
       30_000,
     ).catch((error: unknown) =>
       // No answer is not a refusal: the destination may have run the VM. Ask it before anything is undone.
@@ -378,10 +436,11 @@ export class MemoryMigration {
       precopySeconds,
       totalSeconds: (performance.now() - this.started) / 1000,
       destination: { serviceAddress: destination.serviceAddress, resumedAt: destination.resumedAt },
-      ramVerified: destination.ramVerified === true,
-      ramCheckMs: destination.ramCheckMs ?? 0,
+      ...(holdMs !== undefined ? { holdMs } : {}),
+      ramVerified: ramChecked || destination.ramVerified === true,
+      ramCheckMs: (checked?.ramCheckMs ?? 0) + (destination.ramCheckMs ?? 0),
       answersAtPause,
-      answersAtDestination: destination.answers ?? {},
+      answersAtDestination: checked?.answers ?? destination.answers ?? {},
       ...(disk ? { disk, diskFinalizeMs } : {}),
     };
   }

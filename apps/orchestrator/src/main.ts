@@ -5,7 +5,8 @@
  * a port).
  *
  *   node dist/apps/orchestrator/src/main.js [--nats URL] [--site NAME] [--peers SITE,...] [--data-dir DIR]
- *        [--sim-runtime-dir DIR] [--http-port N] [--js-domain NAME]
+ *        [--sim-runtime-dir DIR] [--http-port N] [--js-domain NAME] [--net-moved-controllers N]
+ *        [--net-moved-timeout-ms MS] [--switchover-hold-ms MS]
  *   (or WANMIG_NATS_URL, WANMIG_SITE, WANMIG_PEERS, WANMIG_DATA_DIR, WANMIG_SIM_RUNTIME_DIR, WANMIG_HTTP_PORT, …)
  */
 import { resolve } from 'node:path';
@@ -26,6 +27,9 @@ const FLAGS = {
   'http-port': 'WANMIG_HTTP_PORT',
   'http-host': 'WANMIG_HTTP_HOST',
   'js-domain': 'WANMIG_JS_DOMAIN',
+  'net-moved-controllers': 'WANMIG_NET_MOVED_CONTROLLERS',
+  'net-moved-timeout-ms': 'WANMIG_NET_MOVED_TIMEOUT_MS',
+  'switchover-hold-ms': 'WANMIG_SWITCHOVER_HOLD_MS',
 } as const;
 
 async function main(): Promise<void> {

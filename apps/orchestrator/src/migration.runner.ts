@@ -2,7 +2,8 @@
  * Drives one migration through its phases. Every step is: read the record, do the phase's work (idempotent: the data
  * plane services key everything on the migration id), then write the next phase. A restarted orchestrator builds a
  * runner for each unfinished record and it picks up from the phase written last: a disk or memory transfer that
- * kept running in its own service is re-attached to, never restarted.
+ * kept running in its own service is re-attached to, never restarted. A failure before the point of no return (the
+ * destination's resume) rolls back; after it, the step is retried with backoff and `stuck` events.
  */
 import type { NatsConnection } from '@nats-io/nats-core';
 import {
@@ -31,27 +32,38 @@ import {
   type ExportDiskReply,
   type MemoryMigrationReport,
   type MemoryProgress,
-  type MigrationFigures,
   type PhaseChangedData,
   type PrepareDiskReply,
   type ProgressData,
   type ReleaseDiskReply,
   type ReleaseMemoryReply,
-  type VmNicStatus,
+  type StuckData,
   type WireError,
 } from '@wanmig/protocol';
 import { ConcurrentUpdateError, InvalidTransitionError, StaleEpochError } from './errors.js';
 import type { MigrationEventPublisher } from './migration.events.js';
+import { resumedFigures, switchoverFigures } from './migration.figures.js';
 import {
   advanceStep,
   failureStep,
+  isPastPointOfNoReturn,
   isRollbackable,
   withError,
   withFigures,
+  withResumed,
   type MigrationRecord,
 } from './migration.state-machine.js';
 import type { MigrationStore } from './migration.store.js';
 import { ServiceAbsence } from './service.absence.js';
+import {
+  destinationRuns,
+  MigrationSwitchover,
+  natsWitnesses,
+  ResumeState,
+  settleSwitchover,
+  type NetMovedPolicy,
+  type SwitchoverWitnesses,
+} from './migration.switchover.js';
 import type { VmInventory } from './vm.inventory.js';
 
 /** Local services answer within milliseconds: poll them rather than trust events that a restart would miss. */
@@ -59,7 +71,7 @@ const POLL_MS = 200;
 const PROGRESS_EVENT_MS = 1000;
 /** Requests that cross the WAN, or create files, get more time than local status polls. */
 const REMOTE_TIMEOUT_MS = 30_000;
-/** Forward recovery (after ACTIVATE) and rollback retry with this backoff, capped. */
+/** Forward recovery (past the point of no return) and rollback retry with this backoff, capped. */
 const RETRY_MS = [500, 1000, 2000, 5000, 10_000];
 /** How long a rollback waits for the source engines to stop before cleaning the destination anyway. */
 const STOP_WAIT_MS = 60_000;
@@ -82,6 +94,10 @@ export interface RunnerDeps {
   store: MigrationStore;
   events: MigrationEventPublisher;
   inventory: VmInventory;
+  /** Controllers that must confirm `net.moved` (the site's configuration). */
+  netMoved: NetMovedPolicy;
+  /** How long memory-precopy holds the paused switchover for the go before it rolls back. */
+  holdTimeoutMs: number;
   log: (line: string) => void;
   warn: (line: string) => void;
 }
@@ -102,6 +118,7 @@ const MEMORY_ORDER: MemoryPhase[] = [
   MemoryPhase.Preparing,
   MemoryPhase.Precopy,
   MemoryPhase.StopAndCopy,
+  MemoryPhase.Holding,
   MemoryPhase.Resuming,
   MemoryPhase.Done,
 ];
@@ -120,16 +137,16 @@ export class MigrationRunner {
   private disk?: DiskState;
   private memory?: MemoryState;
   private retries = 0;
-  /** The destination's NIC as made ahead of REDIRECT, and that making. */
-  private destinationNic?: VmNicStatus;
-  private nicEarly?: Promise<void>;
+  private readonly switchover: MigrationSwitchover;
   /** A local engine killed and restarted by its supervisor is waited for, up to the migration's service deadline. */
   private absent?: ServiceAbsence;
 
   constructor(
     private readonly d: RunnerDeps,
     readonly id: string,
-  ) {}
+  ) {
+    this.switchover = new MigrationSwitchover({ ...d, update: (change) => this.update(change), warn: d.warn }, id);
+  }
 
   /** The abort is already written (ROLLING_BACK): stop waiting and roll back. */
   requestAbort(): void {
@@ -184,30 +201,20 @@ export class MigrationRunner {
         await this.startMemory(record);
         await this.waitMemory(record, (s) => {
           // The receiving guest runs at the destination from here on: its NIC can be made, off the pause's clock.
-          if (s.phase === MemoryPhase.Precopy) this.nicEarly ??= this.prepareDestinationNic(record);
+          if (s.phase === MemoryPhase.Precopy) this.switchover.prepareNicEarly(record);
           return memoryAtLeast(s, MemoryPhase.StopAndCopy);
         });
         return this.advance(record, `after ${this.memory?.round ?? 0} memory rounds`);
       case MigrationPhase.StopAndCopy: {
-        await this.startMemory(record);
-        // The destination's NIC, made during pre-copy (or now, after a restart): REDIRECT finds it ready.
-        // Memory events wake the wait: the end of the pause is not left to the next poll.
-        this.nicEarly ??= this.prepareDestinationNic(record);
-        const events = this.d.nc.subscribe(Subjects.memoryEvents(this.id), { callback: () => this.wake?.() });
-        let report: MemoryMigrationReport;
-        try {
-          [report] = await Promise.all([this.waitMemoryReport(record), this.nicEarly]);
-        } finally {
-          events.unsubscribe();
-        }
+        const report = await this.stopAndCopy(record);
         const saved = await this.recordOutcome(record, report);
-        return this.advance(
-          saved,
-          `paused ${report.pausedMs.toFixed(0)} ms; runs at ${report.destination.serviceAddress}`,
-        );
+        const paused = report ? `paused ${report.pausedMs.toFixed(0)} ms; ` : '';
+        return this.advance(saved, `${paused}runs at ${saved.figures?.serviceAddress ?? record.toSite}`);
       }
       case MigrationPhase.Redirect: {
-        const { saved, note } = await this.redirect(record);
+        const started = Date.now();
+        const note = await this.switchover.redirect(record);
+        const saved = await this.update((r) => withFigures(r, { redirectMs: Date.now() - started }, new Date()));
         return this.advance(saved, note);
       }
       case MigrationPhase.Activate:
@@ -246,12 +253,31 @@ export class MigrationRunner {
     }
   }
 
-  /** Before ACTIVATE: roll back. After: keep the error, wait, and go forward again. */
+  /**
+   * Before the point of no return: roll back. From STOP_AND_COPY on, the destination may already run the VM (the go
+   * was given): that is found out first, and while nobody can tell, nothing is undone. Past it: keep the error, wait,
+   * and go forward again.
+   */
   private async fail(err: unknown): Promise<void> {
     const error = toWireError(err);
-    const { record } = await this.d.store.require(this.id);
+    let { record } = await this.d.store.require(this.id);
     if (isTerminalPhase(record.phase)) return;
-    if (record.phase !== MigrationPhase.RollingBack && isRollbackable(record.phase)) {
+    if (record.phase === MigrationPhase.StopAndCopy && isRollbackable(record)) {
+      const state = await settleSwitchover(this.witnesses(record), record.phase);
+      if (state === ResumeState.Unknown || state === ResumeState.Resuming) {
+        const why =
+          state === ResumeState.Resuming
+            ? `${record.toSite} is being asked to run the VM: its answer decides`
+            : `whether ${record.toSite} runs the VM is unknown`;
+        const unknown = {
+          code: ErrorCode.Unavailable,
+          message: `${error.message}; ${why}, nothing is undone meanwhile (the source stays paused)`,
+        };
+        return this.retryLater(record, unknown, true);
+      }
+      if (state === ResumeState.Resumed) record = await this.update((r) => withResumed(r, new Date()));
+    }
+    if (record.phase !== MigrationPhase.RollingBack && isRollbackable(record)) {
       const step = failureStep(record, error);
       if (!step) return;
       this.d.warn(`migration ${this.id} failed in ${record.phase}, rolling back: ${error.message}`);
@@ -277,8 +303,14 @@ export class MigrationRunner {
       } satisfies PhaseChangedData);
       return;
     }
-    // Forward recovery (after ACTIVATE) or a rollback step that failed: the steps are idempotent, try again.
-    this.d.warn(`migration ${this.id} in ${record.phase}: ${error.message}; retrying`);
+    // Forward recovery, or a rollback step that failed: the steps are idempotent, try again.
+    return this.retryLater(record, error, isPastPointOfNoReturn(record));
+  }
+
+  /** Records the error, waits the next backoff and returns (the loop runs the step again); `stuck` says so first. */
+  private async retryLater(record: MigrationRecord, error: WireError, stuck: boolean): Promise<void> {
+    const delay = this.nextDelay();
+    this.d.warn(`migration ${this.id} in ${record.phase}: ${error.message}; retrying in ${delay} ms`);
     // A rolling back record keeps the error that made it roll back (a service away past the deadline, say): a step
     // of the rollback waiting for that same service says less, and is in the log.
     if (record.phase !== MigrationPhase.RollingBack || !record.error) {
@@ -286,12 +318,26 @@ export class MigrationRunner {
         .save(withError(record, error, new Date()), (await this.d.store.require(this.id)).revision)
         .catch(() => undefined);
     }
-    await this.backoff();
+    if (stuck) {
+      const data: StuckData = {
+        migrationId: this.id,
+        vmId: record.vmId,
+        phase: record.phase,
+        attempt: this.retries,
+        error,
+        nextRetryMs: delay,
+      };
+      await this.publish(MigrationEventKind.Stuck, data);
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+
+  private nextDelay(): number {
+    return RETRY_MS[Math.min(this.retries++, RETRY_MS.length - 1)];
   }
 
   private async backoff(): Promise<void> {
-    const delay = RETRY_MS[Math.min(this.retries++, RETRY_MS.length - 1)];
-    await new Promise((resolve) => setTimeout(resolve, delay));
+    await new Promise((resolve) => setTimeout(resolve, this.nextDelay()));
   }
 
   // PREPARING: the destination's image and its export for the arriving VM.
@@ -365,13 +411,60 @@ export class MigrationRunner {
         (q) => !q.startsWith('PAGE') || Number(q.split(' ')[1]) * 4096 < vm.ramBytes,
       ),
       diskMigrationId: this.id,
-      // The source stays, paused, until ACTIVATE: REDIRECT may still fail and roll back to it.
+      // The last steps before the point of no return (the route move) are ours: memory-precopy holds for them.
+      holdBeforeResume: true,
+      holdTimeoutMs: this.d.holdTimeoutMs,
+      // The source stays, paused, until ACTIVATE: it is released only once the destination is adopted.
       keepSource: true,
       giveUpAfterMs: this.deadlineMs(record),
     };
     await this.absence(record).untilAnswered(ServiceName.MemoryPrecopy, record.phase, () =>
       callControl(this.d.nc, this.local(ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Migrate), request),
     );
+  }
+
+  /**
+   * STOP_AND_COPY: memory-precopy pauses the guest, sends the rest, has the destination check it and holds; the route
+   * moves and the go lets the destination run the VM, the point of no return. Memory events wake the waits: the
+   * pause is not left to the next poll. Once the destination is known to run the VM, memory is never started again
+   * (a restarted memory-precopy would start it anew): its report is collected if it still has one.
+   */
+  private async stopAndCopy(record: MigrationRecord): Promise<MemoryMigrationReport | undefined> {
+    if (!record.destination?.resumed && (await this.forgottenButResumed(record)))
+      record = await this.update((r) => withResumed(r, new Date()));
+    const events = this.d.nc.subscribe(Subjects.memoryEvents(this.id), { callback: () => this.wake?.() });
+    try {
+      if (!record.destination?.resumed) {
+        await this.startMemory(record);
+        this.switchover.prepareNicEarly(record);
+        await this.waitMemory(record, (s) => s.report !== undefined || s.phase === MemoryPhase.Holding);
+        if (this.memory?.report) return this.memory.report;
+        await this.switchover.beforeResume(record);
+      }
+      // The go is given: only memory-precopy's report is awaited (the disk finished in the pause).
+      for (;;) {
+        const state = await this.pollMemory().catch(notFoundAs(undefined));
+        if (!state) return undefined;
+        if (state.report) return state.report;
+        if (state.error) throw new WanmigError(state.error.code, `memory: ${state.error.message}`);
+        await this.sleep();
+      }
+    } finally {
+      events.unsubscribe();
+    }
+  }
+
+  /** memory-precopy does not know the migration (restarted) while the destination runs the VM. */
+  private async forgottenButResumed(record: MigrationRecord): Promise<boolean> {
+    const known = await this.pollMemory().then(
+      () => true,
+      (err: unknown) => !(err instanceof WanmigError && err.code === ErrorCode.NotFound),
+    );
+    if (known) return false;
+    const state = await destinationRuns(this.witnesses(record));
+    if (state === ResumeState.Unknown)
+      throw new WanmigError(ErrorCode.Unavailable, `${record.toSite} does not say whether it runs the VM`);
+    return state === ResumeState.Resumed;
   }
 
   private async waitDisk(record: MigrationRecord, done: (state: DiskState) => boolean): Promise<void> {
@@ -446,40 +539,20 @@ export class MigrationRunner {
     return record.options.serviceDeadlineMs ?? DEFAULT_SERVICE_DEADLINE_MS;
   }
 
-  private async waitMemoryReport(record: MigrationRecord): Promise<MemoryMigrationReport> {
-    await this.waitMemory(record, (s) => s.report !== undefined);
-    return this.memory!.report!;
-  }
-
-  private async recordOutcome(record: MigrationRecord, report: MemoryMigrationReport): Promise<MigrationRecord> {
-    const answers = Object.keys(report.answersAtPause);
-    const figures: MigrationFigures = {
-      ramBytes: report.ramBytes,
-      memoryRawBytes: report.rawBytesSent,
-      memoryWireBytes: report.frameBytesSent,
-      memoryRounds: report.rounds.length,
-      stopReason: report.stopReason,
-      downtimeMs: Math.round(report.pausedMs),
-      ramCheckMs: report.ramCheckMs,
-      ramVerified: report.ramVerified,
-      answersMatch:
-        answers.length > 0 && answers.every((q) => report.answersAtPause[q] === report.answersAtDestination[q]),
-      serviceAddress: report.destination.serviceAddress,
-      pausedAt: report.pausedAt,
-      resumedAt: report.destination.resumedAt,
-      ...(report.diskFinalizeMs !== undefined ? { diskFinalizeMs: Math.round(report.diskFinalizeMs) } : {}),
-      ...(report.disk
-        ? {
-            diskBytes: report.disk.sizeBytes,
-            diskRawBytes: report.disk.rawBytesSent,
-            diskWireBytes: report.disk.frameBytesSent,
-            diskRounds: report.disk.rounds.length,
-            diskVerified: report.disk.verified === true,
-            diskVerifyMs: Math.round(report.disk.verifyMs),
-          }
-        : {}),
-    };
-    const saved = await this.update((r) => withFigures(r, figures, new Date()));
+  /**
+   * The destination runs the VM: recorded with the figures in one write. Without memory-precopy's report (it
+   * restarted after the resume), the destination's own status says where and when.
+   */
+  private async recordOutcome(
+    record: MigrationRecord,
+    report: MemoryMigrationReport | undefined,
+  ): Promise<MigrationRecord> {
+    if (!report) {
+      const figures = resumedFigures(await this.witnesses(record).destinationStatus());
+      return this.update((r) => withResumed(withFigures(r, figures, new Date()), new Date()));
+    }
+    const figures = switchoverFigures(report, this.switchover.routeMovedAt);
+    const saved = await this.update((r) => withResumed(withFigures(r, figures, new Date()), new Date()));
     await this.publish(MigrationEventKind.DowntimeMeasured, {
       migrationId: this.id,
       vmId: record.vmId,
@@ -490,65 +563,6 @@ export class MigrationRunner {
     return saved;
   }
 
-  /**
-   * REDIRECT: the VM's addresses follow it. Its NIC at the destination first (so the route never points where nothing
-   * answers), then the /32s at the router, then the source's NIC turns relay for connections still arriving there
-   * (and those open before the pause: it carries them over), then the `net.moved` event for external
-   * infrastructure. A failure here is before ACTIVATE: the migration rolls back and the route with it.
-   */
-  private async redirect(record: MigrationRecord): Promise<{ saved: MigrationRecord; note: string }> {
-    const vm = await this.d.inventory.get(record.vmId);
-    const addresses = vm?.addresses ?? [];
-    if (addresses.length === 0) {
-      return { saved: record, note: `service at ${record.figures?.serviceAddress ?? 'unknown'} (no addresses)` };
-    }
-    const started = Date.now();
-    const network = this.d.inventory.network;
-    if (!record.destination?.redirectStarted)
-      await this.update((r) => ({ ...r, destination: { ...r.destination, redirectStarted: true } }));
-    // Made during the pause by this runner (a restarted one asks again: attach is idempotent).
-    const nic = this.destinationNic ?? (await this.attachDestinationNic(record, addresses));
-    const route = await network.moveRoute(this.d.site, this.id, addresses, record.toSite);
-    const routeMovedAt = Date.now();
-    await network.relay(this.d.site, record.vmId, nic);
-    const move = { migrationId: this.id, vmId: record.vmId, addresses, fromSite: this.d.site, toSite: record.toSite };
-    // The event informs; without a controller that must confirm, its failure does not undo a move that worked.
-    await network.moved(this.d.site, move).catch((err: unknown) => {
-      this.d.warn(`migration ${this.id}: net.moved not published: ${toWireError(err).message}`);
-    });
-    const saved = await this.update((r) =>
-      withFigures(r, { routeMovedAt, redirectMs: Date.now() - started }, new Date()),
-    );
-    const via = route.routes.map((r) => `${r.prefix} via ${r.via}`).join(', ');
-    return {
-      saved,
-      note: `${via}; ${this.d.site} relays what still arrives to ${nic.tunnelHost ?? record.toSite}`,
-    };
-  }
-
-  private attachDestinationNic(record: MigrationRecord, addresses: string[]): Promise<VmNicStatus> {
-    return callControl<VmNicStatus>(
-      this.d.nc,
-      this.remote(record, ServiceName.Orchestrator, VmVerb.AttachNetwork),
-      { vmId: record.vmId, migrationId: this.id, addresses },
-      REMOTE_TIMEOUT_MS,
-    );
-  }
-
-  /**
-   * Early, and only a head start: a NIC forwards through a process that takes a moment to start, better spent during
-   * pre-copy than in the pause or REDIRECT. Nothing reaches it before the route moves. A failure is REDIRECT's to
-   * report.
-   */
-  private async prepareDestinationNic(record: MigrationRecord): Promise<void> {
-    const addresses = (await this.d.inventory.get(record.vmId))?.addresses ?? [];
-    if (addresses.length === 0) return;
-    this.destinationNic = await this.attachDestinationNic(record, addresses).catch((err: unknown) => {
-      this.d.warn(`migration ${this.id}: NIC at ${record.toSite} not ready yet: ${toWireError(err).message}`);
-      return undefined;
-    });
-  }
-
   // ACTIVATE: the VM runs at the destination; hand it to that site and let the source go. Forward only, idempotent.
   private async activate(record: MigrationRecord): Promise<void> {
     const memory = await callControl<ReleaseMemoryReply>(
@@ -557,6 +571,10 @@ export class MigrationRunner {
       { migrationId: this.id },
       REMOTE_TIMEOUT_MS,
     ).catch(notFoundAs(undefined));
+    // A retry finds the RAM released already: its path was kept.
+    if (memory?.ramPath && record.destination?.ramPath !== memory.ramPath)
+      await this.update((r) => ({ ...r, destination: { ...r.destination, ramPath: memory.ramPath } }));
+    const ramPath = memory?.ramPath ?? record.destination?.ramPath;
     const disk = await callControl<ReleaseDiskReply>(
       this.d.nc,
       this.remote(record, ServiceName.DeltaApply, DiskVerb.Release),
@@ -577,7 +595,7 @@ export class MigrationRunner {
         workload: vm?.workload ?? 'idle',
         ...(vm?.addresses?.length ? { addresses: vm.addresses } : {}),
         diskPath,
-        ...(memory?.ramPath ? { ramPath: memory.ramPath } : {}),
+        ...(ramPath ? { ramPath } : {}),
       },
       REMOTE_TIMEOUT_MS,
     );
@@ -622,25 +640,8 @@ export class MigrationRunner {
       }
       if (vm.state === VmState.Migrating && vm.migrationId === this.id)
         await this.d.inventory.setMigrating(record.vmId, undefined);
-      if (vm.addresses?.length) await this.rollBackNetwork(record, vm.addresses);
+      if (vm.addresses?.length) await this.switchover.rollBack(record, vm.addresses);
     }
-  }
-
-  /**
-   * After the source runs again. When REDIRECT had begun: its /32s back here (a route agent that is down makes this
-   * step fail and retry, the source running meanwhile) and its NIC here pointed at it again (a relay turned back;
-   * existing connections are carried over). Always: the destination's NIC gone.
-   */
-  private async rollBackNetwork(record: MigrationRecord, addresses: string[]): Promise<void> {
-    const network = this.d.inventory.network;
-    if (record.destination?.redirectStarted) {
-      await network.moveRoute(this.d.site, this.id, addresses, this.d.site);
-      await this.d.inventory.attachNetwork(record.vmId, addresses);
-    }
-    // Made early in STOP_AND_COPY, perhaps: nothing reached it while the route pointed here, so a failure only warns.
-    await network.detach(record.toSite, record.vmId).catch((err: unknown) => {
-      this.d.warn(`migration ${this.id}: NIC of ${record.vmId} at ${record.toSite} left: ${toWireError(err).message}`);
-    });
   }
 
   /** Asks a source engine to stop and waits until it has (its own rollback done), or it never ran. */
@@ -739,6 +740,10 @@ export class MigrationRunner {
       const timer = setTimeout(done, POLL_MS);
       this.wake = done;
     });
+  }
+
+  private witnesses(record: MigrationRecord): SwitchoverWitnesses {
+    return natsWitnesses(this.d.nc, this.d.site, record);
   }
 
   private local(service: ServiceName, verb: string): string {

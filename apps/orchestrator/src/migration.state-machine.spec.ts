@@ -8,10 +8,12 @@ import {
   applyTransition,
   canTransition,
   failureStep,
+  isPastPointOfNoReturn,
   isRollbackable,
   newMigrationRecord,
   withError,
   withFigures,
+  withResumed,
   type MigrationRecord,
 } from './migration.state-machine.js';
 
@@ -66,14 +68,39 @@ describe('migration state machine', () => {
     expect(record).toEqual(before);
   });
 
-  it('allows a rollback from every phase before ACTIVATE and none from ACTIVATE on', () => {
-    const before = FORWARD_PHASES.slice(0, FORWARD_PHASES.indexOf(MigrationPhase.Activate));
+  it('allows a rollback up to STOP_AND_COPY and none from REDIRECT on', () => {
+    const before = FORWARD_PHASES.slice(0, FORWARD_PHASES.indexOf(MigrationPhase.Redirect));
+    expect(before.at(-1)).toBe(MigrationPhase.StopAndCopy);
     for (const phase of FORWARD_PHASES) {
-      expect(isRollbackable(phase)).toBe(before.includes(phase));
-      expect(canTransition(phase, MigrationPhase.RollingBack)).toBe(before.includes(phase));
+      expect(isRollbackable({ phase })).toBe(before.includes(phase));
+      expect(canTransition({ phase }, MigrationPhase.RollingBack)).toBe(before.includes(phase));
     }
-    expect(canTransition(MigrationPhase.RollingBack, MigrationPhase.RolledBack)).toBe(true);
-    expect(canTransition(MigrationPhase.RollingBack, MigrationPhase.Committed)).toBe(false);
+    const rollingBack = { phase: MigrationPhase.RollingBack };
+    expect(canTransition(rollingBack, MigrationPhase.RolledBack)).toBe(true);
+    expect(canTransition(rollingBack, MigrationPhase.Committed)).toBe(false);
+  });
+
+  it('makes STOP_AND_COPY forward only once the destination has resumed the VM (the point of no return)', () => {
+    const paused = at(MigrationPhase.StopAndCopy);
+    expect(isRollbackable(paused)).toBe(true);
+    expect(isPastPointOfNoReturn(paused)).toBe(false);
+    const resumed = withResumed(paused, later(50));
+    expect(resumed.epoch).toBe(paused.epoch);
+    expect(resumed.destination?.resumed).toBe(true);
+    expect(isRollbackable(resumed)).toBe(false);
+    expect(isPastPointOfNoReturn(resumed)).toBe(true);
+    expect(() => applyTransition(resumed, { epoch: resumed.epoch, to: MigrationPhase.RollingBack }, T0)).toThrow(
+      /only forward recovery/,
+    );
+    // Forward still goes: STOP_AND_COPY → REDIRECT.
+    expect(applyTransition(resumed, advanceStep(resumed), T0).record.phase).toBe(MigrationPhase.Redirect);
+  });
+
+  it('counts every phase from REDIRECT to before COMMITTED as past the point of no return, and nothing else', () => {
+    const past: Phase[] = [MigrationPhase.Redirect, MigrationPhase.Activate];
+    for (const phase of Object.values(MigrationPhase)) {
+      expect(isPastPointOfNoReturn({ phase })).toBe(past.includes(phase));
+    }
   });
 
   it('aborts before ACTIVATE into ROLLING_BACK then ROLLED_BACK; a second abort is a no-op', () => {
@@ -87,9 +114,13 @@ describe('migration state machine', () => {
     expect(done.phase).toBe(MigrationPhase.RolledBack);
   });
 
-  it('refuses an abort at or after ACTIVATE with a typed CONFLICT error', () => {
-    for (const phase of [MigrationPhase.Activate, MigrationPhase.Committed]) {
-      const record = at(phase);
+  it('refuses an abort past the point of no return, or when finished, with a typed CONFLICT error', () => {
+    const resumed = withResumed(at(MigrationPhase.StopAndCopy), T0);
+    expect(() => abortStep(resumed)).toThrow(/destination runs the VM/);
+    for (const record of [
+      resumed,
+      ...[MigrationPhase.Redirect, MigrationPhase.Activate, MigrationPhase.Committed].map(at),
+    ]) {
       expect(() => abortStep(record)).toThrow(AbortRefusedError);
       try {
         abortStep(record);
@@ -135,13 +166,17 @@ describe('migration state machine', () => {
     );
   });
 
-  it('turns a failure before ACTIVATE into ROLLING_BACK with the error, and none after ACTIVATE', () => {
+  it('turns a failure before the resume into ROLLING_BACK with the error, and none after it', () => {
     const error = { code: ErrorCode.Unavailable, message: 'destination unreachable' };
-    const record = at(MigrationPhase.DiskBulk);
-    const rolling = applyTransition(record, failureStep(record, error)!, T0).record;
-    expect(rolling.phase).toBe(MigrationPhase.RollingBack);
-    expect(rolling.error).toEqual(error);
-    expect(rolling.history.at(-1)?.note).toBe('destination unreachable');
+    for (const phase of [MigrationPhase.DiskBulk, MigrationPhase.StopAndCopy]) {
+      const record = at(phase);
+      const rolling = applyTransition(record, failureStep(record, error)!, T0).record;
+      expect(rolling.phase).toBe(MigrationPhase.RollingBack);
+      expect(rolling.error).toEqual(error);
+      expect(rolling.history.at(-1)?.note).toBe('destination unreachable');
+    }
+    expect(failureStep(withResumed(at(MigrationPhase.StopAndCopy), T0), error)).toBeNull();
+    expect(failureStep(at(MigrationPhase.Redirect), error)).toBeNull();
     const active = at(MigrationPhase.Activate);
     expect(failureStep(active, error)).toBeNull();
     const recorded = withError(active, error, T0);

@@ -39,7 +39,7 @@ export interface TransitionResult {
   changed: boolean;
 }
 
-const ACTIVATE_INDEX = FORWARD_PHASES.indexOf(MigrationPhase.Activate);
+const STOP_AND_COPY_INDEX = FORWARD_PHASES.indexOf(MigrationPhase.StopAndCopy);
 
 export function newMigrationRecord(input: NewMigration, now: Date): MigrationRecord {
   const at = now.toISOString();
@@ -57,10 +57,23 @@ export function newMigrationRecord(input: NewMigration, now: Date): MigrationRec
   };
 }
 
-/** True before ACTIVATE: the source is still authoritative, so a rollback leaves it running untouched. */
-export function isRollbackable(phase: MigrationPhase): boolean {
-  const index = FORWARD_PHASES.indexOf(phase);
-  return index >= 0 && index < ACTIVATE_INDEX;
+/** What the rollback rules look at: the phase, and whether the destination has run the VM. */
+export type RollbackView = Pick<MigrationRecord, 'phase' | 'destination'>;
+
+/**
+ * True before the point of no return, the destination's resume (inside STOP_AND_COPY): the source is still
+ * authoritative, so a rollback leaves it running untouched and loses nothing. From the resume on (REDIRECT, ACTIVATE)
+ * only forward recovery: a rollback would discard what the destination did.
+ */
+export function isRollbackable(record: RollbackView): boolean {
+  const index = FORWARD_PHASES.indexOf(record.phase);
+  if (index < 0 || index > STOP_AND_COPY_INDEX) return false;
+  return !(record.phase === MigrationPhase.StopAndCopy && record.destination?.resumed === true);
+}
+
+/** The destination runs (or has run) the VM: a failing step is retried, never rolled back. */
+export function isPastPointOfNoReturn(record: RollbackView): boolean {
+  return !isTerminalPhase(record.phase) && record.phase !== MigrationPhase.RollingBack && !isRollbackable(record);
 }
 
 /** The phase that normally follows (ROLLING_BACK is followed by ROLLED_BACK); undefined in terminal phases. */
@@ -70,11 +83,11 @@ export function nextPhase(phase: MigrationPhase): MigrationPhase | undefined {
   return index >= 0 ? FORWARD_PHASES[index + 1] : undefined;
 }
 
-export function canTransition(from: MigrationPhase, to: MigrationPhase): boolean {
-  if (isTerminalPhase(from)) return false;
+export function canTransition(from: RollbackView, to: MigrationPhase): boolean {
+  if (isTerminalPhase(from.phase)) return false;
   if (to === MigrationPhase.RollingBack) return isRollbackable(from);
-  if (from === MigrationPhase.RollingBack) return to === MigrationPhase.RolledBack;
-  return nextPhase(from) === to;
+  if (from.phase === MigrationPhase.RollingBack) return to === MigrationPhase.RolledBack;
+  return nextPhase(from.phase) === to;
 }
 
 /**
@@ -85,11 +98,11 @@ export function canTransition(from: MigrationPhase, to: MigrationPhase): boolean
 export function applyTransition(record: MigrationRecord, step: TransitionStep, now: Date): TransitionResult {
   if (record.epoch === step.epoch + 1 && record.phase === step.to) return { record, changed: false };
   if (record.epoch !== step.epoch) throw new StaleEpochError(record.id, record.phase, step.epoch, record.epoch);
-  if (!canTransition(record.phase, step.to)) {
+  if (!canTransition(record, step.to)) {
     const why = isTerminalPhase(record.phase)
       ? 'the migration is finished'
       : step.to === MigrationPhase.RollingBack
-        ? 'after ACTIVATE only forward recovery'
+        ? 'the destination runs the VM: only forward recovery'
         : undefined;
     throw new InvalidTransitionError(record.id, record.phase, step.to, why);
   }
@@ -117,27 +130,37 @@ export function advanceStep(record: MigrationRecord, note?: string): TransitionS
 
 /**
  * The step an operator's abort asks for. Already rolling back: null (the abort is already under way, nothing to do).
- * At or after ACTIVATE, or finished: refused with AbortRefusedError (CONFLICT), nothing changes.
+ * Past the point of no return (the destination runs the VM), or finished: refused with AbortRefusedError (CONFLICT),
+ * nothing changes.
  */
 export function abortStep(record: MigrationRecord, reason = 'aborted by request'): TransitionStep | null {
   if (record.phase === MigrationPhase.RollingBack) return null;
   if (isTerminalPhase(record.phase)) throw new AbortRefusedError(record.id, record.phase, 'the migration is finished');
-  if (!isRollbackable(record.phase))
-    throw new AbortRefusedError(record.id, record.phase, 'the destination is active; only forward recovery remains');
+  if (!isRollbackable(record))
+    throw new AbortRefusedError(
+      record.id,
+      record.phase,
+      'the destination runs the VM (past the point of no return); only forward recovery remains',
+    );
   return { epoch: record.epoch, to: MigrationPhase.RollingBack, note: reason };
 }
 
 /**
- * The step a failure leads to: before ACTIVATE, ROLLING_BACK with the error recorded. At or after ACTIVATE there is
+ * The step a failure leads to: before the point of no return, ROLLING_BACK with the error recorded. Past it there is
  * no step (null): the runner retries the current phase forward, and the caller may record the error with
  * {@link withError}.
  */
 export function failureStep(record: MigrationRecord, error: WireError): TransitionStep | null {
-  if (!isRollbackable(record.phase)) return null;
+  if (!isRollbackable(record)) return null;
   return { epoch: record.epoch, to: MigrationPhase.RollingBack, note: error.message, error };
 }
 
-/** Records an error without a phase change (forward recovery after ACTIVATE). Not a transition: the epoch stays. */
+/** The destination runs the VM: recorded as soon as it is known (not a transition: the epoch stays). */
+export function withResumed(record: MigrationRecord, now: Date): MigrationRecord {
+  return { ...record, destination: { ...record.destination, resumed: true }, updatedAt: now.toISOString() };
+}
+
+/** Records an error without a phase change (forward recovery). Not a transition: the epoch stays. */
 export function withError(record: MigrationRecord, error: WireError, now: Date): MigrationRecord {
   return { ...record, error, updatedAt: now.toISOString() };
 }

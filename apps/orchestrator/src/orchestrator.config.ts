@@ -2,10 +2,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IsInt, IsString, Matches, Max, Min } from 'class-validator';
 import { DEFAULT_SIM_RUNTIME_DIR } from '@wanmig/hypervisor';
+import { DEFAULT_HOLD_TIMEOUT_MS } from '@wanmig/protocol';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_SITE = 'site-a';
 export const DEFAULT_DATA_DIR = join(tmpdir(), 'wanmig-orchestrator');
+export const DEFAULT_NET_MOVED_TIMEOUT_MS = 2_000;
 
 /** Validated once at boot from WANMIG_* environment variables and command-line flags. */
 export class OrchestratorConfig {
@@ -39,6 +41,30 @@ export class OrchestratorConfig {
 
   @IsString()
   httpHost: string = '127.0.0.1';
+
+  /**
+   * External controllers (load balancers, DNS, SDN) that must confirm a VM's move on the `net.moved` hook; 0: the
+   * event only informs. A move they have not confirmed yet is asked again (REDIRECT is past the point of no return).
+   */
+  @IsInt()
+  @Min(0)
+  @Max(16)
+  netMovedControllers: number = 0;
+
+  /**
+   * How long memory-precopy holds a paused switchover for this orchestrator's go (the route move) before it rolls
+   * back on its own: what an orchestrator that dies there costs the guest at most.
+   */
+  @IsInt()
+  @Min(100)
+  @Max(600_000)
+  switchoverHoldMs: number = DEFAULT_HOLD_TIMEOUT_MS;
+
+  /** How long each ask on the `net.moved` hook waits for those confirmations. */
+  @IsInt()
+  @Min(1)
+  @Max(60_000)
+  netMovedTimeoutMs: number = DEFAULT_NET_MOVED_TIMEOUT_MS;
 }
 
 export function peerSites(config: OrchestratorConfig): string[] {

@@ -14,7 +14,6 @@ import {
   ErrorCode,
   isTerminalPhase,
   ListMigrationsRequest,
-  MemoryPrecopyVerb,
   MigrationEventKind,
   MigrationPhase,
   MigrationRef,
@@ -40,6 +39,7 @@ import { AbortRefusedError, ConcurrentUpdateError, StaleEpochError } from './err
 import { MigrationEventPublisher, replayMigrationEvents } from './migration.events.js';
 import { MigrationRunner } from './migration.runner.js';
 import { abortStep, newMigrationRecord } from './migration.state-machine.js';
+import { natsWitnesses, ResumeState, settleSwitchover } from './migration.switchover.js';
 import { MigrationStore } from './migration.store.js';
 import type { OrchestratorApi } from './orchestrator.api.js';
 import { NATS_CONNECTION, ORCHESTRATOR_CONFIG, peerSites, type OrchestratorConfig } from './orchestrator.config.js';
@@ -165,24 +165,27 @@ export class OrchestratorService implements OrchestratorApi, OnApplicationBootst
   }
 
   /**
-   * From memory pre-copy on, the memory engine alone knows whether the destination already runs the VM: it must
-   * agree to stop before the abort is written, or the record would roll back a VM that runs over there.
+   * From memory pre-copy on, memory-precopy (or, if it forgot the migration, the destination) alone knows whether the
+   * destination already runs the VM: it must agree to stop before the abort is written, or the record would roll back
+   * a VM that runs over there. While nobody can tell, the abort is refused and changes nothing.
    */
   private async stopMemoryFirst(record: MigrationView): Promise<void> {
-    const memoryPhases: MigrationPhase[] = [
-      MigrationPhase.MemPrecopy,
-      MigrationPhase.StopAndCopy,
-      MigrationPhase.Redirect,
-    ];
+    const memoryPhases: MigrationPhase[] = [MigrationPhase.MemPrecopy, MigrationPhase.StopAndCopy];
     if (!memoryPhases.includes(record.phase)) return;
-    await callControl(this.nc, controlSubject(this.config.site, ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Abort), {
-      migrationId: record.id,
-    }).catch((err: unknown) => {
-      if (err instanceof WanmigError && err.code === ErrorCode.NotFound) return;
-      if (err instanceof WanmigError && err.code === ErrorCode.Conflict)
-        throw new AbortRefusedError(record.id, record.phase, `the destination runs the VM already (${err.message})`);
-      throw err;
-    });
+    const state = await settleSwitchover(natsWitnesses(this.nc, this.config.site, record), record.phase);
+    if (state === ResumeState.Resumed || state === ResumeState.Resuming)
+      throw new AbortRefusedError(
+        record.id,
+        record.phase,
+        state === ResumeState.Resumed
+          ? 'the destination runs the VM already (past the point of no return)'
+          : 'the destination is being asked to run the VM (the point of no return)',
+      );
+    if (state === ResumeState.Unknown)
+      throw new WanmigError(
+        ErrorCode.Unavailable,
+        `migration ${record.id}: memory-precopy and ${record.toSite} do not say whether the destination runs the VM; nothing changed, try again`,
+      );
   }
 
   async migrationEvents(body: unknown): Promise<CloudEvent[]> {
@@ -320,6 +323,8 @@ export class OrchestratorService implements OrchestratorApi, OnApplicationBootst
         store: this.store,
         events: this.events,
         inventory: this.inventory,
+        netMoved: { controllers: this.config.netMovedControllers, timeoutMs: this.config.netMovedTimeoutMs },
+        holdTimeoutMs: this.config.switchoverHoldMs,
         log: (line) => this.logger.log(line),
         warn: (line) => this.logger.warn(line),
       },

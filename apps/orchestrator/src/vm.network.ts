@@ -73,11 +73,16 @@ export class VmNetwork {
     return this.call<RouteMoveReply>(site, NetRedirectVerb.RouteMove, { migrationId, addresses, toSite });
   }
 
+  /** The move's CloudEvent and the controllers' hook; with `confirm`, an error until they confirm. */
   moved(
     site: string,
     move: { migrationId: string; vmId: string; addresses: string[]; fromSite: string; toSite: string },
+    confirm?: { controllers: number; timeoutMs: number },
   ): Promise<NetMovedReply> {
-    return this.call<NetMovedReply>(site, NetRedirectVerb.Moved, move);
+    return this.call<NetMovedReply>(site, NetRedirectVerb.Moved, {
+      ...move,
+      ...(confirm ? { confirm: { required: true, ...confirm } } : {}),
+    });
   }
 
   private async call<T>(site: string, verb: string, body: object): Promise<T> {

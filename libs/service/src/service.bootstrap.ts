@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import type { NatsConnection } from '@nats-io/nats-core';
 import { type INestMicroservice, Logger, type LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Transport, type MicroserviceOptions } from '@nestjs/microservices';
@@ -33,6 +34,9 @@ export async function bootstrapService(options: ServiceBootstrapOptions): Promis
   app.useGlobalFilters(new WanmigRpcExceptionFilter());
   app.enableShutdownHooks();
   await app.listen();
+  // Subscriptions go out buffered: once the server has answered a ping it holds them, so a service that says it
+  // is ready answers its subjects (a request right after a restart finds a responder).
+  await app.unwrap<NatsConnection>().flush();
   new Logger(options.queue).log(`listening on ${options.natsUrl}`);
   return app;
 }

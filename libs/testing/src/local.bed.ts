@@ -20,6 +20,8 @@ export interface LocalBedOptions {
   orchestrator?: boolean;
   /** With `orchestrator`: serve each orchestrator's HTTP API on a free port. */
   http?: boolean;
+  /** With `orchestrator`: added to a site's orchestrator environment (e.g. `WANMIG_NET_MOVED_CONTROLLERS`). */
+  orchestratorEnv?: Partial<Record<Site, Record<string, string>>>;
   /**
    * Also run net-redirect at both sites (`netRedirect(site)`); `env` adds to a site's environment, e.g. its route
    * agent's `WANMIG_ROUTE_NETNS` and `WANMIG_ROUTE_VIA`.
@@ -153,6 +155,7 @@ export class LocalBed {
         `--http-port=${options?.http ? 0 : -1}`,
       ],
       readyPattern: /orchestrator ready/,
+      env: options?.orchestratorEnv?.[site],
       log: options?.log,
     });
   }

@@ -43,6 +43,8 @@ export interface DemoReport {
   downtimeMs: number;
   /** The VM paused at the source until it ran at the destination (the engine's view). */
   pausedMs: number;
+  /** Of the pause: held before the destination's resume while the orchestrator moved the route. */
+  holdMs: number;
   /** Bytes the WAN emulator carried, both directions, during the migration. */
   wireBytes: number;
   /** Disk and memory bytes the migration sent, before the codec. */
@@ -293,6 +295,7 @@ function buildReport(
       redirected,
     downtimeMs: Math.round(probe.maxGapMs),
     pausedMs: f.downtimeMs ?? 0,
+    holdMs: f.holdMs ?? 0,
     wireBytes: wan.aToB + wan.bToA,
     rawBytes: (f.diskRawBytes ?? 0) + (f.memoryRawBytes ?? 0),
     totalSeconds: f.totalSeconds ?? (Date.parse(m.updatedAt) - Date.parse(m.createdAt)) / 1000,
@@ -337,7 +340,8 @@ export function formatDemo(r: DemoReport): string {
     [
       'downtime',
       `${r.downtimeMs} ms as the client saw it (longest gap between answers); paused ${r.pausedMs} ms at the source, ` +
-        `of which disk finalize ${r.disk.finalDrainMs} ms (verify ${r.disk.verifyMs} ms), RAM check ${r.memory.checkMs} ms`,
+        `of which disk finalize ${r.disk.finalDrainMs} ms (verify ${r.disk.verifyMs} ms), RAM check ${r.memory.checkMs} ms, ` +
+        `held for the route move ${r.holdMs} ms`,
     ],
     [
       'bytes',

@@ -18,8 +18,13 @@ export const MemoryPrecopyVerb = {
   Migrate: 'mem.migrate',
   Progress: 'mem.progress',
   Abort: 'mem.abort',
+  /** A migration started with `holdBeforeResume` and now `holding`: have the destination run the VM. */
+  Proceed: 'mem.proceed',
 } as const;
 export type MemoryPrecopyVerb = (typeof MemoryPrecopyVerb)[keyof typeof MemoryPrecopyVerb];
+
+/** How long a held switchover waits for `mem.proceed` before it rolls back (the guest is paused meanwhile). */
+export const DEFAULT_HOLD_TIMEOUT_MS = 10_000;
 
 export class MigrateMemoryRequest {
   @IsUUID()
@@ -97,4 +102,19 @@ export class MigrateMemoryRequest {
   @Min(1000)
   @Max(3_600_000)
   giveUpAfterMs?: number;
+
+  /**
+   * Once the last pages, the device state and the disk's final drain are durable and checked at the destination
+   * (`mem.check`), enter `holding` and wait for `mem.proceed` before asking it to run the VM: the caller does there
+   * what must happen before the point of no return (the route move). An abort, or no go within `holdTimeoutMs`,
+   * rolls back.
+   */
+  @IsOptional()
+  @IsBoolean()
+  holdBeforeResume?: boolean;
+
+  @IsInt()
+  @Min(100)
+  @Max(600_000)
+  holdTimeoutMs: number = DEFAULT_HOLD_TIMEOUT_MS;
 }

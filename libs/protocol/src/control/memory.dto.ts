@@ -33,6 +33,11 @@ export const MemoryVerb = {
   Status: 'mem.status',
   /** delta-apply: check the device state, start the destination VM on the received RAM, run it. */
   Resume: 'vm.resume',
+  /**
+   * delta-apply: everything a resume checks (final data durable, device state, RAM digest, answers from the received
+   * RAM), the receiving VM made ready, but not run; takes a ResumeVmRequest. A resume after it only runs the VM.
+   */
+  Check: 'mem.check',
   /** delta-apply: stop receiving, stop an incoming VM that never ran, remove the RAM file. */
   Release: 'mem.release',
 } as const;
@@ -164,6 +169,22 @@ export interface ResumeVmReply {
   serviceAddress: string;
   /** Epoch milliseconds when the guest ran again. */
   resumedAt: number;
+}
+
+/** What `mem.check` found: the data is durable and matches; the VM is ready to run and has not run. */
+export interface CheckResumeReply {
+  migrationId: string;
+  /** True when the RAM was hashed against `ramSha256`. */
+  ramVerified?: boolean;
+  ramCheckMs?: number;
+  /**
+   * Without `ramSha256` in the request, the RAM's digest computed here since the stream ended (prepared with
+   * `verifyRam`), if it is done: the source compares it with its own. Not done yet: absent, nothing waited for it,
+   * and the source has the resume check it instead.
+   */
+  ramSha256?: string;
+  /** Answers to `queries`, from the received RAM. */
+  answers?: Record<string, string>;
 }
 
 export class ReleaseMemoryRequest {

@@ -6,6 +6,7 @@
  */
 import { SUBJECT_ROOT } from '../subjects.js';
 import { checkSite } from './control.subjects.js';
+import type { WireError } from '../errors.js';
 import type { DiskProgress, MemoryProgress } from './migration-report.types.js';
 
 export const MIGRATION_EVENTS_STREAM = 'WANMIG_EVENTS';
@@ -20,6 +21,8 @@ export const MigrationEventKind = {
   Completed: 'completed',
   Failed: 'failed',
   RolledBack: 'rolled-back',
+  /** A step past the point of no return keeps failing: it is retried, never rolled back. */
+  Stuck: 'stuck',
 } as const;
 export type MigrationEventKind = (typeof MigrationEventKind)[keyof typeof MigrationEventKind];
 
@@ -81,4 +84,16 @@ export interface ProgressData {
   phase: string;
   disk?: DiskProgress;
   memory?: MemoryProgress;
+}
+
+/** `stuck`: one failed attempt of a step that is only ever retried (the destination runs the VM). */
+export interface StuckData {
+  migrationId: string;
+  vmId: string;
+  phase: string;
+  /** Failed attempts in a row, this one included. */
+  attempt: number;
+  error: WireError;
+  /** Milliseconds until the next attempt. */
+  nextRetryMs: number;
 }

@@ -107,6 +107,11 @@ export const MemoryPhase = {
   Preparing: 'preparing',
   Precopy: 'precopy',
   StopAndCopy: 'stop-and-copy',
+  /**
+   * Paused, everything at the destination and checked there, waiting for the caller's go (`mem.proceed`) before
+   * the destination runs the VM (`holdBeforeResume`): the last moment a rollback leaves nothing behind.
+   */
+  Holding: 'holding',
   Resuming: 'resuming',
   Done: 'done',
   RolledBack: 'rolled-back',
@@ -144,6 +149,8 @@ export interface MemoryMigrationReport {
   pausedMs: number;
   /** Epoch milliseconds the source was asked to pause. */
   pausedAt: number;
+  /** Of the pause: waiting in `holding` for the caller's go (`holdBeforeResume`). */
+  holdMs?: number;
   precopySeconds: number;
   totalSeconds: number;
   destination: { serviceAddress: string; resumedAt: number };

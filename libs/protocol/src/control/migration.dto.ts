@@ -3,8 +3,9 @@ import { IsBoolean, IsIn, IsInt, IsOptional, Matches, Max, Min } from 'class-val
 import type { WireError } from '../errors.js';
 
 /**
- * The phases of one whole migration (disk + memory + network), in order. ROLLING_BACK/ROLLED_BACK are reachable
- * from any phase before ACTIVATE; after ACTIVATE only forward recovery exists (see ARCHITECTURE.md).
+ * The phases of one whole migration (disk + memory + network), in order. The point of no return is the destination's
+ * resume, inside STOP_AND_COPY: ROLLING_BACK/ROLLED_BACK are reachable from any phase before it; from it on (REDIRECT,
+ * ACTIVATE) only forward recovery exists (see ARCHITECTURE.md).
  */
 export const MigrationPhase = {
   Planned: 'PLANNED',
@@ -137,6 +138,8 @@ export interface MigrationFigures {
   downtimeMs?: number;
   /** Of the pause: finalizing the disk, and the destination hashing its RAM. */
   diskFinalizeMs?: number;
+  /** Of the pause: held before the destination's resume while the orchestrator moved the route. */
+  holdMs?: number;
   /** Of the disk's finalize: comparing both images' digests. */
   diskVerifyMs?: number;
   ramCheckMs?: number;
@@ -152,9 +155,9 @@ export interface MigrationFigures {
   /** Epoch milliseconds the source paused, and the VM ran at the destination. */
   pausedAt?: number;
   resumedAt?: number;
-  /** Epoch milliseconds the VM's /32s pointed at the destination (REDIRECT, VMs with addresses). */
+  /** Epoch milliseconds the VM's /32s pointed at the destination (inside the pause, VMs with addresses). */
   routeMovedAt?: number;
-  /** REDIRECT from start to end: NIC at the destination, route move, relay at the source, the `net.moved` event. */
+  /** REDIRECT from start to end: the relay at the source, the `net.moved` event (its confirmations). */
   redirectMs?: number;
   totalSeconds?: number;
 }
@@ -163,10 +166,14 @@ export interface MigrationFigures {
 export interface MigrationDestinationView {
   /** The destination image (delta-apply's). */
   diskPath?: string;
+  /** The destination RAM file the VM runs from, once delta-apply let it go (ACTIVATE), for the adopting site. */
+  ramPath?: string;
   /** The destination image as the destination's disk-transfer serves it to the arriving VM. */
   diskUri?: string;
-  /** REDIRECT began (the destination's NIC, the route): a rollback puts the VM's network back at the source. */
+  /** The route move began (inside the pause, before the destination runs): a rollback puts the route back. */
   redirectStarted?: boolean;
+  /** The destination runs the VM: the point of no return is behind, only forward recovery remains. */
+  resumed?: boolean;
 }
 
 /** A migration as the API shows it: the persisted record itself. */

@@ -55,6 +55,7 @@ const MIGRATION_FIGURES_SCHEMA = objectSchema<MigrationFigures>({
     memoryWireBytes: count('What the memory bytes cost in frames on the data plane (with resends).'),
     downtimeMs: amount('The guest paused at the source until it ran at the destination.'),
     diskFinalizeMs: amount('Of the pause: finalizing the disk.'),
+    holdMs: amount('Of the pause: held before the destination’s resume while the route moved.'),
     diskVerifyMs: amount("Of the disk's finalize: comparing both images' digests."),
     ramCheckMs: amount('Of the pause: the destination hashing its RAM.'),
     diskVerified: boolean(),
@@ -66,8 +67,8 @@ const MIGRATION_FIGURES_SCHEMA = objectSchema<MigrationFigures>({
     serviceAddress: string('Where the guest’s service answers now (host:port).'),
     pausedAt: count('Epoch milliseconds the source paused.'),
     resumedAt: count('Epoch milliseconds the VM ran at the destination.'),
-    routeMovedAt: count('Epoch milliseconds the VM’s /32s pointed at the destination (VMs with addresses).'),
-    redirectMs: count('REDIRECT from start to end: NIC at the destination, route move, relay, `net.moved`.'),
+    routeMovedAt: count('Epoch milliseconds the VM’s /32s pointed at the destination (inside the pause).'),
+    redirectMs: count('REDIRECT from start to end: the relay at the source, `net.moved`.'),
     totalSeconds: amount(),
   },
   optional: {
@@ -79,6 +80,7 @@ const MIGRATION_FIGURES_SCHEMA = objectSchema<MigrationFigures>({
     memoryWireBytes: true,
     downtimeMs: true,
     diskFinalizeMs: true,
+    holdMs: true,
     diskVerifyMs: true,
     ramCheckMs: true,
     diskVerified: true,
@@ -100,10 +102,12 @@ const MIGRATION_DESTINATION_SCHEMA = objectSchema<MigrationDestinationView>({
   description: 'What the destination set up for the migration.',
   properties: {
     diskPath: string('The destination image.'),
+    ramPath: string('The destination RAM file the VM runs from (ACTIVATE).'),
     diskUri: string('The destination image as the destination serves it to the arriving VM.'),
-    redirectStarted: boolean('REDIRECT began (the destination’s NIC, the route): a rollback puts the network back.'),
+    redirectStarted: boolean('The route move began (inside the pause): a rollback puts the route back.'),
+    resumed: boolean('The destination runs the VM: past the point of no return, only forward recovery remains.'),
   },
-  optional: { diskPath: true, diskUri: true, redirectStarted: true },
+  optional: { diskPath: true, ramPath: true, diskUri: true, redirectStarted: true, resumed: true },
 });
 
 export const MIGRATION_VIEW_SCHEMA = objectSchema<MigrationView>({
