@@ -17,7 +17,7 @@ import {
   WanmigError,
   type ResumeVmRequest,
 } from '@wanmig/protocol';
-import { ramDigest, RAM_DIGEST_REGION_BYTES, RegionDigester } from '@wanmig/stream';
+import { ramDigest, RAM_DIGEST_REGION_BYTES, RegionDigester, shortRegionDigests } from '@wanmig/stream';
 import { waitUntil } from '@wanmig/testing';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { DeltaApplyConfig } from './delta-apply.config.js';
@@ -282,8 +282,16 @@ describe('MemoryReceiverService', () => {
     const wrongState = await errorOf(service.check({ ...request, deviceStateSha256: '0'.repeat(64) }));
     expect(wrongState).toBeInstanceOf(DeviceStateMismatchError);
     const wrongRam = await errorOf(service.check({ ...request, ramSha256: '0'.repeat(64) }));
-    expect(wrongRam).toMatchObject({ code: ErrorCode.Conflict });
+    expect(wrongRam).toMatchObject({ code: ErrorCode.DigestMismatch });
     expect(wrongRam.message).toMatch(/differs from the source at pause/);
+    // With the source's region digests, the error names the regions that differ and where they start.
+    const regions = new RegionDigester(RAM_DIGEST_REGION_BYTES);
+    regions.update(ram);
+    const named = shortRegionDigests(regions.finish()).map((d, i) => (i === 0 ? '0'.repeat(16) : d));
+    const wrongRegion = await errorOf(service.check({ ...request, ramSha256: '0'.repeat(64), ramRegions: named }));
+    expect(wrongRegion.message).toMatch(
+      new RegExp(`differs from the source at pause in 1 of ${named.length} regions of 4 MiB \\(first at byte 0x0\\)`),
+    );
     expect(driver.started).toEqual([]);
 
     const digester = new RegionDigester(RAM_DIGEST_REGION_BYTES);

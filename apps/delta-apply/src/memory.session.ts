@@ -13,7 +13,7 @@ import { sha256, type HeldDeviceState } from './device-state.sink.js';
 import { describe, type SessionLogger } from './disk.session.js';
 import { MemoryManifestStore, type MemoryManifest, type ResumedVm } from './memory-manifest.store.js';
 import { MemoryReceivers } from './memory.receivers.js';
-import { ramFileDigest } from '@wanmig/stream';
+import { ramFileDigests, type RamDigest } from '@wanmig/stream';
 import type { MemoryPaths } from './migration.paths.js';
 
 export interface MemorySessionOptions {
@@ -52,7 +52,7 @@ export class MemorySession {
   ) {}
 
   private hashOnFinish = false;
-  private ramDigest?: Promise<string>;
+  private ramDigest?: Promise<RamDigest>;
 
   static async open(manifest: MemoryManifest, options: MemorySessionOptions, fresh = false): Promise<MemorySession> {
     if (manifest.vm) {
@@ -119,21 +119,21 @@ export class MemorySession {
     if (!this.manifest.verifyRam) this.runInBackground(this.updateManifest((m) => ({ ...m, verifyRam: true })));
   }
 
-  /** The RAM file's sha256, when {@link hashWhenFinished} started it. */
-  get precomputedRamDigest(): Promise<string> | undefined {
+  /** The RAM file's digest (with its regions'), when {@link hashWhenFinished} started it. */
+  get precomputedRamDigest(): Promise<RamDigest> | undefined {
     return this.ramDigest;
   }
 
   /** That digest if it is already computed (nothing waits for it). */
-  get ramDigestIfReady(): string | undefined {
+  get ramDigestIfReady(): RamDigest | undefined {
     return this.ramDigestValue;
   }
 
-  private ramDigestValue?: string;
+  private ramDigestValue?: RamDigest;
 
   private startRamDigest(): void {
     if (this.ramDigest) return;
-    this.ramDigest = ramFileDigest(this.ramPath, this.ramBytes);
+    this.ramDigest = ramFileDigests(this.ramPath, this.ramBytes);
     // Awaited by the resume; a failure meanwhile must not go unhandled.
     this.ramDigest.then((digest) => (this.ramDigestValue = digest)).catch(() => undefined);
   }

@@ -1,5 +1,5 @@
 import type { HypervisorDriver, IncomingVm } from '@wanmig/hypervisor';
-import { ramFileDigest } from '@wanmig/stream';
+import { describeRamDifference, ramFileDigests, shortRegionDigests } from '@wanmig/stream';
 import { ErrorCode, WanmigError, type ResumeVmReply, type ResumeVmRequest } from '@wanmig/protocol';
 import type { HeldDeviceState } from './device-state.sink.js';
 import { describe, type SessionLogger } from './disk.session.js';
@@ -52,11 +52,17 @@ export class VmLifecycle {
     session: MemorySession,
     request: ResumeVmRequest,
     reportDigest: boolean,
-  ): Promise<{ ramVerified?: boolean; ramCheckMs?: number; ramSha256?: string; answers?: Record<string, string> }> {
+  ): Promise<{
+    ramVerified?: boolean;
+    ramCheckMs?: number;
+    ramSha256?: string;
+    ramRegions?: string[];
+    answers?: Record<string, string>;
+  }> {
     const { migrationId, vmId, diskUri, servicePort } = request;
     await session.stopReceiving();
     const checkStart = performance.now();
-    if (request.ramSha256) await this.verifyRam(session, request.ramSha256, migrationId);
+    if (request.ramSha256) await this.verifyRam(session, request, migrationId);
     const digest = !request.ramSha256 && reportDigest ? session.ramDigestIfReady : undefined;
     const ramCheckMs = request.ramSha256 ? Math.round(performance.now() - checkStart) : undefined;
     // A VM a previous delta-apply process started for this migration is adopted (after its restart), not doubled.
@@ -73,7 +79,7 @@ export class VmLifecycle {
       const answers = await this.answer(vm, request.queries);
       return {
         ...(request.ramSha256 ? { ramVerified: true, ramCheckMs } : {}),
-        ...(digest ? { ramSha256: digest } : {}),
+        ...(digest ? { ramSha256: digest.sha256, ramRegions: shortRegionDigests(digest.regions) } : {}),
         ...(answers ? { answers } : {}),
       };
     } catch (err) {
@@ -174,13 +180,18 @@ export class VmLifecycle {
     return answers;
   }
 
-  /** The RAM about to run must be the source's at pause, byte for byte: never start on a difference. */
-  private async verifyRam(session: MemorySession, expected: string, migrationId: string): Promise<void> {
-    const actual = (await session.precomputedRamDigest) ?? (await ramFileDigest(session.ramPath, session.ramBytes));
-    if (actual !== expected) {
+  /**
+   * The RAM about to run must be the source's at pause, byte for byte: never start on a difference. With the source's
+   * region digests (`ramRegions`), the error names the regions that differ.
+   */
+  private async verifyRam(session: MemorySession, request: ResumeVmRequest, migrationId: string): Promise<void> {
+    const actual = (await session.precomputedRamDigest) ?? (await ramFileDigests(session.ramPath, session.ramBytes));
+    if (actual.sha256 !== request.ramSha256) {
       throw new WanmigError(
-        ErrorCode.Conflict,
-        `RAM of migration ${migrationId} differs from the source at pause (sha256 ${actual}, source ${expected}): not started`,
+        ErrorCode.DigestMismatch,
+        `RAM of migration ${migrationId} differs from the source at pause` +
+          `${describeRamDifference(actual.regions, request.ramRegions)} (sha256 ${actual.sha256}, source ` +
+          `${request.ramSha256}): not started`,
       );
     }
   }

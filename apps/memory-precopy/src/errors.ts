@@ -39,10 +39,12 @@ export class PauseHeldOffError extends MemoryMigrationError {
 
 /** The destination's RAM is not the source's at pause: it is never run, the source rolls back. */
 export class RamMismatchError extends MemoryMigrationError {
-  constructor(migrationId: string, destination: string, source: string) {
+  /** `where`: which regions differ, in words (describeRamDifference), or empty. */
+  constructor(migrationId: string, destination: string, source: string, where = '') {
     super(
-      ErrorCode.Conflict,
-      `RAM of migration ${migrationId} differs at the destination from the source at pause (sha256 ${destination}, source ${source}): not resumed`,
+      ErrorCode.DigestMismatch,
+      `RAM of migration ${migrationId} differs at the destination from the source at pause${where} (sha256 ` +
+        `${destination}, source ${source}): not resumed`,
       { migrationId, phase: 'stop-and-copy' },
     );
     this.name = 'RamMismatchError';

@@ -20,12 +20,15 @@ import {
   type ResumeVmReply,
 } from '@wanmig/protocol';
 import {
+  describeRamDifference,
   ramDigest,
   RAM_DIGEST_REGION_BYTES,
   recommendedWindowBytes,
   RecordStreamWriter,
   RegionDigester,
+  shortRegionDigests,
   StreamSender,
+  type RamDigest,
   type TokenBucket,
 } from '@wanmig/stream';
 import { decide, type PolicyDecision } from './convergence.policy.js';
@@ -370,12 +373,16 @@ export class MemoryMigration {
       hashing,
     ]);
     this.check();
-    if (checked?.ramSha256 && sourceRam && checked.ramSha256 !== sourceRam)
-      throw new RamMismatchError(migrationId, checked.ramSha256, sourceRam);
-    const ramChecked = checked?.ramSha256 !== undefined && checked.ramSha256 === sourceRam;
+    if (checked?.ramSha256 && sourceRam && checked.ramSha256 !== sourceRam.sha256) {
+      const where = describeRamDifference(sourceRam.regions, checked.ramRegions);
+      throw new RamMismatchError(migrationId, checked.ramSha256, sourceRam.sha256, where);
+    }
+    const ramChecked = checked?.ramSha256 !== undefined && checked.ramSha256 === sourceRam?.sha256;
     // What the destination still checks at the resume: everything, or the RAM if it had no digest to report.
     const checks = {
-      ...(sourceRam && !ramChecked ? { ramSha256: sourceRam } : {}),
+      ...(sourceRam && !ramChecked
+        ? { ramSha256: sourceRam.sha256, ramRegions: shortRegionDigests(sourceRam.regions) }
+        : {}),
       ...(checked ? {} : queries),
     };
     let holdMs: number | undefined;
@@ -530,14 +537,17 @@ function sleep(ms: number): Promise<void> {
   return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
 }
 
-/** sha256 of all of RAM, read in large sequential pieces. */
-/** The RAM's digest as the destination computes it from its file (`ramDigest`): zero regions cost no hashing. */
-async function hashMemory(memory: PageMemory, ramBytes: number): Promise<string> {
+/**
+ * The RAM's digest as the destination computes it from its file (`ramFileDigests`), read in large sequential pieces:
+ * zero regions cost no hashing. Its region digests name the regions of a mismatch.
+ */
+async function hashMemory(memory: PageMemory, ramBytes: number): Promise<RamDigest> {
   const digester = new RegionDigester(RAM_DIGEST_REGION_BYTES);
   for (let offset = 0; offset < ramBytes; offset += 8 * READ_BYTES) {
     digester.update(await memory.read(offset, Math.min(8 * READ_BYTES, ramBytes - offset)));
   }
-  return ramDigest(digester.finish());
+  const regions = digester.finish();
+  return { sha256: ramDigest(regions), regions };
 }
 
 /** Frame bytes per second: the best rate a round long enough to measure achieved. */

@@ -3,7 +3,15 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { digestRegions, RegionDigester, ramDigest, ramFileDigest } from './file.digest.js';
+import {
+  describeRamDifference,
+  digestRegions,
+  RegionDigester,
+  ramDigest,
+  ramFileDigest,
+  ramFileDigests,
+  shortRegionDigests,
+} from './file.digest.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -63,5 +71,34 @@ describe('digestRegions', () => {
     const same = new RegionDigester(4 * 1024 * 1024);
     same.update(image);
     expect(ramDigest(same.finish())).toBe(await ramFileDigest(path, image.length));
+  });
+});
+
+describe('describeRamDifference', () => {
+  it('names the regions that differ by their byte offsets, comparing full or short digests', () => {
+    const ours = ['a'.repeat(64), 'b'.repeat(64), 'c'.repeat(64), 'd'.repeat(64)];
+    const theirs = shortRegionDigests(ours);
+    expect(describeRamDifference(ours, theirs)).toBe('');
+    theirs[1] = '0'.repeat(16);
+    theirs[3] = '1'.repeat(16);
+    expect(describeRamDifference(ours, theirs)).toBe(' in 2 of 4 regions of 4 MiB (first at byte 0x400000, 0xc00000)');
+    // Lists that cannot be compared say nothing rather than something wrong.
+    expect(describeRamDifference(ours, undefined)).toBe('');
+    expect(describeRamDifference(ours, theirs.slice(1))).toBe('');
+  });
+
+  it('ramFileDigests gives the same digest as ramFileDigest, with its regions', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'wanmig-ramdigests-'));
+    try {
+      const path = join(dir, 'ram.img');
+      const ram = Buffer.concat([Buffer.alloc(4 * 1024 * 1024), randomBytes(1024 * 1024)]);
+      await writeFile(path, ram);
+      const both = await ramFileDigests(path, ram.length);
+      expect(both.sha256).toBe(await ramFileDigest(path, ram.length));
+      expect(both.regions).toHaveLength(2);
+      expect(ramDigest(both.regions)).toBe(both.sha256);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -188,3 +188,40 @@ export function ramDigest(regionDigests: string[]): string {
 export async function ramFileDigest(path: string, ramBytes: number): Promise<string> {
   return ramDigest(await digestRegions(path, { offset: 0, length: ramBytes, regionBytes: RAM_DIGEST_REGION_BYTES }));
 }
+
+/** A RAM's digest with its regions' (each RAM_DIGEST_REGION_BYTES): what a mismatch is named by. */
+export interface RamDigest {
+  sha256: string;
+  regions: string[];
+}
+
+/** {@link ramDigest} of a RAM file, with its region digests. */
+export async function ramFileDigests(path: string, ramBytes: number): Promise<RamDigest> {
+  const regions = await digestRegions(path, { offset: 0, length: ramBytes, regionBytes: RAM_DIGEST_REGION_BYTES });
+  return { sha256: ramDigest(regions), regions };
+}
+
+/**
+ * Region digests as they cross the wire next to a RAM digest: the first 16 hex digits of each (64 bits), enough to
+ * name the regions that differ once the full digest has said that something does.
+ */
+export function shortRegionDigests(regions: string[]): string[] {
+  return regions.map((digest) => digest.slice(0, 16));
+}
+
+/**
+ * Where two RAMs differ, in words: "in 2 of 64 regions of 4 MiB (first at byte 0x8400000, 0xc000000)", from their
+ * region digests (full or short); empty when the lists do not say (absent, or of other lengths).
+ */
+export function describeRamDifference(ours: string[] | undefined, theirs: string[] | undefined): string {
+  if (!ours?.length || !theirs?.length || ours.length !== theirs.length) return '';
+  const differing: number[] = [];
+  ours.forEach((digest, i) => {
+    const other = theirs[i];
+    const width = Math.min(digest.length, other.length);
+    if (digest.slice(0, width) !== other.slice(0, width)) differing.push(i);
+  });
+  if (differing.length === 0) return '';
+  const first = differing.slice(0, 4).map((i) => `0x${(i * RAM_DIGEST_REGION_BYTES).toString(16)}`);
+  return ` in ${differing.length} of ${ours.length} regions of ${RAM_DIGEST_REGION_BYTES / 2 ** 20} MiB (first at byte ${first.join(', ')})`;
+}

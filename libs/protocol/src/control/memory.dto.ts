@@ -112,6 +112,9 @@ export interface MemoryStatusReply {
   failure?: WireError;
 }
 
+/** Regions of RAM_DIGEST_REGION_BYTES (4 MiB) a RAM may have: 256 GiB. */
+const MAX_RAM_REGIONS = 65_536;
+
 export class ResumeVmRequest {
   @IsUUID()
   migrationId!: string;
@@ -139,6 +142,16 @@ export class ResumeVmRequest {
   @IsOptional()
   @Matches(/^[0-9a-f]{64}$/)
   ramSha256?: string;
+
+  /**
+   * With `ramSha256`: the first 16 hex digits of each region's digest, in order, so that a difference names the
+   * regions (and their byte offsets) rather than only the whole.
+   */
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(MAX_RAM_REGIONS)
+  @Matches(/^[0-9a-f]{16}$/, { each: true })
+  ramRegions?: string[];
 
   /** Service queries to answer from the received RAM before the VM runs (compare with the source). */
   @IsOptional()
@@ -183,6 +196,8 @@ export interface CheckResumeReply {
    * and the source has the resume check it instead.
    */
   ramSha256?: string;
+  /** With that digest, the first 16 hex digits of each region's (as ResumeVmRequest's `ramRegions`). */
+  ramRegions?: string[];
   /** Answers to `queries`, from the received RAM. */
   answers?: Record<string, string>;
 }
