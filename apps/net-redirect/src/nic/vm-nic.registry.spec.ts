@@ -252,22 +252,25 @@ describe('VmNicRegistry (fake ip, in-process forwarders on 127.0.0.x, unix socke
   it('detaches itself at maxMs, and once idle for idleMs (not while a connection is open)', async () => {
     await attach('max', '127.0.0.31');
     await nics.relay({ vmId: 'max', tunnelHost: TUNNEL_HOST, tunnels: [{ port, tunnelPort: 9 }], maxMs: 1_000 });
-    const idle = await attach('idle', '127.0.0.32');
+    await attach('idle', '127.0.0.32');
+    // The relay goes to another NIC's tunnel, as to the new site's: to its own it would loop back into itself.
+    const next = await nics.attach({ vmId: 'idle-b', addresses: ['127.0.0.33'], ports: [port], socket: sock('two') });
     const c = client('127.0.0.32');
     expect(await c.ask('a')).toBe('one:a');
     await nics.relay({
       vmId: 'idle',
       tunnelHost: TUNNEL_HOST,
-      tunnels: [{ port, tunnelPort: idle.ports[0].tunnelPort }],
+      tunnels: [{ port, tunnelPort: next.ports[0].tunnelPort }],
       maxMs: 60_000,
       idleMs: 100,
     });
+    expect(await c.ask('b')).toBe('two:b');
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(nics.status({ vmId: 'idle' }).state).toBe('relaying');
     c.socket.destroy();
     await until('idle detach', () => nics.status({ vmId: 'idle' }).state === 'detached');
     expect(nics.status({ vmId: 'idle' })).toMatchObject({ stoppedReason: 'idle', pids: [] });
-    await until('max-time detach', () => nics.status({ vmId: 'max' }).state === 'detached', 3_000);
+    await until('max-time detach', () => nics.status({ vmId: 'max' }).state === 'detached');
     const max: VmNicStatus = nics.status({ vmId: 'max' });
     expect(max).toMatchObject({ stoppedReason: 'max-time', addresses: ['127.0.0.31'] });
     expect(executor.commands).toContain(`ip -n ${NETNS} addr del 127.0.0.31/32 dev lo`);
