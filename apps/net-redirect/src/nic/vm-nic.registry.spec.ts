@@ -244,6 +244,16 @@ describe('VmNicRegistry (fake ip, in-process forwarders on 127.0.0.x, unix socke
         }),
       ),
     ).toMatch(new RegExp(`^INVALID_REQUEST: NIC of VM shop: port\\(s\\) ${port + 1} are not attached`));
+    const own = [{ port, tunnelPort: back.ports[0].tunnelPort! }];
+    expect(await failure(nics.relay({ vmId: 'shop', tunnelHost: TUNNEL_HOST, tunnels: own, maxMs: 60_000 }))).toMatch(
+      /^INVALID_REQUEST: .* are its own endpoints: a relay there would loop back into it/,
+    );
+    expect(
+      await failure(
+        nics.relay({ vmId: 'shop', tunnelHost: '127.0.0.21', tunnels: [{ port, tunnelPort: port }], maxMs: 60_000 }),
+      ),
+    ).toMatch(/^INVALID_REQUEST: .*own endpoints/);
+    expect(nics.status({ vmId: 'shop' }).state).toBe('attached');
     expect(
       await failure(nics.relay({ vmId: 'shop', tunnelHost: TUNNEL_HOST, tunnels: [{ port }], maxMs: 60_000 })),
     ).toMatch(/^INVALID_REQUEST: invalid VmRelayRequest\.tunnels\[0\]: tunnelPort/);
