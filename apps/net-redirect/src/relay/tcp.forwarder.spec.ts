@@ -278,12 +278,15 @@ describe('TcpForwarder retarget (unix socket targets)', () => {
       const sockets: Socket[] = [];
       const gone = await lineServer(join(dir, 'gone.sock'), 'gone', sockets);
       servers.push(gone);
-      await listen(5_000);
+      // A held connection would stay open a minute: far past the 5 s the close is waited for.
+      await listen(60_000);
       const c = client(forwarder!.address.port);
       c.send('a');
       await until('the first reply', () => c.replies.length === 1);
       for (const socket of sockets) socket.destroy();
-      await until('the client closed', () => c.closed, 1_000);
+      await until('the client closed', () => c.closed);
+      await until('counted', () => forwarder!.counters.closed === 1);
+      expect(forwarder!.counters).toMatchObject({ active: 0, failed: 0 });
     });
   });
 
