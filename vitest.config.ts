@@ -12,7 +12,14 @@ export default defineConfig({
     projects: [
       {
         resolve: { alias },
-        test: { name: 'unit', include: ['libs/**/*.spec.ts', 'apps/**/*.spec.ts'], testTimeout: 20_000 },
+        test: {
+          name: 'unit',
+          include: ['libs/**/*.spec.ts', 'apps/**/*.spec.ts'],
+          testTimeout: 20_000,
+          // expect.poll waits for a state, however late a loaded machine gets there: its limit only catches a hang
+          // (vitest's default, 1 s, is a time limit a shared CI machine at load 8 can miss).
+          expect: { poll: { timeout: 10_000 } },
+        },
       },
       {
         resolve: { alias },

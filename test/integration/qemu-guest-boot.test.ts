@@ -44,9 +44,9 @@ describe('QEMU guest under TCG: boots, serves its counter, writes its disk', () 
       await sleep(300);
     }
     console.log(`counter ${seen.join(' ')}; reply latency ${latencies.join(' ')} ms`);
+    // The latencies are printed, not asserted: a connection costs the guest a fork and exec of busybox under TCG,
+    // milliseconds on an idle machine, and a loaded one is no place for a time limit.
     for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1]);
-    // A connection costs the guest a fork and exec of busybox under TCG: milliseconds, not seconds.
-    expect(Math.max(...latencies)).toBeLessThan(1_000);
   });
 
   it('writes its disk: the counter on the image advances and the image changes', async () => {

@@ -151,7 +151,10 @@ export class VmNicPortInUseError extends VmNicError {
   }
 }
 
-/** A relay that names a port the NIC does not have, or a tunnel item that is not `{ port, tunnelPort }`. */
+/**
+ * A relay that names a port the NIC does not have, a tunnel item that is not `{ port, tunnelPort }`, or one of the
+ * NIC's own endpoints.
+ */
 export class VmNicInvalidRequestError extends VmNicError {
   constructor(vmId: string, what: string) {
     super(ErrorCode.InvalidRequest, vmId, what);

@@ -244,6 +244,16 @@ describe('VmNicRegistry (fake ip, in-process forwarders on 127.0.0.x, unix socke
         }),
       ),
     ).toMatch(new RegExp(`^INVALID_REQUEST: NIC of VM shop: port\\(s\\) ${port + 1} are not attached`));
+    const own = [{ port, tunnelPort: back.ports[0].tunnelPort! }];
+    expect(await failure(nics.relay({ vmId: 'shop', tunnelHost: TUNNEL_HOST, tunnels: own, maxMs: 60_000 }))).toMatch(
+      /^INVALID_REQUEST: .* are its own endpoints: a relay there would loop back into it/,
+    );
+    expect(
+      await failure(
+        nics.relay({ vmId: 'shop', tunnelHost: '127.0.0.21', tunnels: [{ port, tunnelPort: port }], maxMs: 60_000 }),
+      ),
+    ).toMatch(/^INVALID_REQUEST: .*own endpoints/);
+    expect(nics.status({ vmId: 'shop' }).state).toBe('attached');
     expect(
       await failure(nics.relay({ vmId: 'shop', tunnelHost: TUNNEL_HOST, tunnels: [{ port }], maxMs: 60_000 })),
     ).toMatch(/^INVALID_REQUEST: invalid VmRelayRequest\.tunnels\[0\]: tunnelPort/);
@@ -252,22 +262,25 @@ describe('VmNicRegistry (fake ip, in-process forwarders on 127.0.0.x, unix socke
   it('detaches itself at maxMs, and once idle for idleMs (not while a connection is open)', async () => {
     await attach('max', '127.0.0.31');
     await nics.relay({ vmId: 'max', tunnelHost: TUNNEL_HOST, tunnels: [{ port, tunnelPort: 9 }], maxMs: 1_000 });
-    const idle = await attach('idle', '127.0.0.32');
+    await attach('idle', '127.0.0.32');
+    // The relay goes to another NIC's tunnel, as to the new site's: to its own it would loop back into itself.
+    const next = await nics.attach({ vmId: 'idle-b', addresses: ['127.0.0.33'], ports: [port], socket: sock('two') });
     const c = client('127.0.0.32');
     expect(await c.ask('a')).toBe('one:a');
     await nics.relay({
       vmId: 'idle',
       tunnelHost: TUNNEL_HOST,
-      tunnels: [{ port, tunnelPort: idle.ports[0].tunnelPort }],
+      tunnels: [{ port, tunnelPort: next.ports[0].tunnelPort }],
       maxMs: 60_000,
       idleMs: 100,
     });
+    expect(await c.ask('b')).toBe('two:b');
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(nics.status({ vmId: 'idle' }).state).toBe('relaying');
     c.socket.destroy();
     await until('idle detach', () => nics.status({ vmId: 'idle' }).state === 'detached');
     expect(nics.status({ vmId: 'idle' })).toMatchObject({ stoppedReason: 'idle', pids: [] });
-    await until('max-time detach', () => nics.status({ vmId: 'max' }).state === 'detached', 3_000);
+    await until('max-time detach', () => nics.status({ vmId: 'max' }).state === 'detached');
     const max: VmNicStatus = nics.status({ vmId: 'max' });
     expect(max).toMatchObject({ stoppedReason: 'max-time', addresses: ['127.0.0.31'] });
     expect(executor.commands).toContain(`ip -n ${NETNS} addr del 127.0.0.31/32 dev lo`);

@@ -204,6 +204,16 @@ export class VmNicRegistry implements BeforeApplicationShutdown, FlowSource {
     if (unknown.length > 0) {
       throw new VmNicInvalidRequestError(vmId, `port(s) ${unknown.join(', ')} are not attached`);
     }
+    // Its own endpoint would take each relayed connection and relay it there again: connections without end.
+    const loops = request.tunnels
+      .filter((t) => nic.listensAt(request.tunnelHost, t.tunnelPort))
+      .map((t) => t.tunnelPort);
+    if (loops.length > 0) {
+      throw new VmNicInvalidRequestError(
+        vmId,
+        `${request.tunnelHost} port(s) ${loops.join(', ')} are its own endpoints: a relay there would loop back into it`,
+      );
+    }
     try {
       await nic.relay(request);
     } catch (err) {

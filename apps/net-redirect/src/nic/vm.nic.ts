@@ -115,6 +115,11 @@ export class VmNic {
     return this.detaching;
   }
 
+  /** Does one of this NIC's own forwarders listen at `host:port` (a VM address or its tunnel endpoint)? */
+  listensAt(host: string, port: number): boolean {
+    return this.forwarders.some((f) => f.handle.addresses.some((a) => a.host === host && a.port === port));
+  }
+
   /** The open client connections to the VM's addresses (not those through the tunnel endpoints). */
   async flows(): Promise<OpenFlow[]> {
     if (this.detaching !== undefined) return [];

@@ -137,7 +137,8 @@ describe('TcpForwarder retarget (unix socket targets)', () => {
     });
     const c = client(forwarder.address.port);
     c.send('split me');
-    await new Promise((resolve) => setTimeout(resolve, 40));
+    // The first half of the reply is through the forwarder (the guest sends the rest 100 ms later).
+    await until('half the reply out', () => forwarder!.counters.bytesOut > 0);
     forwarder.retarget({ path: join(dir, 'two.sock') }, true);
     c.send('after');
     await until('both replies', () => c.replies.length === 2);
@@ -260,12 +261,13 @@ describe('TcpForwarder retarget (unix socket targets)', () => {
       const c = client(forwarder!.address.port);
       c.send('a');
       await until('the first reply', () => c.replies.length === 1);
+      // Taken before the guest goes, so that the hold (which starts after) is all inside the time measured.
+      const t0 = Date.now();
       await new Promise((resolve) => {
         gone.close(resolve);
         c.send('hold x');
         setTimeout(() => sockets.forEach((socket) => socket.destroy()), 20);
       });
-      const t0 = Date.now();
       await until('the client closed', () => c.closed);
       expect(Date.now() - t0).toBeGreaterThanOrEqual(200);
       await until('counted', () => forwarder!.counters.closed === 1);
@@ -276,12 +278,15 @@ describe('TcpForwarder retarget (unix socket targets)', () => {
       const sockets: Socket[] = [];
       const gone = await lineServer(join(dir, 'gone.sock'), 'gone', sockets);
       servers.push(gone);
-      await listen(5_000);
+      // A held connection would stay open a minute: far past the 5 s the close is waited for.
+      await listen(60_000);
       const c = client(forwarder!.address.port);
       c.send('a');
       await until('the first reply', () => c.replies.length === 1);
       for (const socket of sockets) socket.destroy();
-      await until('the client closed', () => c.closed, 1_000);
+      await until('the client closed', () => c.closed);
+      await until('counted', () => forwarder!.counters.closed === 1);
+      expect(forwarder!.counters).toMatchObject({ active: 0, failed: 0 });
     });
   });
 

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { QmpEventListener } from './qmp.types.js';
 import {
   DEFAULT_QEMU_DOWNTIME_LIMIT_MS,
@@ -35,6 +35,10 @@ class FakeQmp {
 }
 
 describe('QEMU migration control over QMP', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('refuses to configure a TCG source under a QEMU that loses writes in migration (before 9.0); KVM is fine', async () => {
     const qmp = new FakeQmp();
     qmp.version = { major: 7, minor: 2, micro: 22 };
@@ -97,14 +101,14 @@ describe('QEMU migration control over QMP', () => {
       { status: 'active' },
       { status: 'completed', downtime: 42, 'total-time': 900 },
     ]);
+    vi.useFakeTimers(); // no poll's timer can fire: only the events can wake the wait
     const waiting = waitForQemuMigration(qmp, { migrationId: 'm', timeoutMs: 5000 });
-    const t0 = performance.now();
-    for (let i = 0; i < 2; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
+    for (let i = 1; i <= 2; i++) {
+      await vi.advanceTimersByTimeAsync(0); // the wait asks query-migrate, then sleeps
+      expect(qmp.commands).toHaveLength(i);
       qmp.listeners.get('MIGRATION')?.({ event: 'MIGRATION', timestamp: { seconds: 0, microseconds: 0 } });
     }
     await expect(waiting).resolves.toEqual({ status: 'completed', downtime: 42, 'total-time': 900 });
-    expect(performance.now() - t0).toBeLessThan(180); // the events, not two 100 ms polls, woke it
     expect(qmp.listeners.size).toBe(0);
   });
 
