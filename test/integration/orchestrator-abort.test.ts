@@ -2,10 +2,10 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { SimServiceClient } from '@wanmig/hypervisor';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LocalBed, Site } from '@wanmig/testing';
 import { apiCall, apiOk, isFinished, waitMigration, type MigrationLike } from '../support/external.client.js';
+import { guestState } from '../support/guest.state.js';
 
 const MIB = 1024 * 1024;
 
@@ -13,22 +13,6 @@ interface VmLike {
   vmId: string;
   state: string;
   serviceAddress: string;
-}
-
-interface GuestState {
-  state: string;
-  counter: number;
-  diskWrites: number;
-  diskErrors: number;
-}
-
-async function guestState(address: string): Promise<GuestState> {
-  const client = await SimServiceClient.connect(address);
-  try {
-    return JSON.parse(await client.request('STATE')) as GuestState;
-  } finally {
-    client.close();
-  }
 }
 
 /**

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { SimDriver, SimServiceClient } from '@wanmig/hypervisor';
+import { SimDriver } from '@wanmig/hypervisor';
 import {
   callControl,
   controlSubject,
@@ -40,6 +40,7 @@ import {
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuestProber } from '../../apps/cli/src/vm/guest.prober.js';
 import { apiOk, isFinished, waitMigration, type MigrationLike } from '../support/external.client.js';
+import { guestState } from '../support/guest.state.js';
 
 const MIB = 1024 * 1024;
 const skipped = netUnavailableMessage(await netAvailable());
@@ -52,23 +53,6 @@ interface VmLike {
   addresses?: string[];
   serviceAddress?: string;
   diskPath: string;
-}
-
-interface GuestState {
-  state: string;
-  counter: number;
-  diskWrites: number;
-  diskErrors: number;
-  uptimeMs: number;
-}
-
-async function guestState(address: string): Promise<GuestState> {
-  const client = await SimServiceClient.connect(address);
-  try {
-    return JSON.parse(await client.request('STATE')) as GuestState;
-  } finally {
-    client.close();
-  }
 }
 
 const DISK_BLOCK = 64 * 1024;

@@ -11,7 +11,7 @@
  */
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { SimDriver, SimServiceClient } from '@wanmig/hypervisor';
+import { SimDriver } from '@wanmig/hypervisor';
 import {
   callControl,
   controlSubject,
@@ -26,6 +26,7 @@ import { LocalBed, Site, waitUntil } from '@wanmig/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestProber } from '../../apps/cli/src/vm/guest.prober.js';
 import { apiCall, apiOk, isFinished, waitMigration, type MigrationLike } from '../support/external.client.js';
+import { guestState } from '../support/guest.state.js';
 
 const MIB = 1024 * 1024;
 const BEFORE_THE_PAUSE = ['PLANNED', 'PREPARING', 'DISK_BULK', 'DISK_CATCHUP', 'MEM_PRECOPY'];
@@ -34,22 +35,6 @@ interface VmLike {
   vmId: string;
   state: string;
   serviceAddress: string;
-}
-
-interface GuestState {
-  counter: number;
-  diskWrites: number;
-  diskErrors: number;
-  uptimeMs: number;
-}
-
-async function guestState(address: string): Promise<GuestState> {
-  const client = await SimServiceClient.connect(address);
-  try {
-    return JSON.parse(await client.request('STATE')) as GuestState;
-  } finally {
-    client.close();
-  }
 }
 
 describe('the switchover around the destination’s resume (two sites, real services)', () => {
