@@ -24,13 +24,18 @@ import {
 import { MemoryProceedRefusedError } from './errors.js';
 import { MemoryMigration } from './memory.migration.js';
 import { PauseReadiness } from './pause.readiness.js';
+import { QemuMemoryMigration } from './qemu/qemu-memory.migration.js';
+import { QemuRelayRegistry } from './qemu/qemu-relay.registry.js';
 import type { DiskMigrationReport, MemoryMigrationReport, MemoryProgress } from '@wanmig/protocol';
 
 /** How long the pause may wait for the disk's final drain (and verify) before the migration rolls back. */
 export const DISK_FINALIZE_TIMEOUT_MS = 120_000;
 
+/** What the service needs of an engine: the sim guest's pages (MemoryMigration), or QEMU's own stream. */
+type MemoryEngine = Pick<MemoryMigration, 'migrationId' | 'run' | 'progress' | 'abort' | 'proceed'>;
+
 interface Entry {
-  migration: MemoryMigration;
+  migration: MemoryEngine;
   vmId: string;
   report?: MemoryMigrationReport;
   error?: { code: string; message: string };
@@ -51,6 +56,7 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
     @Inject(NATS_CONNECTION) private readonly nc: NatsConnection,
     @Inject(HYPERVISOR_DRIVER) private readonly driver: HypervisorDriver,
     @Inject(MEMORY_PRECOPY_CONFIG) private readonly config: MemoryPrecopyConfig,
+    @Inject(QemuRelayRegistry) private readonly relays: QemuRelayRegistry,
   ) {}
 
   async migrate(body: unknown): Promise<{ migrationId: string }> {
@@ -59,6 +65,7 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
     const busy = [...this.migrations.values()].find((m) => m.vmId === req.vmId && !m.report && !m.error);
     if (busy)
       throw new WanmigError(ErrorCode.Conflict, `VM ${req.vmId} is already moving (${busy.migration.migrationId})`);
+    if (req.driver === 'qemu') return this.migrateQemu(req);
     const vm = await this.driver.attach(req.vmId);
     if (this.migrations.has(req.migrationId)) return { migrationId: req.migrationId };
     const events = Subjects.memoryEvents(req.migrationId);
@@ -102,15 +109,48 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
       onProgress: (p) => this.nc.publish(events, JSON.stringify({ type: 'progress', ...p })),
       onResumed: (destination) => this.nc.publish(events, JSON.stringify({ type: 'resumed', ...destination })),
     });
+    // The destination runs the VM: the source lets it go for good, unless the caller ends it itself (a later step may
+    // still fail and roll back to it).
+    this.track(req, migration, async () => {
+      if (req.keepSource) await vm.detach?.();
+      else await vm.release().catch((err: unknown) => this.logger.warn(`releasing ${req.vmId}: ${String(err)}`));
+    });
+    return { migrationId: req.migrationId };
+  }
+
+  /**
+   * A QEMU VM: QEMU migrates itself through this service's relay. The source VM is never released here: the
+   * orchestrator stops it once the destination is adopted (keepSource), or it runs on after a rollback.
+   */
+  private migrateQemu(req: MigrateMemoryRequest): { migrationId: string } {
+    const events = Subjects.memoryEvents(req.migrationId);
+    const migration = new QemuMemoryMigration({
+      migrationId: req.migrationId,
+      nc: this.nc,
+      destSite: req.toSite,
+      vmId: req.vmId,
+      runtimeDir: this.config.runtimeDir,
+      relays: this.relays,
+      downtimeMs: req.downtimeMs,
+      bandwidthBps: req.bandwidthBps || undefined,
+      holdBeforeResume: req.holdBeforeResume,
+      holdTimeoutMs: req.holdTimeoutMs,
+      ...(req.diskMigrationId ? this.diskHooks(req.migrationId, req.diskMigrationId) : {}),
+      onProgress: (p) => this.nc.publish(events, JSON.stringify({ type: 'progress', ...p })),
+      onResumed: (destination) => this.nc.publish(events, JSON.stringify({ type: 'resumed', ...destination })),
+    });
+    this.track(req, migration, () => Promise.resolve());
+    return { migrationId: req.migrationId };
+  }
+
+  private track(req: MigrateMemoryRequest, migration: MemoryEngine, release: () => Promise<void>): void {
+    const events = Subjects.memoryEvents(req.migrationId);
     const entry: Entry = { migration, vmId: req.vmId };
     this.migrations.set(req.migrationId, entry);
     migration.run().then(
       async (report) => {
         entry.report = report;
-        // The destination runs the VM: the source lets it go for good, unless the caller ends it itself (a later
-        // step may still fail and roll back to it).
-        if (req.keepSource) await vm.detach?.();
-        else await vm.release().catch((err: unknown) => this.logger.warn(`releasing ${req.vmId}: ${String(err)}`));
+        await release();
         this.nc.publish(events, JSON.stringify({ type: 'completed', report }));
         this.logger.log(`VM ${req.vmId} moved to ${req.toSite}: paused ${report.pausedMs.toFixed(0)} ms`);
       },
@@ -122,7 +162,6 @@ export class MemoryPrecopyService implements OnApplicationShutdown {
         );
       },
     );
-    return { migrationId: req.migrationId };
   }
 
   progress(body: unknown): MemoryState {

@@ -6,7 +6,7 @@
  *
  *   node dist/apps/orchestrator/src/main.js [--nats URL] [--site NAME] [--peers SITE,...] [--data-dir DIR]
  *        [--sim-runtime-dir DIR] [--http-port N] [--js-domain NAME] [--net-moved-controllers N]
- *        [--net-moved-timeout-ms MS] [--switchover-hold-ms MS]
+ *        [--net-moved-timeout-ms MS] [--switchover-hold-ms MS] [--qemu-accel auto|tcg|kvm]
  *   (or WANMIG_NATS_URL, WANMIG_SITE, WANMIG_PEERS, WANMIG_DATA_DIR, WANMIG_SIM_RUNTIME_DIR, WANMIG_HTTP_PORT, …)
  */
 import { resolve } from 'node:path';
@@ -30,6 +30,7 @@ const FLAGS = {
   'net-moved-controllers': 'WANMIG_NET_MOVED_CONTROLLERS',
   'net-moved-timeout-ms': 'WANMIG_NET_MOVED_TIMEOUT_MS',
   'switchover-hold-ms': 'WANMIG_SWITCHOVER_HOLD_MS',
+  'qemu-accel': 'WANMIG_QEMU_ACCEL',
 } as const;
 
 async function main(): Promise<void> {

@@ -35,7 +35,9 @@ export function switchoverFigures(report: MemoryMigrationReport, routeMovedAt?: 
 }
 
 /** Without memory-precopy's report (it restarted after the resume): where and since when the destination runs it. */
-export function resumedFigures(status: MemoryStatusReply): MigrationFigures {
+export function resumedFigures(
+  status: Pick<MemoryStatusReply, 'serviceAddress' | 'resumedAt'>,
+): MigrationFigures {
   return {
     ...(status.serviceAddress ? { serviceAddress: status.serviceAddress } : {}),
     ...(status.resumedAt !== undefined ? { resumedAt: status.resumedAt } : {}),

@@ -21,6 +21,7 @@ import {
   MemoryVerb,
   MigrationEventKind,
   MigrationPhase,
+  QemuIncomingVerb,
   ServiceName,
   Subjects,
   toWireError,
@@ -38,6 +39,7 @@ import {
   type ReleaseDiskReply,
   type ReleaseMemoryReply,
   type StuckData,
+  type VmDriver,
   type WireError,
 } from '@wanmig/protocol';
 import { ConcurrentUpdateError, InvalidTransitionError, StaleEpochError } from './errors.js';
@@ -64,7 +66,7 @@ import {
   type NetMovedPolicy,
   type SwitchoverWitnesses,
 } from './migration.switchover.js';
-import type { VmInventory } from './vm.inventory.js';
+import { isQemu, type VmInventory } from './vm.inventory.js';
 
 /** Local services answer within milliseconds: poll them rather than trust events that a restart would miss. */
 const POLL_MS = 200;
@@ -137,6 +139,8 @@ export class MigrationRunner {
   private disk?: DiskState;
   private memory?: MemoryState;
   private retries = 0;
+  /** The VM's driver, read once from the inventory (the source lets the VM go at ACTIVATE). */
+  private vmDriver?: VmDriver;
   private readonly switchover: MigrationSwitchover;
   /** A local engine killed and restarted by its supervisor is waited for, up to the migration's service deadline. */
   private absent?: ServiceAbsence;
@@ -183,6 +187,7 @@ export class MigrationRunner {
   }
 
   private async step(record: MigrationRecord): Promise<void> {
+    this.vmDriver ??= (await this.d.inventory.get(record.vmId))?.driver ?? 'sim';
     switch (record.phase) {
       case MigrationPhase.Planned:
         return this.advance(record);
@@ -340,7 +345,11 @@ export class MigrationRunner {
     await new Promise((resolve) => setTimeout(resolve, this.nextDelay()));
   }
 
-  // PREPARING: the destination's image and its export for the arriving VM.
+  /**
+   * PREPARING: the destination's image, and the way the disk's writes are tracked: a sim guest's go through its
+   * export already (the arriving guest gets one at the destination too); a QEMU VM starts mirroring its writes into
+   * an export of its image here.
+   */
   private async prepare(record: MigrationRecord): Promise<void> {
     const vm = await this.d.inventory.require(record.vmId);
     if (vm.state !== VmState.Migrating || vm.migrationId !== this.id)
@@ -351,6 +360,11 @@ export class MigrationRunner {
       { migrationId: this.id, sizeBytes: vm.diskBytes, blockSize: DEFAULT_BLOCK_SIZE },
       REMOTE_TIMEOUT_MS,
     );
+    if (isQemu(vm)) {
+      await this.d.inventory.qemu.startMirror(vm.vmId, vm.exportName);
+      await this.update((r) => ({ ...r, destination: { diskPath: prepared.path } }));
+      return;
+    }
     const exported = await callControl<ExportDiskReply>(
       this.d.nc,
       this.remote(record, ServiceName.DiskTransfer, DiskTransferVerb.Export),
@@ -395,17 +409,19 @@ export class MigrationRunner {
         }),
       );
     }
+    const qemu = isQemu(vm);
     const diskUri = record.destination?.diskUri;
-    if (!diskUri) throw new WanmigError(ErrorCode.Internal, `migration ${this.id} has no destination disk`);
+    if (!diskUri && !qemu) throw new WanmigError(ErrorCode.Internal, `migration ${this.id} has no destination disk`);
     const request = {
       migrationId: this.id,
       vmId: record.vmId,
+      driver: qemu ? 'qemu' : 'sim',
       toSite: record.toSite,
       policy: record.options.policy,
       codec: true,
       downtimeMs: record.options.downtimeMs,
       ...(budget && diskShare ? { bandwidthBps: budget - diskShare } : {}),
-      diskUri,
+      ...(diskUri ? { diskUri } : {}),
       verifyRam: record.options.verify,
       queriesAtPause: DEFAULT_PAUSE_QUERIES.filter(
         (q) => !q.startsWith('PAGE') || Number(q.split(' ')[1]) * 4096 < vm.ramBytes,
@@ -510,8 +526,7 @@ export class MigrationRunner {
    * switchover had begun, this runner had not seen it yet) is not a pre-copy to start over.
    */
   private async restartMemory(record: MigrationRecord): Promise<void> {
-    const guest = await this.d.inventory.driver.attach(record.vmId);
-    const { state } = await guest.describe().finally(() => guest.detach());
+    const state = await this.d.inventory.runState(record.vmId);
     if (state !== 'running') {
       throw new WanmigError(
         ErrorCode.Conflict,
@@ -584,6 +599,8 @@ export class MigrationRunner {
     const vm = await this.d.inventory.get(record.vmId);
     const diskPath = disk?.path ?? record.destination?.diskPath;
     if (!diskPath) throw new WanmigError(ErrorCode.Internal, `migration ${this.id}: destination image unknown`);
+    // A retry after the source let go finds no VM here: the destination adopted it already (its answer is the same).
+    const qemu = vm && isQemu(vm) ? { driver: 'qemu', machine: await this.d.inventory.qemu.machine(vm.vmId) } : {};
     await callControl(
       this.d.nc,
       this.remote(record, ServiceName.Orchestrator, VmVerb.Adopt),
@@ -593,6 +610,7 @@ export class MigrationRunner {
         ramBytes: vm?.ramBytes ?? record.figures?.ramBytes,
         diskBytes: vm?.diskBytes ?? record.figures?.diskBytes,
         workload: vm?.workload ?? 'idle',
+        ...qemu,
         ...(vm?.addresses?.length ? { addresses: vm.addresses } : {}),
         diskPath,
         ...(ramPath ? { ramPath } : {}),
@@ -617,6 +635,16 @@ export class MigrationRunner {
       { migrationId: this.id, deleteRam: true },
       REMOTE_TIMEOUT_MS,
     ).catch(notFoundAs(undefined));
+    const vm = await this.d.inventory.get(record.vmId);
+    if (vm && isQemu(vm)) {
+      // memory-precopy stops it on its own rollback; one that was away never did.
+      await callControl(
+        this.d.nc,
+        this.remote(record, ServiceName.DeltaApply, QemuIncomingVerb.Abort),
+        { migrationId: this.id },
+        REMOTE_TIMEOUT_MS,
+      ).catch(notFoundAs(undefined));
+    }
     if (record.destination?.diskUri) {
       await callControl(this.d.nc, this.remote(record, ServiceName.DiskTransfer, DiskTransferVerb.Unexport), {
         name: record.vmId,
@@ -628,13 +656,12 @@ export class MigrationRunner {
       { migrationId: this.id, deleteImage: true },
       REMOTE_TIMEOUT_MS,
     ).catch(notFoundAs(undefined));
-    // The source VM must run whatever happened above: a guest left paused is resumed.
-    const vm = await this.d.inventory.get(record.vmId);
+    // The source VM must run whatever happened above: a guest left paused is resumed. A QEMU VM's disk stops being
+    // mirrored first (its writes then go only to its own image).
     if (vm) {
+      if (isQemu(vm)) await this.d.inventory.qemu.stopMirror(vm.vmId, vm.exportName);
       try {
-        const guest = await this.d.inventory.driver.attach(record.vmId);
-        if ((await guest.describe()).state === 'paused') await guest.resume();
-        await guest.detach();
+        await this.d.inventory.ensureRunning(record.vmId);
       } catch (err) {
         this.d.warn(`migration ${this.id}: source VM ${record.vmId} not checked: ${toWireError(err).message}`);
       }
@@ -743,7 +770,7 @@ export class MigrationRunner {
   }
 
   private witnesses(record: MigrationRecord): SwitchoverWitnesses {
-    return natsWitnesses(this.d.nc, this.d.site, record);
+    return natsWitnesses(this.d.nc, this.d.site, record, this.vmDriver);
   }
 
   private local(service: ServiceName, verb: string): string {

@@ -13,6 +13,7 @@ import {
   MemoryPrecopyVerb,
   MemoryVerb,
   MigrationPhase,
+  QemuIncomingVerb,
   ServiceName,
   toWireError,
   VmVerb,
@@ -20,6 +21,8 @@ import {
   type MemoryMigrationReport,
   type MemoryProgress,
   type MemoryStatusReply,
+  type QemuIncomingStatusReply,
+  type VmDriver,
   type VmNicStatus,
   type WireError,
 } from '@wanmig/protocol';
@@ -57,14 +60,16 @@ export interface SwitchoverDeps {
 }
 
 type MemoryState = MemoryProgress & { report?: MemoryMigrationReport; error?: WireError };
+/** What the switchover asks of the destination: does the VM run, and where. */
+export type DestinationRuns = Pick<MemoryStatusReply, 'running' | 'serviceAddress' | 'resumedAt'>;
 
 /** Who knows whether the destination runs the VM; each call fails with a coded WanmigError (the seam specs use). */
 export interface SwitchoverWitnesses {
   /** memory-precopy's `mem.abort`: stops the engine unless the destination is resuming or runs the VM. */
   stopMemory(): Promise<unknown>;
   memoryProgress(): Promise<MemoryState>;
-  /** delta-apply's `mem.status` at the destination. */
-  destinationStatus(): Promise<MemoryStatusReply>;
+  /** delta-apply's `mem.status` at the destination (for a QEMU VM, what its `mem.qemu.incoming.status` says). */
+  destinationStatus(): Promise<DestinationRuns>;
 }
 
 /** The witnesses of one migration, over NATS. */
@@ -72,19 +77,31 @@ export function natsWitnesses(
   nc: NatsConnection,
   site: string,
   record: Pick<MigrationRecord, 'id' | 'toSite'>,
+  driver: VmDriver = 'sim',
 ): SwitchoverWitnesses {
   const ref = { migrationId: record.id };
   const local = (verb: MemoryPrecopyVerb) => controlSubject(site, ServiceName.MemoryPrecopy, verb);
+  const remote = (verb: string) => controlSubject(record.toSite, ServiceName.DeltaApply, verb);
   return {
     stopMemory: () => callControl(nc, local(MemoryPrecopyVerb.Abort), ref),
     memoryProgress: () => callControl<MemoryState>(nc, local(MemoryPrecopyVerb.Progress), ref),
-    destinationStatus: () =>
-      callControl<MemoryStatusReply>(
-        nc,
-        controlSubject(record.toSite, ServiceName.DeltaApply, MemoryVerb.Status),
-        ref,
-        REMOTE_TIMEOUT_MS,
-      ),
+    destinationStatus:
+      driver === 'qemu'
+        ? async () => {
+            // A QEMU VM runs at the destination once delta-apply's `cont` went through.
+            const s = await callControl<QemuIncomingStatusReply>(
+              nc,
+              remote(QemuIncomingVerb.Status),
+              ref,
+              REMOTE_TIMEOUT_MS,
+            );
+            return {
+              running: s.resumed,
+              ...(s.servicePort ? { serviceAddress: `127.0.0.1:${s.servicePort}` } : {}),
+              ...(s.resumedAt !== undefined ? { resumedAt: s.resumedAt } : {}),
+            };
+          }
+        : () => callControl<MemoryStatusReply>(nc, remote(MemoryVerb.Status), ref, REMOTE_TIMEOUT_MS),
   };
 }
 

@@ -1,6 +1,6 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IsInt, IsString, Matches, Max, Min } from 'class-validator';
+import { IsIn, IsInt, IsString, Matches, Max, Min } from 'class-validator';
 import { DEFAULT_SIM_RUNTIME_DIR } from '@wanmig/hypervisor';
 import { DEFAULT_HOLD_TIMEOUT_MS } from '@wanmig/protocol';
 
@@ -32,6 +32,13 @@ export class OrchestratorConfig {
   /** The sim driver's runtime dir: shared with memory-precopy and delta-apply of this site. */
   @IsString()
   simRuntimeDir: string = DEFAULT_SIM_RUNTIME_DIR;
+
+  /**
+   * The accelerator QEMU VMs launched here run under: `auto` boots a guest under KVM once and falls back to TCG when
+   * it makes no progress (a host may open /dev/kvm and still not run guests); `tcg` skips that probe.
+   */
+  @IsIn(['auto', 'tcg', 'kvm'])
+  qemuAccel: 'auto' | 'tcg' | 'kvm' = 'auto';
 
   /** HTTP API port on `httpHost` (0: any free port; -1: no HTTP API). */
   @IsInt()

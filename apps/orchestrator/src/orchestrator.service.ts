@@ -80,6 +80,7 @@ export class OrchestratorService implements OrchestratorApi, OnApplicationBootst
       domain: this.domain,
       dataDir: this.config.dataDir,
       simRuntimeDir: this.config.simRuntimeDir,
+      qemuAccel: this.config.qemuAccel,
     });
     // A restart picks up every migration this site was driving, from the phase it wrote last.
     for (const record of await this.store.listUnfinished()) {

@@ -26,6 +26,7 @@ import {
 } from '@wanmig/protocol';
 import { generateSparseImage } from '@wanmig/testing';
 import { VmNetwork } from './vm.network.js';
+import { QemuVms } from './vm.qemu.js';
 
 export const DEFAULT_VM_BUCKET = 'wanmig-vms';
 /** A new VM's disk holds data over this fraction of its size (the rest is holes), like a used system disk. */
@@ -44,10 +45,13 @@ export interface VmInventoryOptions {
   dataDir: string;
   simRuntimeDir: string;
   bucket?: string;
+  /** How QEMU VMs launched here are accelerated (OrchestratorConfig.qemuAccel). */
+  qemuAccel?: 'auto' | 'tcg' | 'kvm';
 }
 
 export class VmInventory {
   readonly driver: SimDriver;
+  readonly qemu: QemuVms;
   readonly network: VmNetwork;
 
   private constructor(
@@ -56,6 +60,12 @@ export class VmInventory {
     private readonly o: VmInventoryOptions,
   ) {
     this.driver = new SimDriver({ runtimeDir: o.simRuntimeDir });
+    this.qemu = new QemuVms(nc, {
+      site: o.site,
+      dataDir: o.dataDir,
+      runtimeDir: o.simRuntimeDir,
+      accel: o.qemuAccel ?? 'auto',
+    });
     this.network = new VmNetwork(nc);
   }
 
@@ -68,6 +78,9 @@ export class VmInventory {
   async create(req: CreateVmRequest): Promise<VmView> {
     if (await this.get(req.vmId))
       throw new WanmigError(ErrorCode.Conflict, `VM ${req.vmId} already exists at ${this.o.site}`);
+    if (req.driver === 'qemu') return this.createQemu(req);
+    if (req.guest !== undefined || req.cpus !== undefined)
+      throw new WanmigError(ErrorCode.InvalidRequest, `'guest' and 'cpus' are for qemu VMs`);
     const dir = join(this.o.dataDir, 'vms');
     await mkdir(dir, { recursive: true });
     const diskPath = join(dir, `${req.vmId}.img`);
@@ -100,6 +113,32 @@ export class VmInventory {
       await this.stopGuest(req.vmId);
       if (exported) await this.unexport(req.vmId);
       await rm(diskPath, { force: true });
+      throw err;
+    }
+  }
+
+  /**
+   * A QEMU VM: launched on a copy of its guest's image; its disk is served to nobody until a migration mirrors it.
+   * Addresses (a tap on the site's network) are not offered for QEMU VMs yet.
+   */
+  private async createQemu(req: CreateVmRequest): Promise<VmView> {
+    if (req.addresses) {
+      throw new WanmigError(ErrorCode.InvalidRequest, `addresses are not supported for qemu VMs yet`);
+    }
+    const { spec, diskBytes } = await this.qemu.create(req);
+    try {
+      const record: VmRecord = {
+        ...this.newRecord(
+          { ...req, diskBytes },
+          { serviceAddress: this.qemu.serviceAddress(spec), diskPath: spec.diskPath },
+        ),
+        driver: 'qemu',
+      };
+      await this.kv.create(req.vmId, JSON.stringify(record));
+      return view(record);
+    } catch (err) {
+      await this.qemu.stop(req.vmId).catch(() => undefined);
+      await rm(spec.diskPath, { force: true });
       throw err;
     }
   }
@@ -168,7 +207,8 @@ export class VmInventory {
       throw new WanmigError(ErrorCode.Conflict, `VM ${vmId} is being migrated (${record.migrationId}); abort it first`);
     }
     if (record.addresses) await this.network.detach(this.o.site, vmId);
-    await this.stopGuest(vmId);
+    if (isQemu(record)) await this.qemu.stop(vmId);
+    else await this.stopGuest(vmId);
     await this.unexport(record.exportName);
     await rm(record.diskPath, { force: true });
     if (record.ramPath) await rm(record.ramPath, { force: true });
@@ -180,10 +220,14 @@ export class VmInventory {
     const record = await this.get(vmId);
     if (!record) return;
     // Kept paused since the destination ran (memory-precopy's keepSource): released now, as memory-precopy would.
-    try {
-      await (await this.driver.attach(vmId)).release();
-    } catch {
-      await this.stopGuest(vmId);
+    if (isQemu(record)) {
+      await this.qemu.stop(vmId);
+    } else {
+      try {
+        await (await this.driver.attach(vmId)).release();
+      } catch {
+        await this.stopGuest(vmId);
+      }
     }
     await this.unexport(record.exportName);
     await rm(record.diskPath, { force: true });
@@ -197,6 +241,7 @@ export class VmInventory {
       if (existing.migrationId === req.migrationId) return view(existing);
       throw new WanmigError(ErrorCode.Conflict, `VM ${req.vmId} already exists at ${this.o.site}`);
     }
+    if (req.driver === 'qemu') return this.adoptQemu(req);
     const exported = await this.exportDisk(req.vmId, req.diskPath);
     let serviceAddress: string | undefined;
     try {
@@ -216,9 +261,48 @@ export class VmInventory {
     return view(record);
   }
 
+  private async adoptQemu(req: AdoptVmRequest): Promise<VmView> {
+    if (!req.machine) throw new WanmigError(ErrorCode.InvalidRequest, `a qemu VM is adopted with its machine`);
+    const spec = await this.qemu.adopt(req.vmId, req.migrationId, req.machine, req.diskPath);
+    const record: VmRecord = {
+      ...this.newRecord(req, { serviceAddress: this.qemu.serviceAddress(spec), diskPath: req.diskPath }),
+      driver: 'qemu',
+      migrationId: req.migrationId,
+      ...(req.addresses?.length ? { addresses: req.addresses } : {}),
+    };
+    await this.kv.put(req.vmId, JSON.stringify(record));
+    return view(record);
+  }
+
+  /** The VM's run state as its driver sees it: `running`, `paused`, ... or `stopped`. */
+  async runState(vmId: string): Promise<string> {
+    const record = await this.get(vmId);
+    if (record && isQemu(record)) return this.qemu.state(vmId);
+    try {
+      const guest = await this.driver.attach(vmId);
+      const { state } = await guest.describe().finally(() => guest.detach());
+      return state;
+    } catch (err) {
+      if (err instanceof WanmigError && err.code === ErrorCode.NotFound) return 'stopped';
+      throw err;
+    }
+  }
+
+  /** A source VM left paused (a rollback after the pause) runs again. */
+  async ensureRunning(vmId: string): Promise<void> {
+    const record = await this.get(vmId);
+    if (record && isQemu(record)) return this.qemu.ensureRunning(vmId);
+    const guest = await this.driver.attach(vmId);
+    try {
+      if ((await guest.describe()).state === 'paused') await guest.resume();
+    } finally {
+      await guest.detach();
+    }
+  }
+
   private newRecord(
     vm: { vmId: string; ramBytes: number; diskBytes: number; workload: VmRecord['workload']; addresses?: string[] },
-    where: { serviceAddress?: string; diskUri: string; diskPath: string },
+    where: { serviceAddress?: string; diskUri?: string; diskPath: string },
   ): VmRecord {
     return {
       vmId: vm.vmId,
@@ -229,7 +313,7 @@ export class VmInventory {
       workload: vm.workload,
       ...(where.serviceAddress ? { serviceAddress: where.serviceAddress } : {}),
       ...(vm.addresses?.length ? { addresses: vm.addresses } : {}),
-      diskUri: where.diskUri,
+      ...(where.diskUri ? { diskUri: where.diskUri } : {}),
       diskPath: where.diskPath,
       exportName: vm.vmId,
       createdAt: new Date().toISOString(),
@@ -261,6 +345,10 @@ export class VmInventory {
   }
 
   private async liveState(record: VmRecord): Promise<VmView['state']> {
+    if (isQemu(record)) {
+      if ((await this.qemu.state(record.vmId)) === 'stopped') return VmState.Stopped;
+      return record.state === VmState.Migrating ? VmState.Migrating : VmState.Running;
+    }
     try {
       const vm = await this.driver.attach(record.vmId);
       await vm.detach();
@@ -280,6 +368,10 @@ export class VmInventory {
       throw err;
     }
   }
+}
+
+export function isQemu(record: Pick<VmRecord, 'driver'>): boolean {
+  return record.driver === 'qemu';
 }
 
 function requireSocket(vmId: string, serviceSocket: string | undefined): string {

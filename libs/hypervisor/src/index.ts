@@ -115,3 +115,4 @@ export {
   type QemuResumeResult,
 } from './qemu/qemu.driver.js';
 export { inNetns, nicArgs, tapNetworkProblems, type QemuTapNetwork } from './qemu/qemu.network.js';
+export * from './qemu/qemu.vm.js';

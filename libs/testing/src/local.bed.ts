@@ -314,9 +314,50 @@ export class LocalBed {
   }
 }
 
+/**
+ * The QEMUs a site runs under its runtime dir: VMs the orchestrator launched or adopted (`qemu-vms/<vmId>/qemu.pid`)
+ * and destination QEMUs delta-apply started (`qemu/<migrationId>/destination.json`). Each is checked to be a QEMU
+ * still (a pid may have been reused).
+ */
+function qemuPidsSync(dirs: string[]): number[] {
+  const pids: number[] = [];
+  const add = (pid: unknown) => {
+    if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 1 || pids.includes(pid)) return;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('qemu-system')) pids.push(pid);
+    } catch {
+      // Gone.
+    }
+  };
+  const list = (dir: string) => {
+    try {
+      return readdirSync(dir);
+    } catch {
+      return [];
+    }
+  };
+  for (const dir of dirs) {
+    for (const vm of list(join(dir, 'qemu-vms'))) {
+      try {
+        add(Number.parseInt(readFileSync(join(dir, 'qemu-vms', vm, 'qemu.pid'), 'utf8').trim(), 10));
+      } catch {
+        // No pid file: nothing runs.
+      }
+    }
+    for (const run of list(join(dir, 'qemu'))) {
+      try {
+        add((JSON.parse(readFileSync(join(dir, 'qemu', run, 'destination.json'), 'utf8')) as { pid?: unknown }).pid);
+      } catch {
+        // No record: not a destination QEMU.
+      }
+    }
+  }
+  return pids;
+}
+
 /** Ends every guest whose runtime info sits in these dirs (guests started detached outlive their launcher). */
 async function stopGuests(dirs: string[]): Promise<void> {
-  const pids: number[] = [];
+  const pids: number[] = qemuPidsSync(dirs);
   for (const dir of dirs) {
     const names = await readdir(dir).catch(() => [] as string[]);
     for (const name of names.filter((n) => n.endsWith('.json'))) {
@@ -359,6 +400,7 @@ function alive(pid: number): boolean {
 
 /** The same as stopGuests, synchronously and at once (SIGKILL): for the last moment of a process. */
 function killGuestsSync(dirs: string[]): void {
+  for (const pid of qemuPidsSync(dirs)) signal(pid, 'SIGKILL');
   for (const dir of dirs) {
     let names: string[] = [];
     try {

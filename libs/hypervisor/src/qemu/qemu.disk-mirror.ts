@@ -274,3 +274,20 @@ class QemuDiskMirror implements DiskMirror {
     });
   }
 }
+
+/**
+ * The mirror of `device` another connection started (`startDiskMirror`'s default job id), seen through `qmp`: it can
+ * be cancelled from here. Undefined when QEMU runs no such job (it ended: with `on-target-error: report`, a mirror
+ * that failed to write its target is gone, so a job found `ready` has mirrored every write so far).
+ */
+export async function findDiskMirror(
+  qmp: QmpClient,
+  device: string,
+): Promise<{ mirror: DiskMirror; ready: boolean; status: string } | undefined> {
+  const jobId = `wanmig-mirror-${device}`;
+  const jobs = await qmp.execute<Array<{ device: string; ready?: boolean; status?: string }>>('query-block-jobs');
+  const job = jobs.find((j) => j.device === jobId);
+  if (!job) return undefined;
+  const mirror = new QemuDiskMirror(qmp, jobId, device, `${jobId}-nbd`);
+  return { mirror, ready: job.ready === true, status: job.status ?? 'unknown' };
+}

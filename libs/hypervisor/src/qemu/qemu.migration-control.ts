@@ -30,6 +30,8 @@ export interface QemuMigrationInfo {
   downtime?: number;
   'expected-downtime'?: number;
   'error-desc'?: string;
+  /** Auto-converge's current throttle of the guest's vCPUs (percent), while it throttles. */
+  'cpu-throttle-percentage'?: number;
   ram?: {
     transferred: number;
     remaining: number;

@@ -36,6 +36,14 @@ export class MigrateMemoryRequest {
   @Matches(/^[a-z0-9][a-z0-9-]{0,62}$/)
   toSite!: string;
 
+  /**
+   * `sim`: pages read and sent by wanmig's engine. `qemu`: QEMU migrates itself into a relay of this service (found
+   * by the VM id under the site's runtime dir); the destination QEMU is started by delta-apply on the migration's
+   * image; the disk's mirror (started by the orchestrator) is cancelled in the pause, before the disk's final drain.
+   */
+  @IsIn(['sim', 'qemu'])
+  driver: 'sim' | 'qemu' = 'sim';
+
   /** `smart`: wanmig's convergence policy; `kvm`: 30 rounds or two rounds of growth (baseline). */
   @IsIn(['smart', 'kvm'])
   policy: 'smart' | 'kvm' = 'smart';

@@ -12,6 +12,7 @@ import {
   Max,
   Min,
 } from 'class-validator';
+import { NestedDto } from '../nested-dto.decorator.js';
 
 /** VM inventory verbs, served by each site's orchestrator for the VMs that run at that site. */
 export const VmVerb = {
@@ -40,6 +41,13 @@ export type SiteVerb = (typeof SiteVerb)[keyof typeof SiteVerb];
 export const VM_WORKLOADS = ['idle', 'web', 'db', 'write-heavy'] as const;
 export type VmWorkload = (typeof VM_WORKLOADS)[number];
 
+/** How a VM runs: `sim`, the embedded guest (the default); `qemu`, a real QEMU/KVM VM driven over QMP. */
+export const VM_DRIVERS = ['sim', 'qemu'] as const;
+export type VmDriver = (typeof VM_DRIVERS)[number];
+/** Guests wanmig can launch for the qemu driver: `test`, the test guest test/guest/build-guest.sh builds. */
+export const QEMU_GUESTS = ['test'] as const;
+export type QemuGuest = (typeof QEMU_GUESTS)[number];
+
 export const VM_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 /** The port an embedded guest's service answers on at its own addresses (through the site's NIC). */
 export const GUEST_SERVICE_PORT = 7777;
@@ -47,10 +55,28 @@ export const GUEST_SERVICE_PORT = 7777;
 export const MAX_VM_IPS = 8;
 const MIB = 1024 * 1024;
 
-/** A new embedded (sim) guest at the site asked: its disk goes through this site's disk-transfer. */
+/**
+ * A new VM at the site asked. `sim`: an embedded guest, its disk served through this site's disk-transfer. `qemu`: a
+ * QEMU VM launched from `guest` (its disk a copy of the guest's image; `diskBytes` is then the image's own size).
+ */
 export class CreateVmRequest {
   @Matches(VM_ID_PATTERN)
   vmId!: string;
+
+  @IsIn(VM_DRIVERS)
+  driver: VmDriver = 'sim';
+
+  /** qemu only (and required there): the guest to launch. */
+  @IsOptional()
+  @IsIn(QEMU_GUESTS)
+  guest?: QemuGuest;
+
+  /** qemu only: vCPUs (1). */
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(64)
+  cpus?: number;
 
   /** The sim driver runs guests of 64 MiB to 4 GiB. */
   @IsInt()
@@ -89,6 +115,39 @@ export class VmRef {
   vmId!: string;
 }
 
+/** The machine a QEMU VM runs (its launch spec): what a destination starts to receive it, and records after. */
+export class QemuMachineSpec {
+  @Matches(/^\/[\x20-\x7e]{0,4095}$/)
+  kernel!: string;
+
+  @Matches(/^\/[\x20-\x7e]{0,4095}$/)
+  initrd!: string;
+
+  @Matches(/^[\x20-\x7e]{0,2048}$/)
+  append!: string;
+
+  @IsIn(['q35', 'pc'])
+  machine!: 'q35' | 'pc';
+
+  @IsIn(['tcg', 'kvm'])
+  accel!: 'tcg' | 'kvm';
+
+  @IsInt()
+  @Min(16)
+  @Max(4 * 1024 * 1024)
+  ramMiB!: number;
+
+  @IsInt()
+  @Min(1)
+  @Max(64)
+  cpus!: number;
+
+  @IsInt()
+  @Min(1)
+  @Max(65535)
+  guestPort!: number;
+}
+
 /** Internal (orchestrator to orchestrator): a VM that now runs here after a committed migration. */
 export class AdoptVmRequest {
   @Matches(VM_ID_PATTERN)
@@ -107,6 +166,14 @@ export class AdoptVmRequest {
 
   @IsIn(VM_WORKLOADS)
   workload!: VmWorkload;
+
+  @IsIn(VM_DRIVERS)
+  driver: VmDriver = 'sim';
+
+  /** qemu: the machine delta-apply started (its QEMU, found by the migration id, becomes the VM). */
+  @IsOptional()
+  @NestedDto(() => QemuMachineSpec)
+  machine?: QemuMachineSpec;
 
   /** The image delta-apply wrote, on the adopting site. */
   @IsString()
@@ -151,6 +218,8 @@ export type VmState = (typeof VmState)[keyof typeof VmState];
 export interface VmView {
   vmId: string;
   site: string;
+  /** Absent in records older than the qemu driver: `sim`. */
+  driver?: VmDriver;
   state: VmState;
   ramBytes: number;
   diskBytes: number;

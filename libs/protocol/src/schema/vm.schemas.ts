@@ -1,4 +1,5 @@
 import {
+  VM_DRIVERS,
   VM_WORKLOADS,
   VmState,
   type ListSitesReply,
@@ -14,6 +15,7 @@ export const VM_VIEW_SCHEMA = objectSchema<VmView>({
   properties: {
     vmId: string(),
     site: string(),
+    driver: oneOfValues(VM_DRIVERS),
     state: oneOfValues(VmState),
     ramBytes: count(),
     diskBytes: count(),
@@ -25,7 +27,7 @@ export const VM_VIEW_SCHEMA = objectSchema<VmView>({
     createdAt: timestamp(),
     migrationId: string('The migration moving it now, or the one that brought it here.'),
   },
-  optional: { serviceAddress: true, addresses: true, diskUri: true, migrationId: true },
+  optional: { driver: true, serviceAddress: true, addresses: true, diskUri: true, migrationId: true },
 });
 
 export const LIST_VMS_REPLY_SCHEMA = objectSchema<ListVmsReply>({
