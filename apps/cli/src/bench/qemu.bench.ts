@@ -1,26 +1,19 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { QmpClient, type QmpStatus } from '@wanmig/hypervisor';
 import {
-  bootGuest,
-  ensureGuestImage,
-  LocalBed,
-  sleep,
-  trackDir,
-  untrackDir,
-  type GuestHandle,
-  type GuestImage,
-} from '@wanmig/testing';
-import { runWanmigQemuMigration, type QemuDestination } from '../qemu/qemu-migration.runner.js';
-import {
-  compareDiskImages,
-  counterWentOn,
-  failedRun,
-  QemuBaselineVariant,
-  runQemuBaseline,
-  snapshotDestinationDisk,
-} from './qemu-baseline.run.js';
+  callControl,
+  controlSubject,
+  isTerminalPhase,
+  MigrationPhase,
+  MigrationVerb,
+  QemuIncomingVerb,
+  ServiceName,
+  VmVerb,
+  type MigrationView,
+  type QemuIncomingStatusReply,
+  type VmView,
+} from '@wanmig/protocol';
+import { ensureGuestImage, LocalBed, Site, sleep, waitUntil } from '@wanmig/testing';
+import { CounterProber } from '../qemu/counter.prober.js';
+import { counterWentOn, failedRun, QemuBaselineVariant, runQemuBaseline } from './qemu-baseline.run.js';
 import { QemuRunOutcome, type QemuBenchOptions, type QemuBenchResult, type QemuRunResult } from './qemu-bench.types.js';
 
 /**
@@ -56,7 +49,7 @@ export async function runQemuBench(options: QemuBenchOptions, log: (line: string
   const qemuTuned = wanted('qemuTuned')
     ? await runQemuBaseline(QemuBaselineVariant.QemuTuned, options, { image, log })
     : skipped('qemuTuned');
-  const wanmig = wanted('wanmig') ? await runWanmigRun(options, image, log) : skipped('wanmig');
+  const wanmig = wanted('wanmig') ? await runWanmigRun(options, log) : skipped('wanmig');
   return {
     options,
     accel: 'tcg',
@@ -90,96 +83,94 @@ function completed(run: QemuRunResult): boolean {
 }
 
 /**
- * (c): a fresh source guest on the two-site bed (one WAN emulator between the sites' NATS servers, with the same
- * delay and rate), moved by runWanmigQemuMigration with its defaults (downtime 300 ms, no bandwidth budget: the
- * link's own pace, as for the baselines). Its client-seen downtime comes from the runner's CounterProber, the same
- * client the baselines use (a question every 20 ms, one at a time, switched to the destination once it runs).
+ * (c): wanmig's product path: the two-site stack with both orchestrators (one WAN emulator between the sites'
+ * NATS servers, with the same delay and rate), a QEMU VM of the same guest created with `vm.create` and moved with
+ * `migration.create`, its defaults (downtime 300 ms, verification on: the disk's digests compared in the pause, QEMU's
+ * stream checked by its digests before the destination runs; no bandwidth budget: the link's own pace, as for the
+ * baselines). Its client is the baselines' (a question every 20 ms, one at a time); it turns to the destination's
+ * port when the switchover starts, as a client whose packets follow the VM's address would.
  */
-async function runWanmigRun(
-  o: QemuBenchOptions,
-  image: GuestImage,
-  log: (line: string) => void,
-): Promise<QemuRunResult> {
+async function runWanmigRun(o: QemuBenchOptions, log: (line: string) => void): Promise<QemuRunResult> {
   const say = (line: string) => log(`wanmig: ${line}`);
   const notes: string[] = [];
-  const dir = await mkdtemp(join(tmpdir(), 'wanmig-qbench-wanmig-'));
-  trackDir(dir);
+  const tcg = { WANMIG_QEMU_ACCEL: 'tcg' };
   let bed: LocalBed | undefined;
-  let source: GuestHandle | undefined;
-  let destination: QemuDestination | undefined;
+  let prober: CounterProber | undefined;
   try {
-    say('starting the two-site bed');
-    bed = await LocalBed.start({ delayMs: o.delayMs, bandwidthBps: o.bandwidthBps, memory: true });
-    say(`booting the source guest (${o.ramMiB} MiB, TCG)`);
-    await mkdir(join(dir, 'src'));
-    source = await bootGuest({
-      disk: image.disk,
-      workDir: join(dir, 'src'),
-      ramMiB: o.ramMiB,
-      qmpSocket: join(dir, 'src.qmp'),
+    say('starting the two-site stack (orchestrators and services at both sites)');
+    bed = await LocalBed.start({
+      delayMs: o.delayMs,
+      bandwidthBps: o.bandwidthBps,
+      orchestrator: true,
+      orchestratorEnv: { [Site.A]: tcg, [Site.B]: tcg },
     });
-    say(`source ready after ${source.readyAfterMs} ms; warming up ${o.warmupMs} ms`);
-    await sleep(o.warmupMs);
-    // The destination disk at the switch is kept by a snapshot taken just before `cont`, as for the baselines (the
-    // source stays `postmigrate`, its image as it was at the pause, until both are compared).
-    let snapshotMs: number | undefined;
-    const r = await runWanmigQemuMigration(bed, source, {
-      verifyDiskInPause: o.verifyWanmigInPause,
-      stopSource: false,
-      beforeCont: o.verifyWanmigInPause
-        ? undefined
-        : async (qmp) => {
-            snapshotMs = (await snapshotDestinationDisk(qmp, join(dir, 'dest-overlay.qcow2'))).ms;
-          },
-      log: say,
-    });
-    destination = r.destination;
-
-    const qmp = await QmpClient.connect(destination.qmpSocket);
-    const status = await qmp.execute<QmpStatus>('query-status').finally(() => qmp.close());
-    const running = status.status === 'running';
-    const { lastSourceCounter, firstDestinationCounter } = r.probe;
-    const counterContinued = await counterWentOn(destination.servicePort, r.probe);
-    const p = r.pause;
-    notes.push(
-      `wire: ${r.wan.aToB} bytes A→B, ${r.wan.bToA} back (NATS control traffic included)`,
-      `disk holds in step after ${r.disk.holdingAfterSeconds.toFixed(1)} s; disk stream ${r.disk.report.rawBytesSent} ` +
-        `bytes as ${r.disk.report.frameBytesSent} in frames (${r.disk.report.rounds.length} catch-up rounds)`,
-      `memory stream: QEMU's ${r.memory.relay.qemuBytes} bytes as ${r.memory.relay.frameBytes} in frames ` +
-        `(${r.memory.resentBytes} re-sent)`,
-      `pause: mirror cancel ${Math.round(p.mirrorCancelMs)} ms, then side by side disk finalize ` +
-        `${Math.round(p.finalizeMs)} ms and QEMU completion ${Math.round(p.completionMs)} ms, destination loaded ` +
-        `${Math.round(p.loadedMs)} ms; activate ${Math.round(p.activateMs)} ms (QMP side ${Math.round(p.totalMs)} ms)`,
-      `counter: source last ${lastSourceCounter}, destination first ${firstDestinationCounter}`,
-      `QEMU ram: transferred ${r.qemu.ramTransferred}, dirty syncs ${r.qemu.dirtySyncCount}`,
-      ...r.warnings.map((w) => `warning: ${w}`),
+    const nc = bed.nc;
+    const api = <T>(site: Site, verb: string, body: object, timeoutMs = 30_000) =>
+      callControl<T>(nc, controlSubject(site, ServiceName.Orchestrator, verb), body, timeoutMs);
+    say(`creating the VM (${o.ramMiB} MiB, TCG) with vm.create`);
+    const vm = await api<VmView>(
+      Site.A,
+      VmVerb.Create,
+      { vmId: BENCH_VM, driver: 'qemu', guest: 'test', ramBytes: o.ramMiB * MiB },
+      VM_CREATE_TIMEOUT_MS,
     );
-    if (!running) notes.push(`destination status: ${status.status}`);
-    if (!counterContinued) notes.push('the counter did not go on past the source at the destination');
-    // The disk at the switch is checked from inside the runner (QEMU serves one QMP client per socket): by the
-    // snapshot taken before `cont` (beforeCont), or by hashing both images in the pause (--verify-in-pause).
-    let diskEqual = r.diskEqualAtPause;
-    if (diskEqual === undefined && snapshotMs !== undefined) {
-      diskEqual = (await compareDiskImages(source.disk, destination.disk)).equal;
-      notes.push(
-        `disk sha256 at the switch ${diskEqual ? 'equal' : 'DIFFERENT'} (destination snapshot before cont: ` +
-          `${Math.round(snapshotMs)} ms of the pause)`,
-      );
-    } else if (diskEqual === undefined) notes.push('disk not checked at the switch: not verified');
-    else {
-      notes.push(
-        `disk sha256 at the pause ${diskEqual ? 'equal' : 'DIFFERENT'}, hashed inside the pause ` +
-          `(${Math.round(p.verifyMs)} ms of it: the downtime above includes them)`,
-      );
+    prober = new CounterProber(portOf(vm.serviceAddress!));
+    prober.start();
+    say(`VM runs at ${vm.serviceAddress}; warming up ${o.warmupMs} ms`);
+    await sleep(o.warmupMs);
+
+    const wanBefore = bed.sites.wan.stats();
+    const created = await api<MigrationView>(Site.A, MigrationVerb.Create, {
+      vmId: BENCH_VM,
+      toSite: Site.B,
+      verify: !o.noVerify,
+    });
+    // The client follows the VM once it pauses: the destination's port, from delta-apply there.
+    const followed = followAtPause(bed, created.id, prober);
+    const done = await waitFinished(api, created.id);
+    await followed.catch(() => undefined);
+    const wanAfter = bed.sites.wan.stats();
+    const wireBytes = wanAfter.aToB - wanBefore.aToB + (wanAfter.bToA - wanBefore.bToA);
+    if (done.phase !== MigrationPhase.Committed) {
+      throw new Error(`the migration ended ${done.phase}: ${done.error?.message ?? 'no error recorded'}`);
     }
+    const f = done.figures ?? {};
+    const moved = await api<VmView>(Site.B, VmVerb.Get, { vmId: BENCH_VM });
+    const destinationPort = portOf(moved.serviceAddress!);
+    await waitUntil(() => prober!.answersAfterSwitch > 0, {
+      what: 'the guest to answer at the destination',
+      timeoutMs: 30_000,
+      intervalMs: 10,
+    }).catch(() => undefined);
+    const probe = await prober.stop();
+    prober = undefined;
+    const running = moved.state === 'running';
+    const counterContinued = await counterWentOn(destinationPort, probe);
+    const totalSeconds = ((f.resumedAt ?? Date.now()) - Date.parse(done.createdAt)) / 1000;
+    notes.push(
+      `wire: ${wanAfter.aToB - wanBefore.aToB} bytes A→B, ${wanAfter.bToA - wanBefore.bToA} back (NATS control traffic included)`,
+      `disk stream ${f.diskRawBytes ?? 0} bytes as ${f.diskWireBytes ?? 0} in frames; memory stream: QEMU's ` +
+        `${f.memoryRawBytes ?? 0} bytes as ${f.memoryWireBytes ?? 0} in frames`,
+      `pause (source's view) ${f.downtimeMs ?? '?'} ms: disk finalize ${f.diskFinalizeMs ?? '?'} ms of which its ` +
+        `digests compared ${f.diskVerifyMs ?? '?'} ms; held for the go ${f.holdMs ?? '?'} ms`,
+      `phases: ${done.history.map((h) => h.phase).join(' → ')}`,
+      `counter: source last ${probe.lastSourceCounter}, destination first ${probe.firstDestinationCounter}`,
+    );
+    if (!running) notes.push(`destination state: ${moved.state}`);
+    if (!counterContinued) notes.push('the counter did not go on past the source at the destination');
+    const diskEqual = f.diskVerified === true;
+    const ramEqual = f.ramVerified === true;
+    notes.push(
+      `disk digests at the pause ${diskEqual ? 'equal' : 'NOT checked equal'}; QEMU's stream ` +
+        `${ramEqual ? 'matched its digests at the destination' : 'NOT checked'} before it ran`,
+    );
     const result: QemuRunResult = {
       name: 'wanmig',
-      totalSeconds: r.totalSeconds,
-      downtimeMs: Math.round(r.clientPauseMs),
-      wireBytes: r.wan.total,
-      verified: running && counterContinued && diskEqual === true,
-      checks: { running, counter: counterContinued, disk: diskEqual ?? null },
-      qemu: { totalTimeMs: r.qemu.totalTimeMs, downtimeMs: r.qemu.downtimeMs, ramTransferred: r.qemu.ramTransferred },
+      totalSeconds,
+      downtimeMs: Math.round(probe.maxGapMs),
+      wireBytes,
+      verified: running && counterContinued && diskEqual && ramEqual,
+      checks: { running, counter: counterContinued, disk: diskEqual, stream: ramEqual },
       outcome: QemuRunOutcome.Completed,
       notes,
     };
@@ -187,16 +178,65 @@ async function runWanmigRun(
       `${result.totalSeconds.toFixed(1)} s, client-seen downtime ${result.downtimeMs} ms, ${result.wireBytes} bytes ` +
         `on the wire, verified ${result.verified}`,
     );
+    await api(Site.B, VmVerb.Remove, { vmId: BENCH_VM }).catch(() => undefined);
     return result;
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     say(`FAILED: ${message.split('\n')[0]}`);
     return failedRun('wanmig', [...notes, `failed: ${message}`]);
   } finally {
-    await destination?.stop();
-    await source?.stop();
+    await prober?.stop();
     await bed?.stop();
-    await rm(dir, { recursive: true, force: true });
-    untrackDir(dir);
+  }
+}
+
+const BENCH_VM = 'bench-qemu';
+const MiB = 2 ** 20;
+/** Creating the VM boots it under TCG: allow for a slow, shared machine. */
+const VM_CREATE_TIMEOUT_MS = 300_000;
+const MIGRATION_TIMEOUT_MS = 600_000;
+
+function portOf(address: string): number {
+  return Number(address.split(':').pop());
+}
+
+/** Polls `migration.get` until the migration has ended (bounded). */
+async function waitFinished(
+  api: <T>(site: Site, verb: string, body: object) => Promise<T>,
+  migrationId: string,
+): Promise<MigrationView> {
+  const deadline = Date.now() + MIGRATION_TIMEOUT_MS;
+  for (;;) {
+    const m = await api<MigrationView>(Site.A, MigrationVerb.Get, { migrationId });
+    if (isTerminalPhase(m.phase)) return m;
+    if (Date.now() > deadline) throw new Error(`migration ${migrationId} still ${m.phase} after ${MIGRATION_TIMEOUT_MS} ms`);
+    await sleep(200);
+  }
+}
+
+/**
+ * Turns the client to the destination's port once the migration enters STOP_AND_COPY (its CloudEvent): a query
+ * then waits there until the destination runs, as a packet to a moved address would.
+ */
+async function followAtPause(bed: LocalBed, migrationId: string, prober: CounterProber): Promise<void> {
+  const sub = bed.nc.subscribe(`wanmig.v1.events.migration.${Site.A}.${migrationId}.>`);
+  try {
+    for await (const msg of sub) {
+      const event = msg.json<{ type?: string; data?: { to?: string } }>();
+      const to = event.data?.to;
+      if (event.type !== 'io.wanmig.migration.phase-changed' || !to) continue;
+      if (to === MigrationPhase.StopAndCopy) {
+        const status = await callControl<QemuIncomingStatusReply>(
+          bed.nc,
+          controlSubject(Site.B, ServiceName.DeltaApply, QemuIncomingVerb.Status),
+          { migrationId },
+        );
+        prober.switchTo(status.servicePort);
+        return;
+      }
+      if (isTerminalPhase(to as MigrationPhase)) return;
+    }
+  } finally {
+    sub.unsubscribe();
   }
 }
