@@ -20,8 +20,17 @@ export interface ProbeReport {
 }
 
 /**
- * A client of the guest's TCP service (`host:port`, or `unix:<path>`: a door into a namespace): sends `PING` every
- * few milliseconds and records the answers, so the downtime reported is the one a user of the VM saw. A VM with
+ * How the guest's service is asked: `ping`, the embedded guest's (one connection, `PING` answered `PONG <counter>`);
+ * `counter`, the QEMU test guest's (each connection answers one `COUNTER <n>` line and closes).
+ */
+export type ProbeProtocol = 'ping' | 'counter';
+
+/** A paused guest's forwarded port still accepts (QEMU's slirp runs on) but never answers: a query gives up. */
+const COUNTER_QUERY_TIMEOUT_MS = 2_000;
+
+/**
+ * A client of the guest's TCP service (`host:port`, or `unix:<path>`: a door into a namespace): asks every few
+ * milliseconds and records the answers, so the downtime reported is the one a user of the VM saw. A VM with
  * addresses is reached at its own address and keeps its connection across a move (network redirection); one
  * reached at its host port is told the new one (`switchTo`).
  */
@@ -56,12 +65,20 @@ export class GuestProber {
     address: string,
     private readonly intervalMs = 5,
     private readonly maxSeconds = 600,
+    private readonly protocol: ProbeProtocol = 'ping',
   ) {
     this.address = address;
   }
 
   start(): void {
     const deadline = Date.now() + this.maxSeconds * 1000;
+    if (this.protocol === 'counter') {
+      this.timer = setInterval(() => {
+        if (this.stopped || Date.now() > deadline) return this.halt();
+        if (!this.inFlight) this.askCounter();
+      }, this.intervalMs);
+      return;
+    }
     this.connect();
     this.timer = setInterval(() => {
       if (this.stopped || Date.now() > deadline) return this.halt();
@@ -114,7 +131,7 @@ export class GuestProber {
     this.socket?.destroy();
     this.socket = undefined;
     this.inFlight = false;
-    this.connect();
+    if (this.protocol === 'ping') this.connect();
   }
 
   stop(): ProbeReport {
@@ -150,6 +167,36 @@ export class GuestProber {
     socket.on('close', retry);
   }
 
+  /** One `counter` query: a connection, its one line, closed; abandoned after a bound or by a switch. */
+  private askCounter(): void {
+    this.inFlight = true;
+    this.report.requests++;
+    const socket = this.address.startsWith('unix:')
+      ? createConnection({ path: this.address.slice('unix:'.length) })
+      : createConnection({ host: splitAddress(this.address)[0], port: splitAddress(this.address)[1] });
+    this.socket = socket;
+    let text = '';
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (this.socket === socket) {
+        this.socket = undefined;
+        this.inFlight = false;
+      }
+    };
+    const timer = setTimeout(done, COUNTER_QUERY_TIMEOUT_MS);
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      const m = /^COUNTER (\d+)\s*$/m.exec(text);
+      if (!m || this.socket !== socket) return;
+      done();
+      this.answer(Number(m[1]));
+    });
+    socket.on('error', done);
+    socket.on('close', done);
+  }
+
   private onData(chunk: string): void {
     this.buffer += chunk;
     for (let nl = this.buffer.indexOf('\n'); nl >= 0; nl = this.buffer.indexOf('\n')) {
@@ -158,23 +205,26 @@ export class GuestProber {
       const m = /^PONG (\d+)$/.exec(line);
       if (!m) continue;
       this.inFlight = false;
-      const now = Date.now();
-      const counter = Number(m[1]);
-      this.report.answers++;
-      if (this.log.length < MAX_LOGGED_ANSWERS) this.log.push({ at: now, counter });
-      if (this.lastAnswerAt > 0 && now - this.lastAnswerAt > this.report.maxGapMs) {
-        this.report.maxGapMs = now - this.lastAnswerAt;
-        this.report.gapStart = this.lastAnswerAt;
-        this.report.gapEnd = now;
-      }
-      if (counter < this.lastCounter) this.report.counterWentBack = true;
-      if (this.switchedAt !== null) {
-        this.report.answersAfterSwitch++;
-        if (this.report.firstCounterAfter < 0) this.report.firstCounterAfter = counter;
-      }
-      this.lastCounter = counter;
-      this.lastAnswerAt = now;
+      this.answer(Number(m[1]));
     }
+  }
+
+  private answer(counter: number): void {
+    const now = Date.now();
+    this.report.answers++;
+    if (this.log.length < MAX_LOGGED_ANSWERS) this.log.push({ at: now, counter });
+    if (this.lastAnswerAt > 0 && now - this.lastAnswerAt > this.report.maxGapMs) {
+      this.report.maxGapMs = now - this.lastAnswerAt;
+      this.report.gapStart = this.lastAnswerAt;
+      this.report.gapEnd = now;
+    }
+    if (counter < this.lastCounter) this.report.counterWentBack = true;
+    if (this.switchedAt !== null) {
+      this.report.answersAfterSwitch++;
+      if (this.report.firstCounterAfter < 0) this.report.firstCounterAfter = counter;
+    }
+    this.lastCounter = counter;
+    this.lastAnswerAt = now;
   }
 }
 
