@@ -28,6 +28,7 @@ import {
   type MemoryMigrationReport,
   type MemoryProgress,
   type QemuIncomingStatusReply,
+  type RoundSample,
   type QemuRelayStatusReply,
   type ResumeQemuReply,
   type StartQemuIncomingReply,
@@ -84,6 +85,9 @@ export class QemuMemoryMigration {
   private incoming?: StartQemuIncomingReply;
   private lastEmit = 0;
   private wake?: () => void;
+  /** QEMU's rounds as this side sees them: one each time its dirty-sync count moves (polled, so approximate). */
+  private readonly rounds: RoundSample[] = [];
+  private roundStart?: { at: number; raw: number; wire: number; pages: number; sync: number };
 
   constructor(private readonly o: QemuMemoryMigrationOptions) {}
 
@@ -194,6 +198,7 @@ export class QemuMemoryMigration {
       this.check();
       this.info = await qmp.execute<QemuMigrationInfo>('query-migrate');
       this.relay = this.o.relays.status({ migrationId });
+      this.sampleRound();
       const status = this.info.status;
       if (status === PRE_SWITCHOVER) break;
       if (status === QemuMigrationStatus.Failed || status === QemuMigrationStatus.Cancelled) {
@@ -276,7 +281,7 @@ export class QemuMemoryMigration {
       policy: PolicyKind.Smart,
       codec: true,
       ramBytes: info?.ram?.total ?? spec.ramMiB * 2 ** 20,
-      rounds: [],
+      rounds: this.rounds,
       stopReason: StopReason.FitsBudget,
       estimatedDowntimeMs: info?.['expected-downtime'] ?? 0,
       throttlePercent: info?.['cpu-throttle-percentage'] ?? 0,
@@ -299,6 +304,30 @@ export class QemuMemoryMigration {
       answersAtDestination: {},
       ...(disk ? { disk, diskFinalizeMs } : {}),
     };
+  }
+
+  private sampleRound(): void {
+    const ram = this.info?.ram;
+    if (!ram || !this.relay) return;
+    const now = { at: performance.now(), raw: this.relay.qemuBytes, wire: this.relay.senderBytes, pages: ram.normal };
+    const sync = ram['dirty-sync-count'];
+    if (!this.roundStart) {
+      this.roundStart = { ...now, sync };
+      return;
+    }
+    if (sync === this.roundStart.sync) return;
+    const start = this.roundStart;
+    this.rounds.push({
+      round: this.rounds.length + 1,
+      dirtyBytes: ram.remaining,
+      rawBytes: now.raw - start.raw,
+      wireBytes: now.wire - start.wire,
+      seconds: (now.at - start.at) / 1000,
+      zeroRawBytes: 0,
+      resentPages: 0,
+      pages: now.pages - start.pages,
+    });
+    this.roundStart = { ...now, sync };
   }
 
   private async untilCompleted(qmp: QmpClient): Promise<void> {
