@@ -6,7 +6,8 @@
  */
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { ensureGuestImage, LocalBed, queryGuestCounter, Site } from '@wanmig/testing';
+import { callControl, controlSubject, MemoryPrecopyVerb, ServiceName, type MemoryProgress } from '@wanmig/protocol';
+import { ensureGuestImage, LocalBed, queryGuestCounter, Site, waitUntil } from '@wanmig/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiCall, apiOk, isFinished, waitMigration, type MigrationLike } from '../support/external.client.js';
 
@@ -14,6 +15,8 @@ const MIB = 1024 * 1024;
 const SETUP_TIMEOUT_MS = 15 * 60_000; // the first guest build debootstraps Debian; later runs find it cached
 const MOVE_TIMEOUT_MS = 240_000;
 const TCG = { WANMIG_QEMU_ACCEL: 'tcg' };
+/** QEMU's stream is under way (of a 256 MiB guest's) once this much of it went through the relay. */
+const STREAM_FLOWING_BYTES = 32 * MIB;
 
 interface VmLike {
   vmId: string;
@@ -106,4 +109,64 @@ describe('a QEMU VM through the orchestrators (two sites, real services, real QE
     },
     2 * MOVE_TIMEOUT_MS + 120_000,
   );
+
+  /**
+   * What a kill -9 of a stream's engine costs once QEMU's stream flows: it cannot be taken up again half way (the
+   * destination QEMU holds a prefix of it and QEMU's parser state; a new stream would not continue it), so the
+   * migration rolls back, the source running on with nothing lost, and a new migration moves the VM.
+   */
+  for (const [service, site] of [
+    ['memoryPrecopy', Site.A],
+    ['deltaApply', Site.B],
+  ] as const) {
+    it(
+      `kill -9 of ${service} while QEMU's stream flows: rolled back, the source runs on, the next move commits`,
+      async () => {
+        const vmId = `kill-${service.toLowerCase()}`;
+        const vm = await apiOk<VmLike>(
+          nc,
+          Site.A,
+          'vm.create',
+          { vmId, driver: 'qemu', guest: 'test', ramBytes: 256 * MIB },
+          MOVE_TIMEOUT_MS,
+        );
+        const port = portOf(vm.serviceAddress);
+        const before = await queryGuestCounter(port);
+        const created = await apiOk<MigrationLike>(nc, Site.A, 'migration.create', { vmId, toSite: Site.B });
+        // Killed once QEMU's stream flows (its bytes are at the destination QEMU already), not before it starts.
+        await waitUntil(
+          async () => {
+            const m = await apiOk<MigrationLike>(nc, Site.A, 'migration.get', { migrationId: created.id });
+            if (isFinished(m)) throw new Error(`migration ended ${m.phase} before the stream flowed`);
+            if (m.phase !== 'MEM_PRECOPY') return false;
+            const progress = await callControl<MemoryProgress>(
+              nc,
+              controlSubject(Site.A, ServiceName.MemoryPrecopy, MemoryPrecopyVerb.Progress),
+              { migrationId: created.id },
+            ).catch(() => undefined);
+            return (progress?.rawBytesSent ?? 0) > STREAM_FLOWING_BYTES;
+          },
+          { timeoutMs: MOVE_TIMEOUT_MS, intervalMs: 50, what: "QEMU's stream to flow" },
+        );
+        await bed.crashAndRestart(site, service, 2000);
+        const done = await waitMigration(nc, Site.A, created.id, isFinished, MOVE_TIMEOUT_MS);
+        console.info(`[qemu-orchestrator] ${service} killed mid-stream: ${done.phase}: ${JSON.stringify(done.error)}`);
+        expect(done.phase).toBe('ROLLED_BACK');
+        expect(done.history.map((h) => h.phase)).not.toContain('REDIRECT');
+        const after = await queryGuestCounter(port);
+        expect(after, 'the source runs on, its counter grew').toBeGreaterThan(before);
+        const listed = await apiOk<{ vms: VmLike[] }>(nc, Site.B, 'vm.list', {});
+        expect(listed.vms.map((v) => v.vmId)).not.toContain(vmId);
+        const again = await apiOk<MigrationLike>(nc, Site.A, 'migration.create', { vmId, toSite: Site.B });
+        const moved = await waitMigration(nc, Site.A, again.id, isFinished, MOVE_TIMEOUT_MS);
+        expect(moved.phase, JSON.stringify(moved.error)).toBe('COMMITTED');
+        expect(moved.figures?.ramVerified).toBe(true);
+        const atB = await apiOk<VmLike>(nc, Site.B, 'vm.get', { vmId });
+        expect(atB.state).toBe('running');
+        expect(await queryGuestCounter(portOf(atB.serviceAddress))).toBeGreaterThan(before);
+        await apiOk(nc, Site.B, 'vm.rm', { vmId }, 30_000);
+      },
+      3 * MOVE_TIMEOUT_MS,
+    );
+  }
 });
