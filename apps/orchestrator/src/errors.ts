@@ -7,9 +7,12 @@ export class MigrationError extends WanmigError {
   constructor(
     code: ErrorCode,
     message: string,
-    fields: { migrationId: string; phase?: MigrationPhase; cause?: unknown },
+    fields: { migrationId: string; phase?: MigrationPhase; cause?: unknown; retryable?: boolean },
   ) {
-    super(code, message, { cause: fields.cause });
+    super(code, message, {
+      cause: fields.cause,
+      ...(fields.retryable === undefined ? {} : { retryable: fields.retryable }),
+    });
     this.name = 'MigrationError';
     this.migrationId = fields.migrationId;
     this.phase = fields.phase;
@@ -111,7 +114,8 @@ export class ServiceAwayError extends MigrationError {
       ErrorCode.Unavailable,
       `${service} at ${site} did not answer for ${(awayMs / 1000).toFixed(1)} s ` +
         `(service deadline ${(deadlineMs / 1000).toFixed(0)} s)`,
-      fields,
+      // The deadline is the caller's bound on waiting: past it, the migration does not wait any longer.
+      { ...fields, retryable: false },
     );
     this.name = 'ServiceAwayError';
     this.service = service;

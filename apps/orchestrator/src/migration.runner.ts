@@ -15,6 +15,7 @@ import {
   DEFAULT_SERVICE_DEADLINE_MS,
   DiskVerb,
   ErrorCode,
+  isRetryable,
   isTerminalPhase,
   MemoryPhase,
   MemoryPrecopyVerb,
@@ -75,6 +76,8 @@ const PROGRESS_EVENT_MS = 1000;
 const REMOTE_TIMEOUT_MS = 30_000;
 /** Forward recovery (past the point of no return) and rollback retry with this backoff, capped. */
 const RETRY_MS = [500, 1000, 2000, 5000, 10_000];
+/** Retries of a failure that may pass by itself (isRetryable) before a migration rolls back. */
+const RETRIES_BEFORE_ROLLBACK = 3;
 /** How long a rollback waits for the source engines to stop before cleaning the destination anyway. */
 const STOP_WAIT_MS = 60_000;
 
@@ -139,6 +142,8 @@ export class MigrationRunner {
   private disk?: DiskState;
   private memory?: MemoryState;
   private retries = 0;
+  /** Retries of a retryable failure before the pause; one budget for the whole migration. */
+  private retriesBeforeRollback = 0;
   /** The VM's driver, read once from the inventory (the source lets the VM go at ACTIVATE). */
   private vmDriver?: VmDriver;
   private readonly switchover: MigrationSwitchover;
@@ -281,6 +286,12 @@ export class MigrationRunner {
         return this.retryLater(record, unknown, true);
       }
       if (state === ResumeState.Resumed) record = await this.update((r) => withResumed(r, new Date()));
+    }
+    // A failure that may pass by itself (no answer in time, a service restarting) before the pause: the step is
+    // idempotent, so it is asked again a few times before the migration gives up and rolls back.
+    if (beforeTheSwitchover(record.phase) && isRetryable(err) && this.retriesBeforeRollback < RETRIES_BEFORE_ROLLBACK) {
+      this.retriesBeforeRollback++;
+      return this.retryLater(record, error, false);
     }
     if (record.phase !== MigrationPhase.RollingBack && isRollbackable(record)) {
       const step = failureStep(record, error);
@@ -462,7 +473,7 @@ export class MigrationRunner {
         const state = await this.pollMemory().catch(notFoundAs(undefined));
         if (!state) return undefined;
         if (state.report) return state.report;
-        if (state.error) throw new WanmigError(state.error.code, `memory: ${state.error.message}`);
+        if (state.error) throw engineFailure('memory', state.error);
         await this.sleep();
       }
     } finally {
@@ -487,7 +498,7 @@ export class MigrationRunner {
     for (;;) {
       this.checkAbort();
       const state = await this.watchDisk(record);
-      if (state?.error) throw new WanmigError(state.error.code, `disk: ${state.error.message}`);
+      if (state?.error) throw engineFailure('disk', state.error);
       if (state && done(state)) return;
       await this.progressEvent(record);
       await this.sleep();
@@ -498,8 +509,8 @@ export class MigrationRunner {
     for (;;) {
       this.checkAbort();
       const [memory, disk] = await Promise.all([this.watchMemory(record), this.watchDisk(record)]);
-      if (memory?.error) throw new WanmigError(memory.error.code, `memory: ${memory.error.message}`);
-      if (disk?.error) throw new WanmigError(disk.error.code, `disk: ${disk.error.message}`);
+      if (memory?.error) throw engineFailure('memory', memory.error);
+      if (disk?.error) throw engineFailure('disk', disk.error);
       if (memory && done(memory)) return;
       await this.progressEvent(record);
       await this.sleep();
@@ -786,10 +797,25 @@ function diskShareOf(budget: number): number {
   return Math.max(1, Math.floor(budget * DISK_SHARE_DURING_MEMORY));
 }
 
+/** Phases whose steps may be asked again after a failure that may pass: the pause has not begun. */
+function beforeTheSwitchover(phase: MigrationPhase): boolean {
+  const phases: MigrationPhase[] = [MigrationPhase.Preparing, ...BEFORE_PAUSE];
+  return phases.includes(phase);
+}
+
+const BEFORE_PAUSE: MigrationPhase[] = [MigrationPhase.DiskBulk, MigrationPhase.DiskCatchup, MigrationPhase.MemPrecopy];
+
 /** Phases in which the source has not paused: an engine that lost the migration may simply be asked again. */
 function beforePause(phase: MigrationPhase): boolean {
-  const phases: MigrationPhase[] = [MigrationPhase.DiskBulk, MigrationPhase.DiskCatchup, MigrationPhase.MemPrecopy];
-  return phases.includes(phase);
+  return BEFORE_PAUSE.includes(phase);
+}
+
+/**
+ * An engine that reports a failure has ended its part of the migration (rolled back its side): asking the same
+ * engine again would only read the same failure, so it is not retried; the migration rolls back.
+ */
+function engineFailure(engine: 'disk' | 'memory', error: WireError): WanmigError {
+  return new WanmigError(error.code, `${engine}: ${error.message}`, { retryable: false });
 }
 
 function notFoundAs<T>(value: T): (err: unknown) => T {

@@ -242,7 +242,7 @@ describe('startHttpApi', () => {
       expect(res).toEqual(
         expect.objectContaining({
           status: 500,
-          body: { error: { code: 'INTERNAL', message: 'internal error (see the service log)' } },
+          body: { error: { code: 'INTERNAL', message: 'internal error (see the service log)', retryable: false } },
         }),
       );
       expect(JSON.stringify(res.body)).not.toContain('secret');

@@ -41,7 +41,7 @@ export function decodeRpcReply<T>(text: string, subject: string): T {
 export class RemoteError extends WanmigError {
   readonly subject: string;
   constructor(wire: WireError, subject: string) {
-    super(wire.code, wire.message);
+    super(wire.code, wire.message, wire.retryable === undefined ? {} : { retryable: wire.retryable });
     this.name = 'RemoteError';
     this.subject = subject;
   }
@@ -51,5 +51,6 @@ function remoteError(err: unknown, subject: string): RemoteError {
   const e = err as Partial<WireError>;
   const code = isErrorCode(e.code) ? e.code : ErrorCode.Internal;
   const message = typeof e.message === 'string' ? e.message : 'remote error';
-  return new RemoteError({ code, message }, subject);
+  const retryable = typeof e.retryable === 'boolean' ? { retryable: e.retryable } : {};
+  return new RemoteError({ code, message, ...retryable }, subject);
 }

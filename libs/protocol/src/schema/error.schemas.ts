@@ -1,6 +1,6 @@
 import { ErrorCode } from '../error-codes.js';
 import { type WireError } from '../errors.js';
-import { objectSchema, oneOfValues, string } from './object.schema.js';
+import { boolean, objectSchema, oneOfValues, string } from './object.schema.js';
 
 /** `{ code, message }`: how an error crosses NATS, and what the HTTP API puts under `error`. */
 export const WIRE_ERROR_SCHEMA = objectSchema<WireError>({
@@ -8,6 +8,7 @@ export const WIRE_ERROR_SCHEMA = objectSchema<WireError>({
   properties: {
     code: oneOfValues(ErrorCode),
     message: string(),
+    retryable: boolean('Asking again may help (a service away, no answer in time); absent: the code says.'),
   },
-  optional: {},
+  optional: { retryable: true },
 });
