@@ -1,5 +1,6 @@
 export * from './hypervisor.driver.js';
 export * from './errors.js';
+export { generateSparseImage, type GeneratedImage } from './disk-image.generator.js';
 export {
   DEFAULT_PAGE_CACHE_BYTES,
   GUEST_READY_PREFIX,
