@@ -95,9 +95,9 @@ export {
 } from './qemu/accel.probe.js';
 export * from './qemu/qemu.disk-mirror.js';
 export * from './qemu/qemu.migration-control.js';
+export { DEFAULT_QEMU_APPEND, kernelAppend, type KernelAppendOptions } from './qemu/kernel.append.js';
 export {
   DEFAULT_ANNOUNCE,
-  DEFAULT_QEMU_APPEND,
   DEFAULT_QEMU_GUEST_PORT,
   DEFAULT_QEMU_MIN_RAM_MIB,
   QEMU_DISK_NODE,

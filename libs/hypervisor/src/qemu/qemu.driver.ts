@@ -3,6 +3,7 @@ import { access, mkdir, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCode } from '@wanmig/protocol';
+import { DEFAULT_QEMU_APPEND } from './kernel.append.js';
 import { QemuConfigError, QemuStartError } from './qemu.errors.js';
 import { nicArgs, tapNetworkProblems, type QemuTapNetwork } from './qemu.network.js';
 import { QemuProcess, type QemuExit, type QemuStartOptions } from './qemu.process.js';
@@ -19,8 +20,6 @@ export type QemuMachine = (typeof QemuMachine)[keyof typeof QemuMachine];
 export const QEMU_DISK_NODE = 'disk0';
 /** The guest port the user-mode NIC forwards to, unless the spec says otherwise (the test guest's counter service). */
 export const DEFAULT_QEMU_GUEST_PORT = 7777;
-/** The kernel command line when the spec gives none. */
-export const DEFAULT_QEMU_APPEND = 'console=ttyS0 panic=-1';
 export const DEFAULT_QEMU_MIN_RAM_MIB = 16;
 /** QEMU 7.2's `announce-self` arguments: `rounds` announcements, `initial` ms apart, growing by `step` up to `max`. */
 export interface QemuAnnounce {

@@ -18,7 +18,8 @@ import { HypervisorError } from '../errors.js';
 import { Accelerator } from './marker.boot.js';
 import { findQemuBinary } from './qemu.binary.js';
 import { QemuConfigError, QemuStartError } from './qemu.errors.js';
-import { DEFAULT_QEMU_APPEND, DEFAULT_QEMU_GUEST_PORT, guestArgs, QEMU_DISK_NODE, QemuMachine } from './qemu.driver.js';
+import { DEFAULT_QEMU_APPEND } from './kernel.append.js';
+import { DEFAULT_QEMU_GUEST_PORT, guestArgs, QEMU_DISK_NODE, QemuMachine } from './qemu.driver.js';
 import { QmpClient } from './qmp.client.js';
 import type { QmpStatus } from './qmp.types.js';
 
