@@ -51,6 +51,7 @@ export {
   QmpTimeoutError,
 } from './qemu/qmp.errors.js';
 export {
+  GuestImageError,
   QemuConfigError,
   QemuMigrationFailedError,
   QemuMigrationUnsafeError,
@@ -96,6 +97,22 @@ export {
 export * from './qemu/qemu.disk-mirror.js';
 export * from './qemu/qemu.migration-control.js';
 export { DEFAULT_QEMU_APPEND, kernelAppend, type KernelAppendOptions } from './qemu/kernel.append.js';
+export {
+  DEFAULT_GUEST_BUILD_TIMEOUT_MS,
+  DEFAULT_GUEST_CACHE_DIR,
+  GUEST_CACHE_ENV,
+  GUEST_DISK_CHURN_FILE,
+  GUEST_DISK_COUNTER_FILE,
+  GUEST_FAILED_MARKER,
+  GUEST_READY_MARKER,
+  ensureGuestImage,
+  guestCacheDir,
+  guestImageAt,
+  testGuestAppend,
+  type EnsureGuestImageOptions,
+  type GuestImage,
+  type GuestWorkload,
+} from './qemu/test-guest.image.js';
 export {
   DEFAULT_ANNOUNCE,
   DEFAULT_QEMU_GUEST_PORT,

@@ -1,60 +1,58 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import {
+  ensureGuestImage as ensureHypervisorGuestImage,
+  GUEST_DISK_COUNTER_FILE,
+  GUEST_FAILED_MARKER,
+  GUEST_READY_MARKER,
+  guestCacheDir,
+  type EnsureGuestImageOptions,
+  type GuestImage,
+} from '@wanmig/hypervisor';
 import { trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
 import { type ErrorOptionsWithCause } from './errors.js';
 import { getFreePort, LOOPBACK_HOST } from './free-port.util.js';
 import { sleep } from './wait.util.js';
 
+export {
+  DEFAULT_GUEST_BUILD_TIMEOUT_MS,
+  DEFAULT_GUEST_CACHE_DIR,
+  GUEST_CACHE_ENV,
+  GUEST_DISK_CHURN_FILE,
+  GUEST_DISK_COUNTER_FILE,
+  GUEST_FAILED_MARKER,
+  GUEST_READY_MARKER,
+  GuestImageError,
+  guestCacheDir,
+  type EnsureGuestImageOptions,
+  type GuestImage,
+} from '@wanmig/hypervisor';
+
 /**
- * The real guest QEMU tests boot (test/guest/build-guest.sh): the Debian kernel, a busybox initramfs whose
- * workload keeps a hot set in RAM, writes its disk gently (fsync'ed) and serves an in-memory counter on TCP
- * port 7777 (`COUNTER <n>\n` per connection), and a 2 GiB raw ext4 disk holding a Debian base system.
+ * The test guest under QEMU for tests, benches and demos: bootGuest and the probes of its counter. The image itself
+ * (ensureGuestImage, its paths and markers) is libs/hypervisor's, as the orchestrator launches the same guest.
  */
 
-export const GUEST_CACHE_ENV = 'WANMIG_GUEST_CACHE';
-export const DEFAULT_GUEST_CACHE_DIR = '/var/cache/wanmig/guest';
 /** Port of the guest's counter service, inside the guest. */
 export const GUEST_SERVICE_PORT = 7777;
-export const GUEST_READY_MARKER = 'wanmig-guest: ready';
-export const GUEST_FAILED_MARKER = 'wanmig-guest: FAILED';
 /** Block node of the guest's disk (for blockdev-mirror and friends) and its virtio-blk device id. */
 export const GUEST_DISK_NODE = 'disk0';
 export const GUEST_DISK_DEVICE = 'vda';
-/** Files the guest's workload keeps on its disk. */
-export const GUEST_DISK_COUNTER_FILE = '/wanmig/counter';
-export const GUEST_DISK_CHURN_FILE = '/wanmig/churn.bin';
-export const DEFAULT_GUEST_BUILD_TIMEOUT_MS = 20 * 60_000;
 export const DEFAULT_GUEST_READY_TIMEOUT_MS = 120_000;
 export const DEFAULT_GUEST_STOP_TIMEOUT_MS = 5_000;
 export const DEFAULT_GUEST_RAM_MIB = 256;
 const QEMU_BINARY = 'qemu-system-x86_64';
-const BUILD_SCRIPT = 'test/guest/build-guest.sh';
 const READY_POLL_MS = 100;
 const LOG_TAIL_BYTES = 3_000;
 const MAX_PORT_ATTEMPTS = 3;
 const UNIX_PATH_MAX = 107;
 
 const run = promisify(execFile);
-
-/** The guest image could not be built (the script failed or timed out). */
-export class GuestImageError extends Error {
-  override readonly name = 'GuestImageError';
-
-  constructor(
-    readonly cacheDir: string,
-    readonly reason: string,
-    readonly logTail: string,
-    options?: ErrorOptionsWithCause,
-  ) {
-    super(`guest image in ${cacheDir}: ${reason}${logTail ? `\n--- build log tail ---\n${logTail}` : ''}`, options);
-  }
-}
 
 /** QEMU did not bring the guest to its ready marker: missing binary, early exit, a FAILED marker or a timeout. */
 export class GuestBootError extends Error {
@@ -88,116 +86,13 @@ export class GuestProbeError extends Error {
   }
 }
 
-export interface GuestImage {
-  kernel: string;
-  initrd: string;
-  /** The pristine cached disk: boot a copy (bootGuest's default), never this file. */
-  disk: string;
-  cacheDir: string;
-  kernelVersion: string;
-}
-
-export function guestCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(env[GUEST_CACHE_ENV] || DEFAULT_GUEST_CACHE_DIR);
-}
-
-function guestImageIn(cacheDir: string): GuestImage {
-  const versionFile = join(cacheDir, 'kernel-version');
-  return {
-    kernel: join(cacheDir, 'vmlinuz'),
-    initrd: join(cacheDir, 'initramfs.cpio.gz'),
-    disk: join(cacheDir, 'disk.img'),
-    cacheDir,
-    kernelVersion: existsSync(versionFile) ? readFileSync(versionFile, 'utf8').trim() : '',
-  };
-}
-
-export interface EnsureGuestImageOptions {
-  cacheDir?: string;
-  timeoutMs?: number;
-  /** Where the build's progress lines go; default process.stderr. */
-  log?: (line: string) => void;
-}
-
-const builds = new Map<string, Promise<GuestImage>>();
-
-/**
- * Runs test/guest/build-guest.sh (a no-op when its cache is current; the first build debootstraps Debian) and
- * returns the image's paths. Concurrent calls in one process share one build; the script locks across processes.
- */
-export function ensureGuestImage(options: EnsureGuestImageOptions = {}): Promise<GuestImage> {
-  const cacheDir = resolve(options.cacheDir ?? guestCacheDir());
-  let build = builds.get(cacheDir);
-  if (!build) {
-    build = runBuildScript(cacheDir, options);
-    builds.set(cacheDir, build);
-    build.catch(() => builds.delete(cacheDir));
-  }
-  return build;
-}
-
-async function runBuildScript(cacheDir: string, options: EnsureGuestImageOptions): Promise<GuestImage> {
-  const script = findBuildScript();
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const timeoutMs = options.timeoutMs ?? DEFAULT_GUEST_BUILD_TIMEOUT_MS;
-  const tail: string[] = [];
-  // Its own process group, so that a timeout also stops debootstrap and whatever it runs.
-  const child = spawn('bash', [script], {
-    env: { ...process.env, [GUEST_CACHE_ENV]: cacheDir },
-    stdio: ['ignore', 'ignore', 'pipe'],
-    detached: true,
-  });
-  if (child.pid !== undefined) trackPid(child.pid);
-  let pending = '';
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-    const lines = (pending + chunk).split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      log(line);
-      tail.push(line);
-      if (tail.length > 20) tail.shift();
-    }
-  });
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    killGroup(child, 'SIGKILL');
-  }, timeoutMs);
+/** libs/hypervisor's ensureGuestImage, its build script killed should the test process die before it ends. */
+export async function ensureGuestImage(options: EnsureGuestImageOptions = {}): Promise<GuestImage> {
+  let pid: number | undefined;
   try {
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolveExit, reject) => {
-      child.once('error', reject);
-      child.once('close', (c: number | null, s: NodeJS.Signals | null) => resolveExit([c, s]));
-    });
-    if (pending) tail.push(pending);
-    if (timedOut) throw new GuestImageError(cacheDir, `${script} timed out after ${timeoutMs} ms`, tail.join('\n'));
-    if (code !== 0) {
-      throw new GuestImageError(cacheDir, `${script} failed (${signal ?? `exit ${code}`})`, tail.join('\n'));
-    }
-  } catch (err) {
-    if (err instanceof GuestImageError) throw err;
-    throw new GuestImageError(cacheDir, `cannot run ${script}`, tail.join('\n'), { cause: err });
+    return await ensureHypervisorGuestImage({ ...options, onSpawn: (spawned) => trackPid((pid = spawned)) });
   } finally {
-    clearTimeout(timer);
-    if (child.pid !== undefined) untrackPid(child.pid);
-  }
-  return guestImageIn(cacheDir);
-}
-
-/** test/guest/build-guest.sh, looked up from this file upwards (it runs from src/ and from dist/). */
-function findBuildScript(): string {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    const candidate = join(dir, BUILD_SCRIPT);
-    if (existsSync(candidate)) return candidate;
-    if (dirname(dir) === dir) throw new GuestImageError(guestCacheDir(), `${BUILD_SCRIPT} not found`, '');
-  }
-}
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    child.kill(signal);
+    if (pid !== undefined) untrackPid(pid);
   }
 }
 
