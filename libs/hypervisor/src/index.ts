@@ -76,6 +76,7 @@ export {
   DEFAULT_QEMU_READY_TIMEOUT_MS,
   DEFAULT_QEMU_STOP_TIMEOUT_MS,
   QemuProcess,
+  qmpArgs,
   type QemuExit,
   type QemuStartOptions,
 } from './qemu/qemu.process.js';
@@ -117,6 +118,7 @@ export {
   DEFAULT_ANNOUNCE,
   DEFAULT_QEMU_GUEST_PORT,
   DEFAULT_QEMU_MIN_RAM_MIB,
+  QEMU_DISK_DEVICE,
   QEMU_DISK_NODE,
   QEMU_EXITED,
   QemuDriver,

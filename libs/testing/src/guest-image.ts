@@ -10,10 +10,17 @@ import {
   GUEST_DISK_COUNTER_FILE,
   GUEST_FAILED_MARKER,
   GUEST_READY_MARKER,
+  guestArgs,
   guestCacheDir,
+  guestImageAt,
+  QEMU_DISK_DEVICE,
+  QEMU_DISK_NODE,
+  qmpArgs,
+  testGuestAppend,
   type EnsureGuestImageOptions,
   type GuestImage,
 } from '@wanmig/hypervisor';
+import { GUEST_SERVICE_PORT } from '@wanmig/protocol';
 import { trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
 import { type ErrorOptionsWithCause } from './errors.js';
 import { getFreePort, LOOPBACK_HOST } from './free-port.util.js';
@@ -32,21 +39,22 @@ export {
   type EnsureGuestImageOptions,
   type GuestImage,
 } from '@wanmig/hypervisor';
+/** Port of the guest's counter service, inside the guest. */
+export { GUEST_SERVICE_PORT } from '@wanmig/protocol';
 
 /**
  * The test guest under QEMU for tests, benches and demos: bootGuest and the probes of its counter. The image itself
  * (ensureGuestImage, its paths and markers) is libs/hypervisor's, as the orchestrator launches the same guest.
  */
 
-/** Port of the guest's counter service, inside the guest. */
-export const GUEST_SERVICE_PORT = 7777;
-/** Block node of the guest's disk (for blockdev-mirror and friends) and its virtio-blk device id. */
-export const GUEST_DISK_NODE = 'disk0';
-export const GUEST_DISK_DEVICE = 'vda';
+/** Block node of the guest's disk (for blockdev-mirror and friends) and its virtio-blk device id: guestArgs' names. */
+export const GUEST_DISK_NODE = QEMU_DISK_NODE;
+export const GUEST_DISK_DEVICE = QEMU_DISK_DEVICE;
 export const DEFAULT_GUEST_READY_TIMEOUT_MS = 120_000;
 export const DEFAULT_GUEST_STOP_TIMEOUT_MS = 5_000;
 export const DEFAULT_GUEST_RAM_MIB = 256;
 const QEMU_BINARY = 'qemu-system-x86_64';
+const QEMU_NAME = 'wanmig-guest';
 const READY_POLL_MS = 100;
 const LOG_TAIL_BYTES = 3_000;
 const MAX_PORT_ATTEMPTS = 3;
@@ -254,38 +262,25 @@ class QemuGuest implements GuestHandle {
     }
   }
 
+  /** The machine guestArgs builds (the one a migration's destination is started with), then QMP and extraArgs. */
   private args(): string[] {
     const o = this.options;
-    const accel = o.accel ?? 'tcg';
-    const append = ['console=ttyS0', 'quiet', 'panic=-1'];
-    if (o.hotMiB !== undefined) append.push(`wanmig.hot_mib=${o.hotMiB}`);
-    if (o.diskKiB !== undefined) append.push(`wanmig.disk_kib=${o.diskKiB}`);
-    const blockFile = {
-      driver: 'file',
-      filename: this.disk,
-      'node-name': `${GUEST_DISK_NODE}-file`,
-      cache: { direct: true },
-    };
-    const blockRaw = { driver: 'raw', file: `${GUEST_DISK_NODE}-file`, 'node-name': GUEST_DISK_NODE };
-    const args = [
-      ...['-name', 'wanmig-guest', '-machine', o.machine ?? 'q35', '-accel', accel],
-      ...['-m', String(o.ramMiB ?? DEFAULT_GUEST_RAM_MIB), '-smp', '1'],
-      ...['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot'],
-      ...['-kernel', o.kernel ?? join(this.cacheDir, 'vmlinuz')],
-      ...['-initrd', o.initrd ?? join(this.cacheDir, 'initramfs.cpio.gz')],
-      ...['-append', append.join(' ')],
-      ...['-chardev', `file,id=serial0,path=${qemuOpt(this.serialLog)}`, '-serial', 'chardev:serial0'],
-      ...['-blockdev', JSON.stringify(blockFile), '-blockdev', JSON.stringify(blockRaw)],
-      ...['-device', `virtio-blk-pci,drive=${GUEST_DISK_NODE},id=${GUEST_DISK_DEVICE}`],
-      // restrict=on: the guest reaches nothing outside; only the forwarded port comes in.
-      ...[
-        '-netdev',
-        `user,id=net0,restrict=on,hostfwd=tcp:${LOOPBACK_HOST}:${this.servicePort}-:${GUEST_SERVICE_PORT}`,
-      ],
-      ...['-device', 'virtio-net-pci,netdev=net0,id=net0dev,romfile='],
-    ];
-    if (this.qmpSocket) args.push('-qmp', `unix:${qemuOpt(this.qmpSocket)},server=on,wait=off`);
-    return [...args, ...(o.extraArgs ?? [])];
+    const image = guestImageAt(this.cacheDir);
+    const machine = guestArgs(
+      {
+        kernel: o.kernel ?? image.kernel,
+        initrd: o.initrd ?? image.initrd,
+        append: testGuestAppend({ hotMiB: o.hotMiB, diskKiB: o.diskKiB }),
+        machine: o.machine,
+        accel: o.accel,
+        ramMiB: o.ramMiB ?? DEFAULT_GUEST_RAM_MIB,
+        diskPath: this.disk,
+        guestPort: GUEST_SERVICE_PORT,
+      },
+      this.serialLog,
+      this.servicePort,
+    );
+    return ['-name', QEMU_NAME, ...machine, ...(this.qmpSocket ? qmpArgs(this.qmpSocket) : []), ...(o.extraArgs ?? [])];
   }
 
   private async waitReady(): Promise<void> {
@@ -346,11 +341,6 @@ class QemuGuest implements GuestHandle {
     await this.exited;
     if (child.pid !== undefined) untrackPid(child.pid);
   }
-}
-
-/** QEMU option values escape ',' by doubling it. */
-function qemuOpt(value: string): string {
-  return value.replaceAll(',', ',,');
 }
 
 function fileTail(path: string, maxBytes = LOG_TAIL_BYTES): string {
