@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { SimDriver } from '@wanmig/hypervisor';
+import { generateSparseImage, SimDriver } from '@wanmig/hypervisor';
 import {
   callControl,
   controlSubject,
@@ -24,7 +24,6 @@ import {
   type VmNicStatus,
   type VmView,
 } from '@wanmig/protocol';
-import { generateSparseImage } from '@wanmig/testing';
 import { VmNetwork } from './vm.network.js';
 import { QemuVms } from './vm.qemu.js';
 

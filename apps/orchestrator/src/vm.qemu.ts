@@ -10,8 +10,10 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import {
   Accelerator,
   connectQemuVm,
+  ensureGuestImage,
   ensureRunning,
   findDiskMirror,
+  GUEST_READY_MARKER,
   launchQemuVm,
   probeAccelerator,
   qemuVmPaths,
@@ -20,6 +22,7 @@ import {
   registerQemuVm,
   startDiskMirror,
   stopQemuVm,
+  testGuestAppend,
   type QemuVmSpec,
 } from '@wanmig/hypervisor';
 import {
@@ -34,12 +37,9 @@ import {
   type QemuIncomingStatusReply,
   type QemuMachineSpec,
 } from '@wanmig/protocol';
-import { ensureGuestImage, GUEST_READY_MARKER } from '@wanmig/testing';
 
 const run = promisify(execFile);
 const MiB = 2 ** 20;
-/** The test guest's kernel command line (its workload's defaults: a 32 MiB hot set, 256 KiB/s to its disk). */
-const TEST_GUEST_APPEND = 'console=ttyS0 quiet panic=-1';
 /** delta-apply runs each destination QEMU under `<runtimeDir>/qemu/<migrationId>/`, its observers' monitor there. */
 const INCOMING_MONITOR = 'monitor.qmp';
 const INCOMING_SUBDIR = 'qemu';
@@ -75,7 +75,7 @@ export class QemuVms {
         vmId: req.vmId,
         kernel: image.kernel,
         initrd: image.initrd,
-        append: TEST_GUEST_APPEND,
+        append: testGuestAppend(),
         accel: await this.accel(image.kernel, image.initrd),
         ramMiB: req.ramBytes / MiB,
         cpus: req.cpus ?? 1,

@@ -1,5 +1,6 @@
 export * from './hypervisor.driver.js';
 export * from './errors.js';
+export { generateSparseImage, type GeneratedImage } from './disk-image.generator.js';
 export {
   DEFAULT_PAGE_CACHE_BYTES,
   GUEST_READY_PREFIX,
@@ -50,6 +51,7 @@ export {
   QmpTimeoutError,
 } from './qemu/qmp.errors.js';
 export {
+  GuestImageError,
   QemuConfigError,
   QemuMigrationFailedError,
   QemuMigrationUnsafeError,
@@ -74,6 +76,7 @@ export {
   DEFAULT_QEMU_READY_TIMEOUT_MS,
   DEFAULT_QEMU_STOP_TIMEOUT_MS,
   QemuProcess,
+  qmpArgs,
   type QemuExit,
   type QemuStartOptions,
 } from './qemu/qemu.process.js';
@@ -94,11 +97,28 @@ export {
 } from './qemu/accel.probe.js';
 export * from './qemu/qemu.disk-mirror.js';
 export * from './qemu/qemu.migration-control.js';
+export { DEFAULT_QEMU_APPEND, kernelAppend, type KernelAppendOptions } from './qemu/kernel.append.js';
+export {
+  DEFAULT_GUEST_BUILD_TIMEOUT_MS,
+  DEFAULT_GUEST_CACHE_DIR,
+  GUEST_CACHE_ENV,
+  GUEST_DISK_CHURN_FILE,
+  GUEST_DISK_COUNTER_FILE,
+  GUEST_FAILED_MARKER,
+  GUEST_READY_MARKER,
+  ensureGuestImage,
+  guestCacheDir,
+  guestImageAt,
+  testGuestAppend,
+  type EnsureGuestImageOptions,
+  type GuestImage,
+  type GuestWorkload,
+} from './qemu/test-guest.image.js';
 export {
   DEFAULT_ANNOUNCE,
-  DEFAULT_QEMU_APPEND,
   DEFAULT_QEMU_GUEST_PORT,
   DEFAULT_QEMU_MIN_RAM_MIB,
+  QEMU_DISK_DEVICE,
   QEMU_DISK_NODE,
   QEMU_EXITED,
   QemuDriver,

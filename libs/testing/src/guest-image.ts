@@ -1,60 +1,66 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import {
+  ensureGuestImage as ensureHypervisorGuestImage,
+  GUEST_DISK_COUNTER_FILE,
+  GUEST_FAILED_MARKER,
+  GUEST_READY_MARKER,
+  guestArgs,
+  guestCacheDir,
+  guestImageAt,
+  QEMU_DISK_DEVICE,
+  QEMU_DISK_NODE,
+  qmpArgs,
+  testGuestAppend,
+  type EnsureGuestImageOptions,
+  type GuestImage,
+} from '@wanmig/hypervisor';
+import { GUEST_SERVICE_PORT } from '@wanmig/protocol';
 import { trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
 import { type ErrorOptionsWithCause } from './errors.js';
 import { getFreePort, LOOPBACK_HOST } from './free-port.util.js';
 import { sleep } from './wait.util.js';
 
+export {
+  DEFAULT_GUEST_BUILD_TIMEOUT_MS,
+  DEFAULT_GUEST_CACHE_DIR,
+  GUEST_CACHE_ENV,
+  GUEST_DISK_CHURN_FILE,
+  GUEST_DISK_COUNTER_FILE,
+  GUEST_FAILED_MARKER,
+  GUEST_READY_MARKER,
+  GuestImageError,
+  guestCacheDir,
+  type EnsureGuestImageOptions,
+  type GuestImage,
+} from '@wanmig/hypervisor';
+/** Port of the guest's counter service, inside the guest. */
+export { GUEST_SERVICE_PORT } from '@wanmig/protocol';
+
 /**
- * The real guest QEMU tests boot (test/guest/build-guest.sh): the Debian kernel, a busybox initramfs whose
- * workload keeps a hot set in RAM, writes its disk gently (fsync'ed) and serves an in-memory counter on TCP
- * port 7777 (`COUNTER <n>\n` per connection), and a 2 GiB raw ext4 disk holding a Debian base system.
+ * The test guest under QEMU for tests, benches and demos: bootGuest and the probes of its counter. The image itself
+ * (ensureGuestImage, its paths and markers) is libs/hypervisor's, as the orchestrator launches the same guest.
  */
 
-export const GUEST_CACHE_ENV = 'WANMIG_GUEST_CACHE';
-export const DEFAULT_GUEST_CACHE_DIR = '/var/cache/wanmig/guest';
-/** Port of the guest's counter service, inside the guest. */
-export const GUEST_SERVICE_PORT = 7777;
-export const GUEST_READY_MARKER = 'wanmig-guest: ready';
-export const GUEST_FAILED_MARKER = 'wanmig-guest: FAILED';
-/** Block node of the guest's disk (for blockdev-mirror and friends) and its virtio-blk device id. */
-export const GUEST_DISK_NODE = 'disk0';
-export const GUEST_DISK_DEVICE = 'vda';
-/** Files the guest's workload keeps on its disk. */
-export const GUEST_DISK_COUNTER_FILE = '/wanmig/counter';
-export const GUEST_DISK_CHURN_FILE = '/wanmig/churn.bin';
-export const DEFAULT_GUEST_BUILD_TIMEOUT_MS = 20 * 60_000;
+/** Block node of the guest's disk (for blockdev-mirror and friends) and its virtio-blk device id: guestArgs' names. */
+export const GUEST_DISK_NODE = QEMU_DISK_NODE;
+export const GUEST_DISK_DEVICE = QEMU_DISK_DEVICE;
 export const DEFAULT_GUEST_READY_TIMEOUT_MS = 120_000;
 export const DEFAULT_GUEST_STOP_TIMEOUT_MS = 5_000;
 export const DEFAULT_GUEST_RAM_MIB = 256;
 const QEMU_BINARY = 'qemu-system-x86_64';
-const BUILD_SCRIPT = 'test/guest/build-guest.sh';
+const QEMU_NAME = 'wanmig-guest';
 const READY_POLL_MS = 100;
 const LOG_TAIL_BYTES = 3_000;
 const MAX_PORT_ATTEMPTS = 3;
 const UNIX_PATH_MAX = 107;
 
 const run = promisify(execFile);
-
-/** The guest image could not be built (the script failed or timed out). */
-export class GuestImageError extends Error {
-  override readonly name = 'GuestImageError';
-
-  constructor(
-    readonly cacheDir: string,
-    readonly reason: string,
-    readonly logTail: string,
-    options?: ErrorOptionsWithCause,
-  ) {
-    super(`guest image in ${cacheDir}: ${reason}${logTail ? `\n--- build log tail ---\n${logTail}` : ''}`, options);
-  }
-}
 
 /** QEMU did not bring the guest to its ready marker: missing binary, early exit, a FAILED marker or a timeout. */
 export class GuestBootError extends Error {
@@ -88,116 +94,13 @@ export class GuestProbeError extends Error {
   }
 }
 
-export interface GuestImage {
-  kernel: string;
-  initrd: string;
-  /** The pristine cached disk: boot a copy (bootGuest's default), never this file. */
-  disk: string;
-  cacheDir: string;
-  kernelVersion: string;
-}
-
-export function guestCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(env[GUEST_CACHE_ENV] || DEFAULT_GUEST_CACHE_DIR);
-}
-
-function guestImageIn(cacheDir: string): GuestImage {
-  const versionFile = join(cacheDir, 'kernel-version');
-  return {
-    kernel: join(cacheDir, 'vmlinuz'),
-    initrd: join(cacheDir, 'initramfs.cpio.gz'),
-    disk: join(cacheDir, 'disk.img'),
-    cacheDir,
-    kernelVersion: existsSync(versionFile) ? readFileSync(versionFile, 'utf8').trim() : '',
-  };
-}
-
-export interface EnsureGuestImageOptions {
-  cacheDir?: string;
-  timeoutMs?: number;
-  /** Where the build's progress lines go; default process.stderr. */
-  log?: (line: string) => void;
-}
-
-const builds = new Map<string, Promise<GuestImage>>();
-
-/**
- * Runs test/guest/build-guest.sh (a no-op when its cache is current; the first build debootstraps Debian) and
- * returns the image's paths. Concurrent calls in one process share one build; the script locks across processes.
- */
-export function ensureGuestImage(options: EnsureGuestImageOptions = {}): Promise<GuestImage> {
-  const cacheDir = resolve(options.cacheDir ?? guestCacheDir());
-  let build = builds.get(cacheDir);
-  if (!build) {
-    build = runBuildScript(cacheDir, options);
-    builds.set(cacheDir, build);
-    build.catch(() => builds.delete(cacheDir));
-  }
-  return build;
-}
-
-async function runBuildScript(cacheDir: string, options: EnsureGuestImageOptions): Promise<GuestImage> {
-  const script = findBuildScript();
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const timeoutMs = options.timeoutMs ?? DEFAULT_GUEST_BUILD_TIMEOUT_MS;
-  const tail: string[] = [];
-  // Its own process group, so that a timeout also stops debootstrap and whatever it runs.
-  const child = spawn('bash', [script], {
-    env: { ...process.env, [GUEST_CACHE_ENV]: cacheDir },
-    stdio: ['ignore', 'ignore', 'pipe'],
-    detached: true,
-  });
-  if (child.pid !== undefined) trackPid(child.pid);
-  let pending = '';
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-    const lines = (pending + chunk).split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      log(line);
-      tail.push(line);
-      if (tail.length > 20) tail.shift();
-    }
-  });
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    killGroup(child, 'SIGKILL');
-  }, timeoutMs);
+/** libs/hypervisor's ensureGuestImage, its build script killed should the test process die before it ends. */
+export async function ensureGuestImage(options: EnsureGuestImageOptions = {}): Promise<GuestImage> {
+  let pid: number | undefined;
   try {
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolveExit, reject) => {
-      child.once('error', reject);
-      child.once('close', (c: number | null, s: NodeJS.Signals | null) => resolveExit([c, s]));
-    });
-    if (pending) tail.push(pending);
-    if (timedOut) throw new GuestImageError(cacheDir, `${script} timed out after ${timeoutMs} ms`, tail.join('\n'));
-    if (code !== 0) {
-      throw new GuestImageError(cacheDir, `${script} failed (${signal ?? `exit ${code}`})`, tail.join('\n'));
-    }
-  } catch (err) {
-    if (err instanceof GuestImageError) throw err;
-    throw new GuestImageError(cacheDir, `cannot run ${script}`, tail.join('\n'), { cause: err });
+    return await ensureHypervisorGuestImage({ ...options, onSpawn: (spawned) => trackPid((pid = spawned)) });
   } finally {
-    clearTimeout(timer);
-    if (child.pid !== undefined) untrackPid(child.pid);
-  }
-  return guestImageIn(cacheDir);
-}
-
-/** test/guest/build-guest.sh, looked up from this file upwards (it runs from src/ and from dist/). */
-function findBuildScript(): string {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    const candidate = join(dir, BUILD_SCRIPT);
-    if (existsSync(candidate)) return candidate;
-    if (dirname(dir) === dir) throw new GuestImageError(guestCacheDir(), `${BUILD_SCRIPT} not found`, '');
-  }
-}
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    child.kill(signal);
+    if (pid !== undefined) untrackPid(pid);
   }
 }
 
@@ -359,38 +262,25 @@ class QemuGuest implements GuestHandle {
     }
   }
 
+  /** The machine guestArgs builds (the one a migration's destination is started with), then QMP and extraArgs. */
   private args(): string[] {
     const o = this.options;
-    const accel = o.accel ?? 'tcg';
-    const append = ['console=ttyS0', 'quiet', 'panic=-1'];
-    if (o.hotMiB !== undefined) append.push(`wanmig.hot_mib=${o.hotMiB}`);
-    if (o.diskKiB !== undefined) append.push(`wanmig.disk_kib=${o.diskKiB}`);
-    const blockFile = {
-      driver: 'file',
-      filename: this.disk,
-      'node-name': `${GUEST_DISK_NODE}-file`,
-      cache: { direct: true },
-    };
-    const blockRaw = { driver: 'raw', file: `${GUEST_DISK_NODE}-file`, 'node-name': GUEST_DISK_NODE };
-    const args = [
-      ...['-name', 'wanmig-guest', '-machine', o.machine ?? 'q35', '-accel', accel],
-      ...['-m', String(o.ramMiB ?? DEFAULT_GUEST_RAM_MIB), '-smp', '1'],
-      ...['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot'],
-      ...['-kernel', o.kernel ?? join(this.cacheDir, 'vmlinuz')],
-      ...['-initrd', o.initrd ?? join(this.cacheDir, 'initramfs.cpio.gz')],
-      ...['-append', append.join(' ')],
-      ...['-chardev', `file,id=serial0,path=${qemuOpt(this.serialLog)}`, '-serial', 'chardev:serial0'],
-      ...['-blockdev', JSON.stringify(blockFile), '-blockdev', JSON.stringify(blockRaw)],
-      ...['-device', `virtio-blk-pci,drive=${GUEST_DISK_NODE},id=${GUEST_DISK_DEVICE}`],
-      // restrict=on: the guest reaches nothing outside; only the forwarded port comes in.
-      ...[
-        '-netdev',
-        `user,id=net0,restrict=on,hostfwd=tcp:${LOOPBACK_HOST}:${this.servicePort}-:${GUEST_SERVICE_PORT}`,
-      ],
-      ...['-device', 'virtio-net-pci,netdev=net0,id=net0dev,romfile='],
-    ];
-    if (this.qmpSocket) args.push('-qmp', `unix:${qemuOpt(this.qmpSocket)},server=on,wait=off`);
-    return [...args, ...(o.extraArgs ?? [])];
+    const image = guestImageAt(this.cacheDir);
+    const machine = guestArgs(
+      {
+        kernel: o.kernel ?? image.kernel,
+        initrd: o.initrd ?? image.initrd,
+        append: testGuestAppend({ hotMiB: o.hotMiB, diskKiB: o.diskKiB }),
+        machine: o.machine,
+        accel: o.accel,
+        ramMiB: o.ramMiB ?? DEFAULT_GUEST_RAM_MIB,
+        diskPath: this.disk,
+        guestPort: GUEST_SERVICE_PORT,
+      },
+      this.serialLog,
+      this.servicePort,
+    );
+    return ['-name', QEMU_NAME, ...machine, ...(this.qmpSocket ? qmpArgs(this.qmpSocket) : []), ...(o.extraArgs ?? [])];
   }
 
   private async waitReady(): Promise<void> {
@@ -451,11 +341,6 @@ class QemuGuest implements GuestHandle {
     await this.exited;
     if (child.pid !== undefined) untrackPid(child.pid);
   }
-}
-
-/** QEMU option values escape ',' by doubling it. */
-function qemuOpt(value: string): string {
-  return value.replaceAll(',', ',,');
 }
 
 function fileTail(path: string, maxBytes = LOG_TAIL_BYTES): string {

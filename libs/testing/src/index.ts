@@ -47,7 +47,9 @@ export {
 } from './service.process.js';
 export { LocalBed, type LocalBedOptions, type SiteStack, type StackService } from './local.bed.js';
 export { onLastWords, trackDir, trackPid, untrackDir, untrackPid } from './child-process.registry.js';
-export * from './disk-image.generator.js';
+// The sim VMs' disk generator is the product's (libs/hypervisor): re-exported for tests, benches and demos.
+export { generateSparseImage, type GeneratedImage } from '@wanmig/hypervisor';
+export { sha256File } from './file-hash.util.js';
 export * from './guest-image.js';
 export { NetBed, type BridgeOptions, type NetBedOptions } from './net/net.bed.js';
 export { netAvailable, netUnavailableMessage, type NetAvailability } from './net/net.availability.js';

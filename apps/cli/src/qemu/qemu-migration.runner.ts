@@ -12,6 +12,7 @@ import {
   QmpClient,
   startDiskMirror,
   startQemuMigration,
+  testGuestAppend,
   waitForMigrationIdle,
   waitForMigrationStatus,
   type DiskMirror,
@@ -361,14 +362,11 @@ class QemuVmMigration {
   private async launchSpec(ramBytes: number): Promise<QemuIncomingLaunch> {
     const d = this.o.destination ?? {};
     const image = d.kernel && d.initrd ? undefined : await ensureGuestImage();
-    const append = ['console=ttyS0', 'quiet', 'panic=-1'];
-    if (d.hotMiB !== undefined) append.push(`wanmig.hot_mib=${d.hotMiB}`);
-    if (d.diskKiB !== undefined) append.push(`wanmig.disk_kib=${d.diskKiB}`);
     return {
       ramMiB: Math.round(ramBytes / MiB),
       kernel: d.kernel ?? image!.kernel,
       initrd: d.initrd ?? image!.initrd,
-      append: d.append ?? append.join(' '),
+      append: d.append ?? testGuestAppend({ hotMiB: d.hotMiB, diskKiB: d.diskKiB }),
       diskPath: this.destPath,
       machine: d.machine ?? 'q35',
       accel: d.accel ?? 'tcg',

@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { kernelAppend } from './kernel.append.js';
 import { QemuConfigError } from './qemu.errors.js';
 import { QemuProcess, type QemuExit } from './qemu.process.js';
 
@@ -17,7 +18,7 @@ export interface MarkerBootOptions {
   /** A bzImage, e.g. /boot/vmlinuz-6.1.0-…-amd64. */
   kernel: string;
   initrd: string;
-  /** Appended to `console=ttyS0 panic=-1`. */
+  /** Words after DEFAULT_QEMU_APPEND on the kernel command line. */
   appendExtra?: string;
   /** Text the guest prints on its serial console once it runs its init; not in `appendExtra`. */
   marker: string;
@@ -59,7 +60,7 @@ export async function bootUntilMarker(o: MarkerBootOptions): Promise<MarkerBootR
         ...['-accel', o.accel, '-m', String(o.ramMiB ?? DEFAULT_MARKER_BOOT_RAM_MIB)],
         ...['-nodefaults', '-display', 'none', '-no-reboot', '-serial', `file:${serialFile}`],
         ...['-kernel', o.kernel, '-initrd', o.initrd],
-        ...['-append', `console=ttyS0 panic=-1${o.appendExtra ? ` ${o.appendExtra}` : ''}`],
+        ...['-append', kernelAppend({ extra: o.appendExtra ? [o.appendExtra] : [] })],
       ],
     });
     const deadline = t0 + o.timeoutMs;

@@ -2,10 +2,11 @@ import { constants } from 'node:fs';
 import { access, mkdir, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { ErrorCode } from '@wanmig/protocol';
+import { ErrorCode, GUEST_SERVICE_PORT } from '@wanmig/protocol';
+import { DEFAULT_QEMU_APPEND } from './kernel.append.js';
 import { QemuConfigError, QemuStartError } from './qemu.errors.js';
 import { nicArgs, tapNetworkProblems, type QemuTapNetwork } from './qemu.network.js';
-import { QemuProcess, type QemuExit, type QemuStartOptions } from './qemu.process.js';
+import { qemuOpt, QemuProcess, type QemuExit, type QemuStartOptions } from './qemu.process.js';
 import { Accelerator } from './marker.boot.js';
 import type { QmpClient } from './qmp.client.js';
 import { QmpCommandError } from './qmp.errors.js';
@@ -15,12 +16,11 @@ import type { QmpStatus } from './qmp.types.js';
 export const QemuMachine = { Q35: 'q35', Pc: 'pc' } as const;
 export type QemuMachine = (typeof QemuMachine)[keyof typeof QemuMachine];
 
-/** Block node of the guest's disk: the source mirrors `disk0` (libs/testing's GUEST_DISK_NODE is the same name). */
+/** Block node of the guest's disk (the node the source mirrors) and its virtio-blk device id. */
 export const QEMU_DISK_NODE = 'disk0';
+export const QEMU_DISK_DEVICE = 'vda';
 /** The guest port the user-mode NIC forwards to, unless the spec says otherwise (the test guest's counter service). */
-export const DEFAULT_QEMU_GUEST_PORT = 7777;
-/** The kernel command line when the spec gives none. */
-export const DEFAULT_QEMU_APPEND = 'console=ttyS0 panic=-1';
+export const DEFAULT_QEMU_GUEST_PORT = GUEST_SERVICE_PORT;
 export const DEFAULT_QEMU_MIN_RAM_MIB = 16;
 /** QEMU 7.2's `announce-self` arguments: `rounds` announcements, `initial` ms apart, growing by `step` up to `max`. */
 export interface QemuAnnounce {
@@ -38,7 +38,7 @@ const MAX_UNIX_SOCKET_PATH = 107;
 const LOOPBACK = '127.0.0.1';
 const MAX_PORT_ATTEMPTS = 3;
 const NAME = /^[\w.-]{1,64}$/;
-/** The chardev of the destination's second QMP monitor (incomingPaths' `monitorSocket`). */
+/** The chardev of the second QMP monitor, the observers' (monitorArgs). */
 const MONITOR_CHARDEV = 'monitor1';
 
 /**
@@ -290,13 +290,10 @@ export function incomingPaths(runDir: string): QemuIncomingPaths {
 }
 
 /**
- * QEMU's command line for the guest's machine (QemuProcess adds `-name` and `-qmp`): kernel and initrd, one
- * virtio-blk disk on node `disk0` over a raw `file` node with O_DIRECT, one virtio-net NIC (user-mode with one
- * forwarded port, or a tap: nicArgs), the serial console to a file. It builds the same machine as libs/testing's
- * bootGuest (the test guest the source usually runs); a source started with these arguments (and no `-incoming`)
- * migrates to a destination started by startIncoming. The few lines are duplicated on purpose: a lib may not import
- * libs/testing, and bootGuest is used widely enough not to be reshaped for this; a device added there must be added
- * here too, or migrations will not load.
+ * QEMU's command line for the guest's machine, the one builder of it: kernel and initrd, one virtio-blk disk on node
+ * `disk0` over a raw `file` node with O_DIRECT, one virtio-net NIC (user-mode with one forwarded port, or a tap:
+ * nicArgs), the serial console to a file. A source started with these arguments (and no `-incoming`) migrates to a
+ * destination started by startIncoming. The caller adds what is not the machine: `-name`, monitors, `-incoming`.
  */
 export function guestArgs(spec: QemuGuestLaunch, serialLog: string, servicePort: number): string[] {
   const file = {
@@ -314,8 +311,16 @@ export function guestArgs(spec: QemuGuestLaunch, serialLog: string, servicePort:
     ...['-kernel', spec.kernel, '-initrd', spec.initrd, '-append', spec.append ?? DEFAULT_QEMU_APPEND],
     ...['-chardev', `file,id=serial0,path=${qemuOpt(serialLog)}`, '-serial', 'chardev:serial0'],
     ...['-blockdev', JSON.stringify(file), '-blockdev', JSON.stringify(raw)],
-    ...['-device', `virtio-blk-pci,drive=${QEMU_DISK_NODE},id=vda`],
+    ...['-device', `virtio-blk-pci,drive=${QEMU_DISK_NODE},id=${QEMU_DISK_DEVICE}`],
     ...nicArgs(spec.network ? { network: spec.network } : { servicePort, guestPort }),
+  ];
+}
+
+/** A second QMP monitor, for observers, on unix socket `socket` (QEMU serves each monitor on its own). */
+export function monitorArgs(socket: string): string[] {
+  return [
+    ...['-chardev', `socket,id=${MONITOR_CHARDEV},path=${qemuOpt(socket)},server=on,wait=off`],
+    ...['-mon', `chardev=${MONITOR_CHARDEV},mode=control`],
   ];
 }
 
@@ -323,8 +328,7 @@ export function guestArgs(spec: QemuGuestLaunch, serialLog: string, servicePort:
 export function incomingArgs(spec: QemuIncomingSpec, paths: QemuIncomingPaths, servicePort: number): string[] {
   return [
     ...guestArgs(spec, paths.serialLog, servicePort),
-    ...['-chardev', `socket,id=${MONITOR_CHARDEV},path=${qemuOpt(paths.monitorSocket)},server=on,wait=off`],
-    ...['-mon', `chardev=${MONITOR_CHARDEV},mode=control`],
+    ...monitorArgs(paths.monitorSocket),
     ...['-incoming', `unix:${qemuOpt(paths.incomingSocket)}`, '-S'],
   ];
 }
@@ -382,9 +386,4 @@ function freeLoopbackPort(): Promise<number> {
       server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port from the kernel'))));
     });
   });
-}
-
-/** QEMU option values escape a comma by doubling it. */
-function qemuOpt(value: string): string {
-  return value.replaceAll(',', ',,');
 }

@@ -94,3 +94,25 @@ export class QemuMigrationUnsafeError extends HypervisorError {
     this.version = version;
   }
 }
+
+/**
+ * The test guest's image could not be built: its build script is missing, failed or timed out. UNAVAILABLE: the
+ * request is fine, the host cannot provide the guest (yet: a build that failed on a download may pass later).
+ */
+export class GuestImageError extends HypervisorError {
+  readonly cacheDir: string;
+  readonly reason: string;
+  /** The build's last stderr lines. */
+  readonly logTail: string;
+  constructor(cacheDir: string, reason: string, logTail: string, options: { cause?: unknown } = {}) {
+    super(
+      ErrorCode.Unavailable,
+      `guest image in ${cacheDir}: ${reason}${logTail ? `\n--- build log tail ---\n${logTail}` : ''}`,
+      { cause: options.cause },
+    );
+    this.name = 'GuestImageError';
+    this.cacheDir = cacheDir;
+    this.reason = reason;
+    this.logTail = logTail;
+  }
+}

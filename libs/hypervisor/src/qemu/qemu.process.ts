@@ -86,7 +86,7 @@ export class QemuProcess {
     const bin = o.qemuBin ?? (await findQemuBinary()).path;
     const args = [...o.args];
     if (!args.includes('-name')) args.push('-name', o.name);
-    args.push('-qmp', `unix:${escapeOption(o.qmpSocket)},server=on,wait=off`);
+    args.push(...qmpArgs(o.qmpSocket));
     const command = inNetns(o.netns, bin, args);
     const child = new QemuChild(
       spawn(command.command, command.args, { stdio: ['ignore', 'ignore', 'pipe'] }),
@@ -254,7 +254,12 @@ function answers(path: string): Promise<boolean> {
   });
 }
 
+/** A QMP monitor QEMU serves on unix socket `socket`, without waiting for a client to start. */
+export function qmpArgs(socket: string): string[] {
+  return ['-qmp', `unix:${qemuOpt(socket)},server=on,wait=off`];
+}
+
 /** QEMU option values escape a comma by doubling it. */
-function escapeOption(value: string): string {
+export function qemuOpt(value: string): string {
   return value.replaceAll(',', ',,');
 }

@@ -18,7 +18,9 @@ import { HypervisorError } from '../errors.js';
 import { Accelerator } from './marker.boot.js';
 import { findQemuBinary } from './qemu.binary.js';
 import { QemuConfigError, QemuStartError } from './qemu.errors.js';
-import { DEFAULT_QEMU_APPEND, DEFAULT_QEMU_GUEST_PORT, guestArgs, QEMU_DISK_NODE, QemuMachine } from './qemu.driver.js';
+import { DEFAULT_QEMU_APPEND } from './kernel.append.js';
+import { DEFAULT_QEMU_GUEST_PORT, guestArgs, monitorArgs, QEMU_DISK_NODE, QemuMachine } from './qemu.driver.js';
+import { qmpArgs } from './qemu.process.js';
 import { QmpClient } from './qmp.client.js';
 import type { QmpStatus } from './qmp.types.js';
 
@@ -135,9 +137,8 @@ export async function launchQemuVm(runtimeDir: string, launch: QemuLaunchSpec): 
   const args = [
     ...guestArgs(spec, paths.serialLog, spec.servicePort),
     ...['-name', spec.vmId],
-    ...['-qmp', `unix:${qemuOpt(paths.qmpSocket)},server=on,wait=off`],
-    ...['-chardev', `socket,id=monitor1,path=${qemuOpt(paths.monitorSocket)},server=on,wait=off`],
-    ...['-mon', 'chardev=monitor1,mode=control'],
+    ...qmpArgs(paths.qmpSocket),
+    ...monitorArgs(paths.monitorSocket),
     ...['-pidfile', paths.pidFile, '-daemonize'],
   ];
   // With -daemonize the first process exits once the VM is set up: its code says whether it started.
@@ -330,8 +331,4 @@ function freeLoopbackPort(): Promise<number> {
       server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port from the kernel'))));
     });
   });
-}
-
-function qemuOpt(value: string): string {
-  return value.replaceAll(',', ',,');
 }

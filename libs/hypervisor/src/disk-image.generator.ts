@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { createRng, DEFAULT_MIX, mixedDataset, type DatasetMix } from '@wanmig/codec';
 
@@ -10,8 +9,9 @@ export interface GeneratedImage {
 }
 
 /**
- * A sparse image that looks like a used VM disk: `writtenBytes` of VM-like data (zero, duplicate,
- * text and random pages) in extents of 4 MiB scattered over `sizeBytes`, holes elsewhere.
+ * A sparse image that looks like a used VM disk: `writtenBytes` of VM-like data (zero, duplicate, text and random
+ * pages) in extents of 4 MiB scattered over `sizeBytes`, holes elsewhere. The orchestrator makes its sim VMs' disks
+ * with it; the disk demo and bench their source images.
  */
 export async function generateSparseImage(options: {
   path: string;
@@ -48,21 +48,4 @@ export async function generateSparseImage(options: {
     await fh.close();
   }
   return { path: options.path, sizeBytes: options.sizeBytes, writtenBytes: extents * extentBytes, extents };
-}
-
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
-    for (let at = 0; ;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, at);
-      if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
-      at += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
-  return hash.digest('hex');
 }
