@@ -51,6 +51,7 @@ export {
 } from './qemu/qmp.errors.js';
 export {
   QemuConfigError,
+  QemuImportError,
   QemuMigrationFailedError,
   QemuMigrationUnsafeError,
   QemuNotFoundError,
@@ -116,3 +117,13 @@ export {
 } from './qemu/qemu.driver.js';
 export { inNetns, nicArgs, tapNetworkProblems, type QemuTapNetwork } from './qemu/qemu.network.js';
 export * from './qemu/qemu.vm.js';
+export {
+  qemuOptions,
+  qemuOpts,
+  qmpSocketPaths,
+  readQemuCommandLine,
+  type QemuCommandLineMachine,
+  type QemuCommandLineReading,
+  type QemuOption,
+} from './qemu/qemu.command-line.js';
+export { findQemuProcess, importQemuVm, type QemuImportRequest, type QemuProcessInfo } from './qemu/qemu.import.js';
