@@ -194,6 +194,12 @@ export async function registerQemuVm(
   return spec;
 }
 
+/** Forgets a registered VM (its dir: link, pid file, spec) and leaves its QEMU running: the undo of registerQemuVm. */
+export async function unregisterQemuVm(runtimeDir: string, vmId: string): Promise<void> {
+  if (!NAME.test(vmId)) return;
+  await rm(qemuVmPaths(runtimeDir, vmId).dir, { recursive: true, force: true });
+}
+
 /** The spec of this site's QEMU VM `vmId`; QemuVmNotFoundError when there is none. */
 export async function readQemuVmSpec(runtimeDir: string, vmId: string): Promise<QemuVmSpec> {
   if (!NAME.test(vmId)) throw new QemuVmNotFoundError(vmId, runtimeDir);
