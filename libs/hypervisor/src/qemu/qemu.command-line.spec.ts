@@ -191,6 +191,13 @@ describe('readQemuCommandLine', () => {
     );
   });
 
+  it('names a disk device on another node: a second disk, or the disk named by its file node', () => {
+    expect(problemsOf(userQemu(), 'disk0-file')).toEqual([
+      '-device virtio-blk-pci,drive=disk0,id=vda: its drive is not node disk0-file (one disk, on a virtio-blk-pci, is supported)',
+      'no -device virtio-blk-pci,drive=disk0-file: the disk must be a virtio-blk-pci',
+    ]);
+  });
+
   it('names every option a destination would not repeat', () => {
     const argv = userQemu({
       drop: ['-nodefaults'],

@@ -422,7 +422,7 @@ function readDevices(
       const netdevId = opts.get('netdev') ?? '';
       ports = readNetdev(netdevId, netdevs.get(netdevId), hostfwds.get(netdevId) ?? [], problems);
     } else if (opts.has('drive')) {
-      problems.push(`-device ${spec}: one disk, node ${diskNode} on a ${DISK_DEVICE}, is supported`);
+      problems.push(`-device ${spec}: its drive is not node ${diskNode} (one disk, on a ${DISK_DEVICE}, is supported)`);
     } else {
       problems.push(`-device ${spec}: a destination starts only the disk's ${DISK_DEVICE} and the NIC's ${NIC_DEVICE}`);
     }
