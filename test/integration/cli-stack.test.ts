@@ -81,7 +81,7 @@ describe('wanmig up, vm, migrate, status, events, abort (built CLI)', () => {
       expect(moved.stderr).toContain(phase);
 
     const table = await cli('vm', 'list');
-    expect(table.stdout).toMatch(/^shop\s+site-b\s+running/m);
+    expect(table.stdout).toMatch(/^shop\s+site-b\s+sim\s+running/m);
 
     const one = await cli('status', m.id);
     expect(one.code).toBe(0);
@@ -111,6 +111,9 @@ describe('wanmig up, vm, migrate, status, events, abort (built CLI)', () => {
       [['status', '6b0f4c9e-8a52-4a9e-9a4b-0d6a3e0f1a11'], 1, /\(NOT_FOUND\)$/],
       [['vm', 'create', 'x', '--ram', 'lots'], 2, /^wanmig: --ram/],
       [['vm', 'explode'], 2, /^wanmig: unknown vm command/],
+      [['vm', 'adopt', 'x', '--disk', 'disk0'], 2, /^wanmig: usage: wanmig vm adopt NAME --qmp SOCKET --disk NODE$/],
+      [['vm', 'create', 'x', '--driver', 'qemu', '--guest', 'test', '--ram', '512M'], 2, /whole MiB \(try 512MiB\)$/],
+      [['vm', 'create', 'x', '--driver', 'qemu'], 2, /^wanmig: --driver qemu needs --guest test/],
     ];
     for (const [args, code, message] of cases) {
       const res = await cli(...args);
@@ -129,6 +132,15 @@ describe('wanmig up, vm, migrate, status, events, abort (built CLI)', () => {
     expect((await cli('vm', 'rm', 'dup')).code).toBe(0);
     expect((await cli('status', '--json')).stdout).not.toContain('"vmId":"dup"');
   }, 120_000);
+
+  it('answers --help for each vm command: its usage on stdout, exit 0', async () => {
+    for (const command of ['create', 'adopt', 'list', 'rm']) {
+      const res = await cli('vm', command, '--help');
+      expect(res.code, `vm ${command} --help: ${res.stderr}`).toBe(0);
+      expect(res.stdout).toMatch(/^usage:\n/);
+      expect(res.stdout).toContain('wanmig vm adopt NAME --qmp SOCKET --disk NODE');
+    }
+  });
 });
 
 describe('wanmig demo and drill (built CLI, embedded stack)', () => {

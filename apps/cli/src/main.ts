@@ -22,7 +22,7 @@ import { DISK_USAGE, diskMigrate, diskServe } from './disk/disk.command.js';
 import { VM_USAGE, vmMigrate } from './vm/vm.command.js';
 import { demo, DEMO_USAGE } from './commands/demo.command.js';
 import { drill, DRILL_USAGE } from './commands/drill.command.js';
-import { INVENTORY_USAGE, vmCreate, vmList, vmRemove } from './commands/inventory.command.js';
+import { INVENTORY_USAGE, vmAdopt, vmCreate, vmList, vmRemove } from './commands/inventory.command.js';
 import { abort, events, migrate, MIGRATION_USAGE, status } from './commands/migration.command.js';
 import { up, UP_USAGE } from './commands/up.command.js';
 import { WanmigError } from '@wanmig/protocol';
@@ -268,10 +268,17 @@ async function main(argv: string[]): Promise<number> {
       throw new UsageError(`unknown disk command ${JSON.stringify(rest[0] ?? '')} (try: serve, migrate)`);
     case 'vm':
       if (rest[0] === 'create') return vmCreate(rest.slice(1), out);
+      if (rest[0] === 'adopt') return vmAdopt(rest.slice(1), out);
       if (rest[0] === 'list' || rest[0] === 'ls') return vmList(rest.slice(1), out);
       if (rest[0] === 'rm') return vmRemove(rest.slice(1), out);
       if (rest[0] === 'migrate') return vmMigrate(rest.slice(1), out);
-      throw new UsageError(`unknown vm command ${JSON.stringify(rest[0] ?? '')} (try: create, list, rm, migrate)`);
+      if (rest[0] === '--help' || rest[0] === '-h' || rest[0] === 'help') {
+        out(`usage:\n${INVENTORY_USAGE}\n\n${VM_USAGE}`);
+        return 0;
+      }
+      throw new UsageError(
+        `unknown vm command ${JSON.stringify(rest[0] ?? '')} (try: create, adopt, list, rm, migrate, --help)`,
+      );
     case 'bench':
       if (rest[0] === 'stream') return (await benchStream(rest.slice(1))) ? 0 : 1;
       if (rest[0] === 'disk') return benchDisk(rest.slice(1));

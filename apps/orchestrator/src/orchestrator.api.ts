@@ -26,6 +26,8 @@ export interface OrchestratorApi {
   migrationEvents(body: unknown): Promise<CloudEvent[]>;
   /** CreateVmRequest */
   createVm(body: unknown): Promise<VmView>;
+  /** ImportVmRequest: a running QEMU, by its QMP socket, becomes a VM of this site. */
+  importVm(body: unknown): Promise<VmView>;
   /** VmRef */
   getVm(body: unknown): Promise<VmView>;
   listVms(body: unknown): Promise<ListVmsReply>;

@@ -41,6 +41,11 @@ export function orchestratorController(site: string): Type<unknown> {
       return this.api.createVm(body);
     }
 
+    @MessagePattern(on(VmVerb.Import))
+    importVm(@Payload() body: unknown) {
+      return this.api.importVm(body);
+    }
+
     @MessagePattern(on(VmVerb.Get))
     getVm(@Payload() body: unknown) {
       return this.api.getVm(body);

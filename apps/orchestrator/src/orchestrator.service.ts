@@ -12,6 +12,7 @@ import {
   CreateMigrationRequest,
   CreateVmRequest,
   ErrorCode,
+  ImportVmRequest,
   isTerminalPhase,
   ListMigrationsRequest,
   MigrationEventKind,
@@ -199,6 +200,13 @@ export class OrchestratorService implements OrchestratorApi, OnApplicationBootst
     const req = validateDto(CreateVmRequest, body);
     const view = await this.inventory.create(req);
     this.logger.log(`VM ${req.vmId} runs at ${view.serviceAddress} (${req.ramBytes} B RAM, ${req.diskBytes} B disk)`);
+    return view;
+  }
+
+  async importVm(body: unknown): Promise<VmView> {
+    const req = validateDto(ImportVmRequest, body);
+    const view = await this.inventory.importQemu(req);
+    this.logger.log(`VM ${req.vmId} imported from the QEMU at ${req.qmpSocket}; runs at ${view.serviceAddress}`);
     return view;
   }
 

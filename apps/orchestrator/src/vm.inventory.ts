@@ -21,6 +21,7 @@ import {
   type AdoptVmRequest,
   type CreateVmRequest,
   type ExportDiskReply,
+  type ImportVmRequest,
   type VmNicStatus,
   type VmView,
 } from '@wanmig/protocol';
@@ -30,12 +31,17 @@ import { QemuVms } from './vm.qemu.js';
 export const DEFAULT_VM_BUCKET = 'wanmig-vms';
 /** A new VM's disk holds data over this fraction of its size (the rest is holes), like a used system disk. */
 const DISK_FILL = 0.25;
+const MiB = 2 ** 20;
+/** An imported QEMU runs its own guest: the sim driver's workload names nothing there. */
+const IMPORTED_WORKLOAD = 'idle';
 
 export interface VmRecord extends VmView {
   /** Name of the disk's export at this site's disk-transfer. */
   exportName: string;
   /** RAM file of a guest that arrived by migration (delta-apply's), deleted with the VM. */
   ramPath?: string;
+  /** The disk is the user's own image (an imported VM's): never deleted here, not even once the VM moved away. */
+  userDisk?: boolean;
 }
 
 export interface VmInventoryOptions {
@@ -52,6 +58,8 @@ export class VmInventory {
   readonly driver: SimDriver;
   readonly qemu: QemuVms;
   readonly network: VmNetwork;
+  /** VM ids being created or imported here now: a second request for one is refused before it touches anything. */
+  private readonly arriving = new Set<string>();
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -74,10 +82,51 @@ export class VmInventory {
     return new VmInventory(nc, kv, options);
   }
 
-  async create(req: CreateVmRequest): Promise<VmView> {
-    if (await this.get(req.vmId))
-      throw new WanmigError(ErrorCode.Conflict, `VM ${req.vmId} already exists at ${this.o.site}`);
-    if (req.driver === 'qemu') return this.createQemu(req);
+  create(req: CreateVmRequest): Promise<VmView> {
+    return this.arrive(req.vmId, () => (req.driver === 'qemu' ? this.createQemu(req) : this.createSim(req)));
+  }
+
+  /**
+   * A QEMU someone else started becomes this site's VM (vm.import), as it runs: its image stays the user's. Refused
+   * (nothing recorded, nothing started or stopped) when anything about it cannot be taken over.
+   */
+  importQemu(req: ImportVmRequest): Promise<VmView> {
+    return this.arrive(req.vmId, async () => {
+      if (req.addresses) {
+        throw new WanmigError(ErrorCode.InvalidRequest, `addresses are not supported for qemu VMs yet`);
+      }
+      const { spec, diskBytes } = await this.qemu.import(req);
+      try {
+        const vm = { vmId: req.vmId, ramBytes: spec.ramMiB * MiB, diskBytes, workload: IMPORTED_WORKLOAD } as const;
+        const record: VmRecord = {
+          ...this.newRecord(vm, { serviceAddress: this.qemu.serviceAddress(spec), diskPath: spec.diskPath }),
+          driver: 'qemu',
+          userDisk: true,
+        };
+        await this.kv.create(req.vmId, JSON.stringify(record));
+        return view(record);
+      } catch (err) {
+        await this.qemu.forget(req.vmId);
+        throw err;
+      }
+    });
+  }
+
+  /** Runs the creation of `vmId` unless the id is taken or another creation of it runs (CONFLICT). */
+  private async arrive(vmId: string, make: () => Promise<VmView>): Promise<VmView> {
+    if (this.arriving.has(vmId))
+      throw new WanmigError(ErrorCode.Conflict, `VM ${vmId} is being made at ${this.o.site}`);
+    this.arriving.add(vmId);
+    try {
+      if (await this.get(vmId))
+        throw new WanmigError(ErrorCode.Conflict, `VM ${vmId} already exists at ${this.o.site}`);
+      return await make();
+    } finally {
+      this.arriving.delete(vmId);
+    }
+  }
+
+  private async createSim(req: CreateVmRequest): Promise<VmView> {
     if (req.guest !== undefined || req.cpus !== undefined)
       throw new WanmigError(ErrorCode.InvalidRequest, `'guest' and 'cpus' are for qemu VMs`);
     const dir = join(this.o.dataDir, 'vms');
@@ -199,7 +248,10 @@ export class VmInventory {
     await this.kv.put(vmId, JSON.stringify(next));
   }
 
-  /** Stops the guest, unexports and deletes its disk (and RAM file), forgets it. A moving VM is refused. */
+  /**
+   * Stops the guest, unexports and deletes its disk (and RAM file), forgets it. A moving VM is refused. An imported
+   * VM's image is the user's: it stays.
+   */
   async remove(vmId: string, options: { force?: boolean } = {}): Promise<void> {
     const record = await this.require(vmId);
     if (record.state === VmState.Migrating && !options.force) {
@@ -209,12 +261,12 @@ export class VmInventory {
     if (isQemu(record)) await this.qemu.stop(vmId);
     else await this.stopGuest(vmId);
     await this.unexport(record.exportName);
-    await rm(record.diskPath, { force: true });
+    if (!record.userDisk) await rm(record.diskPath, { force: true });
     if (record.ramPath) await rm(record.ramPath, { force: true });
     await this.kv.delete(vmId);
   }
 
-  /** The source side after a commit: the guest (kept paused until now) goes, and its disk too. */
+  /** The source side after a commit: the guest (kept paused until now) goes, and its disk too (not a user's image). */
   async releaseMoved(vmId: string): Promise<void> {
     const record = await this.get(vmId);
     if (!record) return;
@@ -229,7 +281,7 @@ export class VmInventory {
       }
     }
     await this.unexport(record.exportName);
-    await rm(record.diskPath, { force: true });
+    if (!record.userDisk) await rm(record.diskPath, { force: true });
     await this.kv.delete(vmId);
   }
 
@@ -379,6 +431,6 @@ function requireSocket(vmId: string, serviceSocket: string | undefined): string 
 }
 
 function view(record: VmRecord): VmView {
-  const { exportName: _exportName, ramPath: _ramPath, ...rest } = record;
+  const { exportName: _exportName, ramPath: _ramPath, userDisk: _userDisk, ...rest } = record;
   return rest;
 }

@@ -1,6 +1,7 @@
 /**
- * The inventory's QEMU VMs: launched from a guest, found by id under the site's runtime dir (libs/hypervisor's
- * qemu.vm), their disk mirrored into this site's disk-transfer for the length of a migration.
+ * The inventory's QEMU VMs: launched from a guest or imported (a QEMU someone else started), found by id under the
+ * site's runtime dir (libs/hypervisor's qemu.vm), their disk mirrored into this site's disk-transfer for the length
+ * of a migration.
  */
 import { execFile } from 'node:child_process';
 import { mkdir, rm, stat } from 'node:fs/promises';
@@ -14,6 +15,7 @@ import {
   ensureRunning,
   findDiskMirror,
   GUEST_READY_MARKER,
+  importQemuVm,
   launchQemuVm,
   probeAccelerator,
   qemuVmPaths,
@@ -23,6 +25,7 @@ import {
   startDiskMirror,
   stopQemuVm,
   testGuestAppend,
+  unregisterQemuVm,
   type QemuVmSpec,
 } from '@wanmig/hypervisor';
 import {
@@ -34,6 +37,7 @@ import {
   ServiceName,
   WanmigError,
   type CreateVmRequest,
+  type ImportVmRequest,
   type QemuIncomingStatusReply,
   type QemuMachineSpec,
 } from '@wanmig/protocol';
@@ -87,6 +91,22 @@ export class QemuVms {
       await rm(diskPath, { force: true });
       throw err;
     }
+  }
+
+  /** A QEMU someone else runs, taken over as it is (importQemuVm): its image stays where it is. */
+  async import(req: ImportVmRequest): Promise<{ spec: QemuVmSpec; diskBytes: number }> {
+    const spec = await importQemuVm(this.o.runtimeDir, req);
+    try {
+      return { spec, diskBytes: (await stat(spec.diskPath)).size };
+    } catch (err) {
+      await this.forget(req.vmId);
+      throw err;
+    }
+  }
+
+  /** Forgets an imported VM and leaves its QEMU running (an import that could not be recorded). */
+  forget(vmId: string): Promise<void> {
+    return unregisterQemuVm(this.o.runtimeDir, vmId);
   }
 
   spec(vmId: string): Promise<QemuVmSpec> {

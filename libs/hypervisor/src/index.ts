@@ -53,6 +53,7 @@ export {
 export {
   GuestImageError,
   QemuConfigError,
+  QemuImportError,
   QemuMigrationFailedError,
   QemuMigrationUnsafeError,
   QemuNotFoundError,
@@ -136,3 +137,13 @@ export {
 } from './qemu/qemu.driver.js';
 export { inNetns, nicArgs, tapNetworkProblems, type QemuTapNetwork } from './qemu/qemu.network.js';
 export * from './qemu/qemu.vm.js';
+export {
+  qemuOptions,
+  qemuOpts,
+  qmpSocketPaths,
+  readQemuCommandLine,
+  type QemuCommandLineMachine,
+  type QemuCommandLineReading,
+  type QemuOption,
+} from './qemu/qemu.command-line.js';
+export { findQemuProcess, importQemuVm, type QemuImportRequest, type QemuProcessInfo } from './qemu/qemu.import.js';

@@ -3,6 +3,7 @@ import {
   CreateMigrationRequest,
   CreateVmRequest,
   ErrorCode,
+  ImportVmRequest,
   isTerminalPhase,
   ListMigrationsRequest,
   MigrationRef,
@@ -144,6 +145,15 @@ export class FakeOrchestratorApi implements OrchestratorApi {
     if (req.diskBytes > this.freeDiskBytes)
       throw new WanmigError(ErrorCode.NoSpace, `no room for ${req.diskBytes} bytes`);
     const vm = { ...this.addVm(req.vmId), ramBytes: req.ramBytes, diskBytes: req.diskBytes, workload: req.workload };
+    this.vms.set(vm.vmId, vm);
+    return vm;
+  }
+
+  async importVm(body: unknown): Promise<VmView> {
+    await this.enter('importVm', body);
+    const req = validateDto(ImportVmRequest, body);
+    if (this.vms.has(req.vmId)) throw new WanmigError(ErrorCode.Conflict, `VM ${req.vmId} exists`);
+    const vm: VmView = { ...this.addVm(req.vmId), driver: 'qemu', diskPath: `/srv/${req.vmId}.img` };
     this.vms.set(vm.vmId, vm);
     return vm;
   }

@@ -187,6 +187,22 @@ describe('startHttpApi', () => {
       expect((await call('DELETE', '/v1/vms/vm-new', { documented: '/v1/vms/{vmId}' })).status).toBe(404);
     });
 
+    it('imports a running QEMU at POST /v1/vms/import: 201 and its Location, 400 without a QMP socket', async () => {
+      const body = { vmId: 'vm-qemu', qmpSocket: '/run/qemu/vm-qemu.qmp', diskNode: 'disk0' };
+      const imported = await call('POST', '/v1/vms/import', { json: body, documented: '/v1/vms/import' });
+      expect(imported).toMatchObject({ status: 201, body: { vmId: 'vm-qemu', driver: 'qemu' } });
+      expect(imported.headers.get('location')).toBe('/v1/vms/vm-qemu');
+      expect(api.calls.at(-1)).toEqual({ operation: 'importVm', body });
+      const again = await call('POST', '/v1/vms/import', { json: body, documented: '/v1/vms/import' });
+      expect(again.status).toBe(409);
+      const relative = await call('POST', '/v1/vms/import', {
+        json: { ...body, vmId: 'vm-rel', qmpSocket: 'vm.qmp' },
+        documented: '/v1/vms/import',
+      });
+      expect(relative).toMatchObject({ status: 400, body: { error: { code: 'INVALID_REQUEST' } } });
+      expect((relative.body as { error: { message: string } }).error.message).toMatch(/qmpSocket must be an absolute/);
+    });
+
     it('answers 409 for a VM that exists and 507 when the site has no room', async () => {
       api.addVm('vm-exists');
       const exists = await call('POST', '/v1/vms', { json: { vmId: 'vm-exists' }, documented: '/v1/vms' });

@@ -125,6 +125,18 @@ export const HTTP_ROUTES: readonly HttpRoute[] = [
     errors: [400, 409, 413, 415, 503, 507],
   },
   {
+    method: 'POST',
+    path: '/v1/vms/import',
+    operation: 'importVm',
+    tag: 'vms',
+    summary: 'Take over a QEMU running at this site as a VM, by its QMP socket',
+    request: { schema: 'ImportVmRequest', in: 'body' },
+    status: 201,
+    reply: 'VmView',
+    location: locationOf('/v1/vms', 'vmId'),
+    errors: [400, 404, 409, 413, 415, 503],
+  },
+  {
     method: 'GET',
     path: '/v1/vms/{vmId}',
     operation: 'getVm',

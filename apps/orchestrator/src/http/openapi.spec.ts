@@ -13,6 +13,7 @@ const API_OPERATIONS: Record<keyof OrchestratorApi, true> = {
   abortMigration: true,
   migrationEvents: true,
   createVm: true,
+  importVm: true,
   getVm: true,
   listVms: true,
   removeVm: true,

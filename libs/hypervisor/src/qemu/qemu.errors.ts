@@ -116,3 +116,18 @@ export class GuestImageError extends HypervisorError {
     this.logTail = logTail;
   }
 }
+
+/**
+ * A running QEMU that cannot be taken over as a VM (vm.import): a destination could not start the machine it runs
+ * the same way, or its disk is not a raw file image wanmig can mirror. INVALID_REQUEST: asking again changes nothing.
+ */
+export class QemuImportError extends HypervisorError {
+  readonly pid?: number;
+  readonly problems: string[];
+  constructor(what: string, problems: string[], fields: { vmId?: string; pid?: number } = {}) {
+    super(ErrorCode.InvalidRequest, `${what} cannot be imported: ${problems.join('; ')}`, { vmId: fields.vmId });
+    this.name = 'QemuImportError';
+    this.pid = fields.pid;
+    this.problems = problems;
+  }
+}

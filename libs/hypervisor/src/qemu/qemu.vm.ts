@@ -10,7 +10,7 @@
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
-import { access, lstat, mkdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { access, lstat, mkdir, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCode, WanmigError } from '@wanmig/protocol';
@@ -195,6 +195,12 @@ export async function registerQemuVm(
   return spec;
 }
 
+/** Forgets a registered VM (its dir: link, pid file, spec) and leaves its QEMU running: the undo of registerQemuVm. */
+export async function unregisterQemuVm(runtimeDir: string, vmId: string): Promise<void> {
+  if (!NAME.test(vmId)) return;
+  await rm(qemuVmPaths(runtimeDir, vmId).dir, { recursive: true, force: true });
+}
+
 /** The spec of this site's QEMU VM `vmId`; QemuVmNotFoundError when there is none. */
 export async function readQemuVmSpec(runtimeDir: string, vmId: string): Promise<QemuVmSpec> {
   if (!NAME.test(vmId)) throw new QemuVmNotFoundError(vmId, runtimeDir);
@@ -213,6 +219,15 @@ export async function qemuVmPid(runtimeDir: string, vmId: string): Promise<numbe
   const text = await readFile(qemuVmPaths(runtimeDir, vmId).pidFile, 'utf8').catch(() => undefined);
   const pid = text === undefined ? NaN : Number.parseInt(text.trim(), 10);
   return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+/** The id of this site's QEMU VM whose process is `pid`, if one is. */
+export async function qemuVmIdOfPid(runtimeDir: string, pid: number): Promise<string | undefined> {
+  const ids = await readdir(join(runtimeDir, QEMU_VM_SUBDIR)).catch(() => [] as string[]);
+  for (const vmId of ids) {
+    if ((await qemuVmPid(runtimeDir, vmId)) === pid && alive(pid)) return vmId;
+  }
+  return undefined;
 }
 
 /** A short QMP connection to the VM's monitor: NOT_FOUND without such a VM, UNAVAILABLE when it does not answer. */

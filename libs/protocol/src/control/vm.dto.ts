@@ -20,6 +20,8 @@ export const VmVerb = {
   Get: 'vm.get',
   List: 'vm.list',
   Remove: 'vm.rm',
+  /** A QEMU that someone else started becomes this site's VM, found by its QMP socket (ImportVmRequest). */
+  Import: 'vm.import',
   /** Internal: the destination's orchestrator takes over a VM that a committed migration brought. */
   Adopt: 'vm.adopt',
   /**
@@ -102,6 +104,39 @@ export class CreateVmRequest {
    * The VM's own IPv4/IPv6 addresses: the site's net-redirect puts them on the VM's NIC (service on port 7777) and
    * the route agent points their /32s at this site. A migration then moves them with the VM.
    */
+  @IsOptional()
+  @IsArray()
+  @ArrayMinSize(1)
+  @ArrayMaxSize(MAX_VM_IPS)
+  @IsIP(undefined, { each: true })
+  addresses?: string[];
+}
+
+/** A QEMU block node name: a letter, then up to 30 of [A-Za-z0-9_.-] (QEMU's own rule). */
+export const QEMU_NODE_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,30}$/;
+/** An absolute path a unix socket can have (sun_path: 107 bytes), printable ASCII as the machine's other paths. */
+export const UNIX_SOCKET_PATH_PATTERN = /^\/[\x20-\x7e]{0,106}$/;
+
+/**
+ * A QEMU already running at the site (started by someone else) becomes the site's VM `vmId`: found by its QMP
+ * socket, its machine read from its command line, its disk (block node `diskNode`, a raw file image) mirrored when it
+ * migrates. It keeps running on its own image; nothing is copied.
+ */
+export class ImportVmRequest {
+  @Matches(VM_ID_PATTERN)
+  vmId!: string;
+
+  @Matches(UNIX_SOCKET_PATH_PATTERN, {
+    message: 'qmpSocket must be an absolute path of at most 107 printable ASCII characters',
+  })
+  qmpSocket!: string;
+
+  @Matches(QEMU_NODE_NAME_PATTERN, {
+    message: 'diskNode must be a QEMU node name (a letter, then up to 30 of [A-Za-z0-9_.-])',
+  })
+  diskNode!: string;
+
+  /** Not offered for QEMU VMs yet (as for vm.create): refused. */
   @IsOptional()
   @IsArray()
   @ArrayMinSize(1)

@@ -21,7 +21,7 @@ import {
   ResumeQemuRequest,
   StartQemuIncomingRequest,
 } from '../control/qemu-migration.dto.js';
-import { CreateVmRequest, VmRef, type VmView } from '../control/vm.dto.js';
+import { CreateVmRequest, ImportVmRequest, VmRef, type VmView } from '../control/vm.dto.js';
 import { dtoSchema } from './dto.schema.js';
 import { WIRE_ERROR_SCHEMA } from './error.schemas.js';
 import { CLOUD_EVENT_SCHEMA } from './event.schemas.js';
@@ -53,6 +53,7 @@ export const API_REQUEST_DTOS = {
   MigrationRef,
   ListMigrationsRequest,
   CreateVmRequest,
+  ImportVmRequest,
   VmRef,
   OpenQemuRelayRequest,
   StartQemuIncomingRequest,
@@ -88,12 +89,27 @@ const schemas = {
     },
   }),
   CreateVmRequest: dtoSchema(CreateVmRequest, {
-    description: 'A new embedded (sim) guest at this site.',
+    description:
+      'A new VM at this site: an embedded (sim) guest, or with `driver` `qemu` a QEMU VM launched from `guest` on a ' +
+      'copy of its image (`diskBytes` is then the image’s size).',
     properties: {
+      guest: 'qemu only (and required there): the guest to launch.',
+      cpus: 'qemu only: vCPUs (1).',
       seed: 'Seed of the simulated guest’s workload: the same seed, the same run.',
       addresses:
         'The VM’s own IPv4/IPv6 addresses: its NIC at the site serves them (port 7777), the route agent points their ' +
         '/32s there, and a migration moves them with it. Needs net-redirect at the site.',
+    },
+  }),
+  ImportVmRequest: dtoSchema(ImportVmRequest, {
+    description:
+      'A QEMU that runs at this site, started by someone else, becomes its VM: found by its QMP socket, its machine ' +
+      'read from its command line (direct kernel boot, user-mode NIC with one forwarded port, raw file image as ' +
+      '`-blockdev`). It keeps running on its own image.',
+    properties: {
+      qmpSocket: 'Absolute path of the QEMU’s QMP unix socket (`-qmp unix:PATH,server=on` or a control `-mon`).',
+      diskNode: 'The block node of its disk (e.g. `disk0`): the node a migration mirrors.',
+      addresses: 'Not offered for QEMU VMs yet: refused.',
     },
   }),
   VmRef: dtoSchema(VmRef, { description: 'Names one VM.' }),
