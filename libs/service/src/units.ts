@@ -6,22 +6,28 @@ export class UnitError extends Error {
   }
 }
 
+/**
+ * Sizes as the virtualisation tools read them (qemu-img, truncate, nbdkit): a bare `K`, `M`, `G`, `T` and `KiB`,
+ * `MiB`, `GiB`, `TiB` are powers of 1024 (`256M` is 256 MiB); `kB`, `MB`, `GB`, `TB` powers of 1000.
+ */
 const SIZE_UNITS: Record<string, number> = {
   '': 1,
   b: 1,
-  k: 1e3,
-  kb: 1e3,
-  m: 1e6,
-  mb: 1e6,
-  g: 1e9,
-  gb: 1e9,
+  k: 2 ** 10,
+  m: 2 ** 20,
+  g: 2 ** 30,
+  t: 2 ** 40,
   kib: 2 ** 10,
   mib: 2 ** 20,
   gib: 2 ** 30,
   tib: 2 ** 40,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
 };
 
-/** "512MiB", "1GiB", "4096" -> bytes. */
+/** "512MiB", "512M" (the same), "1GB" (10⁹), "4096" -> bytes. */
 export function parseSize(text: string, what = 'size'): number {
   const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
   const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
