@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { SimDriver } from '@wanmig/hypervisor';
+import { GuestDiedError, GuestNotFoundError, SimDriver, type SimSourceVm } from '@wanmig/hypervisor';
 import {
   callControl,
   controlSubject,
@@ -288,13 +288,23 @@ export class VmInventory {
     }
   }
 
-  /** A source VM left paused (a rollback after the pause) runs again. */
-  async ensureRunning(vmId: string): Promise<void> {
+  /**
+   * A source VM left paused (a rollback after the pause) runs again: `running`, or `gone` when no guest is left to
+   * run (its process ended). A guest that lives and cannot be made to run rejects: the caller tries again.
+   */
+  async ensureRunning(vmId: string): Promise<'running' | 'gone'> {
     const record = await this.get(vmId);
     if (record && isQemu(record)) return this.qemu.ensureRunning(vmId);
-    const guest = await this.driver.attach(vmId);
+    let guest: SimSourceVm;
+    try {
+      guest = await this.driver.attach(vmId);
+    } catch (err) {
+      if (err instanceof GuestNotFoundError || err instanceof GuestDiedError) return 'gone';
+      throw err;
+    }
     try {
       if ((await guest.describe()).state === 'paused') await guest.resume();
+      return 'running';
     } finally {
       await guest.detach();
     }
