@@ -37,6 +37,8 @@ export interface VmRecord extends VmView {
   exportName: string;
   /** RAM file of a guest that arrived by migration (delta-apply's), deleted with the VM. */
   ramPath?: string;
+  /** While it moves: the migration that brought it here, its `migrationId` again should this move roll back. */
+  arrivedBy?: string;
 }
 
 export interface VmInventoryOptions {
@@ -191,12 +193,16 @@ export class VmInventory {
     return views;
   }
 
-  /** Marks the VM as moving (or, with undefined, as back to plain running after a rollback). */
+  /**
+   * Marks the VM as moving (or, with undefined, as back to plain running after a rollback: its `migrationId` is the
+   * one that brought it here again, if any, never the move that was undone).
+   */
   async setMigrating(vmId: string, migrationId: string | undefined): Promise<void> {
-    const record = await this.require(vmId);
+    const { migrationId: current, arrivedBy, ...rest } = await this.require(vmId);
+    const arrival = rest.state === VmState.Migrating ? arrivedBy : current;
     const next: VmRecord = migrationId
-      ? { ...record, state: VmState.Migrating, migrationId }
-      : { ...record, state: VmState.Running };
+      ? { ...rest, state: VmState.Migrating, migrationId, ...(arrival ? { arrivedBy: arrival } : {}) }
+      : { ...rest, state: VmState.Running, ...(arrival ? { migrationId: arrival } : {}) };
     await this.kv.put(vmId, JSON.stringify(next));
   }
 
@@ -390,6 +396,6 @@ function requireSocket(vmId: string, serviceSocket: string | undefined): string 
 }
 
 function view(record: VmRecord): VmView {
-  const { exportName: _exportName, ramPath: _ramPath, ...rest } = record;
+  const { exportName: _exportName, ramPath: _ramPath, arrivedBy: _arrivedBy, ...rest } = record;
   return rest;
 }
