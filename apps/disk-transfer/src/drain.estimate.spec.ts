@@ -46,6 +46,13 @@ describe('DrainEstimate', () => {
     expect(estimate.tighterLimit(null)).toBeCloseTo(THROTTLE_SHARE * 5_000_000);
   });
 
+  it('learns from a long round of a few MB even when the rate believed is far above the link', () => {
+    // A budget of 1 Gbit/s over a 40 Mbit/s link: 10 MB in 2 s is the link's rate.
+    const estimate = new DrainEstimate(125_000_000, 1, 0);
+    estimate.learn({ rawBytes: 10_000_000, wireBytes: 10_000_000, seconds: 2 });
+    expect(estimate.drainMs(5_000_000)).toBeCloseTo(1000);
+  });
+
   it('throttles to a share of the link first, then halves the limit', () => {
     const estimate = new DrainEstimate(1_000_000, 0.5, 0);
     const first = estimate.tighterLimit(null);

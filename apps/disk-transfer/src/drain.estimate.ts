@@ -2,8 +2,12 @@
 export const THROTTLE_SHARE = 0.5;
 /** A round that does not shrink the dirty set by this fraction is "not converging". */
 export const SHRINK_NEEDED = 0.9;
-/** A round measures the link's rate only when it carried at least this long's worth at the rate believed. */
+/**
+ * A long round measures the link's rate only when it carried enough for the link to be what held it: this long's
+ * worth at the rate believed, or this many bytes (a rate believed far too high is corrected all the same).
+ */
 const RATE_SAMPLE_SECONDS = 1;
+const RATE_SAMPLE_BYTES = 1024 * 1024;
 
 /**
  * What the disk's dirty blocks cost to send: the link's rate in frame bytes per second, the frame
@@ -48,7 +52,7 @@ export class DrainEstimate {
     // The budget may be more than the link really carries: a long round with enough to carry tells. A long round
     // that carried little only waited (behind the memory's stream on the same link, say): its bytes over its
     // seconds is no rate, and taken for one it would throttle the guest to a crawl.
-    if (round.seconds > 1 && round.wireBytes >= this.wireRate * RATE_SAMPLE_SECONDS)
+    if (round.seconds > 1 && round.wireBytes >= Math.min(this.wireRate * RATE_SAMPLE_SECONDS, RATE_SAMPLE_BYTES))
       this.wireRate = Math.min(this.wireRate, round.wireBytes / round.seconds) || this.wireRate;
   }
 
