@@ -115,9 +115,14 @@ export class DiskMigration {
    * dirty set it let grow say nothing about the link or the guest, so neither the estimate nor the throttle follows it.
    */
   private lastRoundStalled = false;
+  /** Rejects on abort: the verify (one digest of each whole image, seconds to minutes) gives way to it at once. */
+  private readonly aborting: Promise<never>;
+  private abortWith?: (err: Error) => void;
 
   constructor(options: DiskMigrationOptions) {
     this.finalizeRequested = new Promise((resolve) => (this.finalizeWanted = resolve));
+    this.aborting = new Promise<never>((_resolve, reject) => (this.abortWith = reject));
+    this.aborting.catch(() => undefined);
     this.o = {
       downtimeMs: DEFAULT_DOWNTIME_MS,
       maxRounds: DEFAULT_MAX_ROUNDS,
@@ -154,6 +159,7 @@ export class DiskMigration {
       return true;
     }
     this.aborted = true;
+    this.abortWith?.(new MigrationAbortedError(this.o.migrationId, this.phase));
     this.sender?.close();
     this.wake?.();
     return true;
@@ -578,9 +584,17 @@ export class DiskMigration {
     localDigests: { regionBytes: number; digests: Promise<string[]> },
   ): Promise<void> {
     const { regionBytes } = localDigests;
-    const [remote, local] = await Promise.all([
-      callControl<DiskDigestReply>(this.o.nc, digestSubject, { migrationId: this.o.migrationId, regionBytes }, 120_000),
-      localDigests.digests,
+    const [remote, local] = await Promise.race([
+      Promise.all([
+        callControl<DiskDigestReply>(
+          this.o.nc,
+          digestSubject,
+          { migrationId: this.o.migrationId, regionBytes },
+          120_000,
+        ),
+        localDigests.digests,
+      ]),
+      this.aborting,
     ]);
     const bad = local.map((d, i) => (remote.digests[i] === d ? -1 : i)).filter((i) => i >= 0);
     if (remote.digests.length !== local.length && bad.length === 0)

@@ -38,6 +38,21 @@ describe('DrainEstimate', () => {
     expect(estimate.drainMs(1_000_000)).toBeCloseTo(2000);
   });
 
+  it('learns no rate from a long round that carried little: it waited, it did not fill the link', () => {
+    const estimate = new DrainEstimate(5_000_000, 1, 0);
+    // 8 KB that took 3 s behind another stream on the same link: 2.7 KB/s is not what the link carries.
+    estimate.learn({ rawBytes: 8192, wireBytes: 8192, seconds: 3 });
+    expect(estimate.drainMs(5_000_000)).toBeCloseTo(1000);
+    expect(estimate.tighterLimit(null)).toBeCloseTo(THROTTLE_SHARE * 5_000_000);
+  });
+
+  it('learns from a long round of a few MB even when the rate believed is far above the link', () => {
+    // A budget of 1 Gbit/s over a 40 Mbit/s link: 10 MB in 2 s is the link's rate.
+    const estimate = new DrainEstimate(125_000_000, 1, 0);
+    estimate.learn({ rawBytes: 10_000_000, wireBytes: 10_000_000, seconds: 2 });
+    expect(estimate.drainMs(5_000_000)).toBeCloseTo(1000);
+  });
+
   it('throttles to a share of the link first, then halves the limit', () => {
     const estimate = new DrainEstimate(1_000_000, 0.5, 0);
     const first = estimate.tighterLimit(null);

@@ -2,6 +2,12 @@
 export const THROTTLE_SHARE = 0.5;
 /** A round that does not shrink the dirty set by this fraction is "not converging". */
 export const SHRINK_NEEDED = 0.9;
+/**
+ * A long round measures the link's rate only when it carried enough for the link to be what held it: this long's
+ * worth at the rate believed, or this many bytes (a rate believed far too high is corrected all the same).
+ */
+const RATE_SAMPLE_SECONDS = 1;
+const RATE_SAMPLE_BYTES = 1024 * 1024;
 
 /**
  * What the disk's dirty blocks cost to send: the link's rate in frame bytes per second, the frame
@@ -43,8 +49,11 @@ export class DrainEstimate {
   /** A finished round's figures: its own ratio, and its rate when it lasted long enough to measure. */
   learn(round: { rawBytes: number; wireBytes: number; seconds: number }): void {
     if (round.rawBytes > 0) this.wirePerRaw = Math.max(0.05, round.wireBytes / round.rawBytes);
-    // The budget may be more than the link really carries: a long round tells.
-    if (round.seconds > 1) this.wireRate = Math.min(this.wireRate, round.wireBytes / round.seconds) || this.wireRate;
+    // The budget may be more than the link really carries: a long round with enough to carry tells. A long round
+    // that carried little only waited (behind the memory's stream on the same link, say): its bytes over its
+    // seconds is no rate, and taken for one it would throttle the guest to a crawl.
+    if (round.seconds > 1 && round.wireBytes >= Math.min(this.wireRate * RATE_SAMPLE_SECONDS, RATE_SAMPLE_BYTES))
+      this.wireRate = Math.min(this.wireRate, round.wireBytes / round.seconds) || this.wireRate;
   }
 
   /** The guest write rate to allow next: a share of what the link drains, then half the current limit. */

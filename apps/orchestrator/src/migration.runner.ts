@@ -668,14 +668,12 @@ export class MigrationRunner {
       REMOTE_TIMEOUT_MS,
     ).catch(notFoundAs(undefined));
     // The source VM must run whatever happened above: a guest left paused is resumed. A QEMU VM's disk stops being
-    // mirrored first (its writes then go only to its own image).
+    // mirrored first (its writes then go only to its own image). A guest that lives and does not run yet fails this
+    // step, which is tried again: ROLLED_BACK says the source runs. Only one whose process ended is let be.
     if (vm) {
       if (isQemu(vm)) await this.d.inventory.qemu.stopMirror(vm.vmId, vm.exportName);
-      try {
-        await this.d.inventory.ensureRunning(record.vmId);
-      } catch (err) {
-        this.d.warn(`migration ${this.id}: source VM ${record.vmId} not checked: ${toWireError(err).message}`);
-      }
+      if ((await this.d.inventory.ensureRunning(record.vmId)) === 'gone')
+        this.d.warn(`migration ${this.id}: source VM ${record.vmId} has ended: nothing to resume`);
       if (vm.state === VmState.Migrating && vm.migrationId === this.id)
         await this.d.inventory.setMigrating(record.vmId, undefined);
       if (vm.addresses?.length) await this.switchover.rollBack(record, vm.addresses);

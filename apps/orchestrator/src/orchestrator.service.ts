@@ -174,7 +174,10 @@ export class OrchestratorService implements OrchestratorApi, OnApplicationBootst
   private async stopMemoryFirst(record: MigrationView): Promise<void> {
     const memoryPhases: MigrationPhase[] = [MigrationPhase.MemPrecopy, MigrationPhase.StopAndCopy];
     if (!memoryPhases.includes(record.phase)) return;
-    const state = await settleSwitchover(natsWitnesses(this.nc, this.config.site, record), record.phase);
+    // A QEMU VM's destination answers on its own verb: asked the sim's, it would say NOT_FOUND, read as "not resumed".
+    const driver = (await this.inventory.get(record.vmId))?.driver;
+    const witnesses = natsWitnesses(this.nc, this.config.site, record, driver);
+    const state = await settleSwitchover(witnesses, record.phase);
     if (state === ResumeState.Resumed || state === ResumeState.Resuming)
       throw new AbortRefusedError(
         record.id,

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { generateSparseImage, SimDriver } from '@wanmig/hypervisor';
+import { generateSparseImage, GuestDiedError, GuestNotFoundError, SimDriver, type SimSourceVm } from '@wanmig/hypervisor';
 import {
   callControl,
   controlSubject,
@@ -42,6 +42,8 @@ export interface VmRecord extends VmView {
   ramPath?: string;
   /** The disk is the user's own image (an imported VM's): never deleted here, not even once the VM moved away. */
   userDisk?: boolean;
+  /** While it moves: the migration that brought it here, its `migrationId` again should this move roll back. */
+  arrivedBy?: string;
 }
 
 export interface VmInventoryOptions {
@@ -239,12 +241,16 @@ export class VmInventory {
     return views;
   }
 
-  /** Marks the VM as moving (or, with undefined, as back to plain running after a rollback). */
+  /**
+   * Marks the VM as moving (or, with undefined, as back to plain running after a rollback: its `migrationId` is the
+   * one that brought it here again, if any, never the move that was undone).
+   */
   async setMigrating(vmId: string, migrationId: string | undefined): Promise<void> {
-    const record = await this.require(vmId);
+    const { migrationId: current, arrivedBy, ...rest } = await this.require(vmId);
+    const arrival = rest.state === VmState.Migrating ? arrivedBy : current;
     const next: VmRecord = migrationId
-      ? { ...record, state: VmState.Migrating, migrationId }
-      : { ...record, state: VmState.Running };
+      ? { ...rest, state: VmState.Migrating, migrationId, ...(arrival ? { arrivedBy: arrival } : {}) }
+      : { ...rest, state: VmState.Running, ...(arrival ? { migrationId: arrival } : {}) };
     await this.kv.put(vmId, JSON.stringify(next));
   }
 
@@ -339,13 +345,23 @@ export class VmInventory {
     }
   }
 
-  /** A source VM left paused (a rollback after the pause) runs again. */
-  async ensureRunning(vmId: string): Promise<void> {
+  /**
+   * A source VM left paused (a rollback after the pause) runs again: `running`, or `gone` when no guest is left to
+   * run (its process ended). A guest that lives and cannot be made to run rejects: the caller tries again.
+   */
+  async ensureRunning(vmId: string): Promise<'running' | 'gone'> {
     const record = await this.get(vmId);
     if (record && isQemu(record)) return this.qemu.ensureRunning(vmId);
-    const guest = await this.driver.attach(vmId);
+    let guest: SimSourceVm;
+    try {
+      guest = await this.driver.attach(vmId);
+    } catch (err) {
+      if (err instanceof GuestNotFoundError || err instanceof GuestDiedError) return 'gone';
+      throw err;
+    }
     try {
       if ((await guest.describe()).state === 'paused') await guest.resume();
+      return 'running';
     } finally {
       await guest.detach();
     }
@@ -431,6 +447,12 @@ function requireSocket(vmId: string, serviceSocket: string | undefined): string 
 }
 
 function view(record: VmRecord): VmView {
-  const { exportName: _exportName, ramPath: _ramPath, userDisk: _userDisk, ...rest } = record;
+  const {
+    exportName: _exportName,
+    ramPath: _ramPath,
+    userDisk: _userDisk,
+    arrivedBy: _arrivedBy,
+    ...rest
+  } = record;
   return rest;
 }

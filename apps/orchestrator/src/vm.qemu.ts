@@ -18,6 +18,7 @@ import {
   importQemuVm,
   launchQemuVm,
   probeAccelerator,
+  qemuVmExists,
   qemuVmPaths,
   qemuVmState,
   readQemuVmSpec,
@@ -140,12 +141,18 @@ export class QemuVms {
     return stopQemuVm(this.o.runtimeDir, vmId);
   }
 
-  /** A source left paused (a rollback after the pause) runs again. */
-  async ensureRunning(vmId: string): Promise<void> {
+  /**
+   * A source left paused (a rollback after the pause) runs again; `gone` when its QEMU has ended. A QEMU that lives
+   * and does not run (yet) is UNAVAILABLE, its monitor's silence too: a QEMU that stops its guest drains the disk's
+   * writes first, holding its monitor meanwhile.
+   */
+  async ensureRunning(vmId: string): Promise<'running' | 'gone'> {
+    if (!(await qemuVmExists(this.o.runtimeDir, vmId))) return 'gone';
     const qmp = await connectQemuVm(this.o.runtimeDir, vmId);
     try {
       const state = await ensureRunning(qmp, 15_000);
       if (state !== 'running') throw new WanmigError(ErrorCode.Unavailable, `QEMU VM ${vmId} is ${state}`);
+      return 'running';
     } finally {
       await qmp.close();
     }

@@ -88,8 +88,14 @@ export class QemuMemoryMigration {
   /** QEMU's rounds as this side sees them: one each time its dirty-sync count moves (polled, so approximate). */
   private readonly rounds: RoundSample[] = [];
   private roundStart?: { at: number; raw: number; wire: number; pages: number; sync: number };
+  /** Rejects on abort: what the pause waits on (the disk's verify above all) gives way at once, not when it ends. */
+  private readonly aborting: Promise<never>;
+  private abortWith?: (err: Error) => void;
 
-  constructor(private readonly o: QemuMemoryMigrationOptions) {}
+  constructor(private readonly o: QemuMemoryMigrationOptions) {
+    this.aborting = new Promise<never>((_resolve, reject) => (this.abortWith = reject));
+    this.aborting.catch(() => undefined);
+  }
 
   get migrationId(): string {
     return this.o.migrationId;
@@ -102,7 +108,9 @@ export class QemuMemoryMigration {
   abort(): boolean {
     if (!this.canAbort) return false;
     this.aborted = true;
-    this.gate.close(new MemoryAbortedError(this.o.migrationId, this.phase));
+    const err = new MemoryAbortedError(this.o.migrationId, this.phase);
+    this.gate.close(err);
+    this.abortWith?.(err);
     this.wake?.();
     return true;
   }
@@ -248,7 +256,7 @@ export class QemuMemoryMigration {
     }
     await qmp.execute('migrate-continue', { state: PRE_SWITCHOVER });
     const completed = this.untilCompleted(qmp);
-    const [disk] = await Promise.all([finalizing, completed]);
+    const [disk] = await Promise.race([Promise.all([finalizing, completed]), this.aborting]);
     // The destination holds QEMU's exact stream (every digest segment matched, the last with the End) and loaded it.
     const loaded = await this.untilLoaded();
     const checkedAt = performance.now();
