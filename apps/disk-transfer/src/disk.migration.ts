@@ -3,7 +3,6 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { BlockMap } from '@wanmig/blockmap';
 import { resumePlan } from './resume.plan.js';
 import { BatchCompressor, CODEC_OFF, ChunkEncoder, Zstd } from '@wanmig/codec';
-import { mapDataExtents } from './data.extents.js';
 import {
   callControl,
   controlSubject,
@@ -19,6 +18,7 @@ import {
 import {
   DEFAULT_GIVE_UP_MS,
   digestRegions,
+  mapDataExtents,
   recommendedWindowBytes,
   RecordStreamWriter,
   StreamSender,
