@@ -65,6 +65,7 @@ export class DiskVerifier {
   private remotePass?: Promise<unknown>;
   private settling?: Promise<DigestRefresh>;
   private lastRemoteAsk = -Infinity;
+  private passes = 0;
   private unwatch?: () => void;
 
   constructor(private readonly o: DiskVerifierOptions) {
@@ -83,16 +84,26 @@ export class DiskVerifier {
    * same (at most every REMOTE_ASK_MS). A pass still under way is left be.
    */
   kick(): void {
+    const first = this.passes++ === 0;
     this.localPass ??= this.local
       .refresh()
+      .then((pass) => {
+        if (first) this.o.log?.(`migration ${this.o.migrationId}: source digests taken: ${describePass(pass)}`);
+      })
       .catch((err: unknown) =>
         this.o.log?.(`migration ${this.o.migrationId}: background digests of the source: ${describe(err)}`),
       )
       .finally(() => (this.localPass = undefined));
     if (this.remotePass || performance.now() - this.lastRemoteAsk < REMOTE_ASK_MS) return;
-    this.lastRemoteAsk = performance.now();
+    const asked = (this.lastRemoteAsk = performance.now());
     this.remotePass = this.o
       .remote(this.regionBytes)
+      .then(() => {
+        if (first) {
+          const ms = Math.round(performance.now() - asked);
+          this.o.log?.(`migration ${this.o.migrationId}: destination digests taken in ${ms} ms`);
+        }
+      })
       .catch((err: unknown) => {
         this.lastRemoteAsk = -Infinity; // asked again at the next kick
         this.o.log?.(`migration ${this.o.migrationId}: background digests of the destination: ${describe(err)}`);
@@ -130,11 +141,13 @@ export class DiskVerifier {
 
   private report(refreshes: Array<DigestRefresh | undefined>, regions: number): void {
     const sum = (field: keyof DigestRefresh) => refreshes.reduce((total, r) => total + (r?.[field] ?? 0), 0);
-    this.o.log?.(
-      `migration ${this.o.migrationId}: verify hashed ${sum('regions')} of ${regions} source regions again ` +
-        `(${sum('bytesRead')} bytes read, ${Math.round(sum('ms'))} ms)`,
-    );
+    const pass = { regions: sum('regions'), bytesRead: sum('bytesRead'), ms: sum('ms') };
+    this.o.log?.(`migration ${this.o.migrationId}: verify compared ${regions} regions, ${describePass(pass)}`);
   }
+}
+
+function describePass(pass: DigestRefresh): string {
+  return `${pass.regions} region(s) hashed, ${pass.bytesRead} bytes read, in ${Math.round(pass.ms)} ms`;
 }
 
 function describe(err: unknown): string {
