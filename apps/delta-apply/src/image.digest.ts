@@ -1,7 +1,10 @@
 import { MAX_DIGEST_REGIONS, ValidationError } from '@wanmig/protocol';
 import { digestRegions, RegionDigestCache, type DigestRange } from '@wanmig/stream';
 
-/** Regions touched by applied frames are hashed again in the background this long after the first touch. */
+/**
+ * Regions touched by applied frames are hashed again in the background this long after the first touch (or later,
+ * once the last pass has rested: RegionDigestCache.backgroundDueAt).
+ */
 export const DIGEST_SETTLE_MS = 500;
 
 /** Bytes one digest takes in the JSON reply: 64 hex digits, quotes, comma. */
@@ -83,10 +86,11 @@ export class ImageDigests {
     const cache = this.cache;
     if (!cache) return; // nothing hashed yet: the first ask hashes everything
     cache.touch(offset, length);
+    const wait = Math.max(DIGEST_SETTLE_MS, cache.backgroundDueAt - performance.now());
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
       cache.refresh().catch(this.onError);
-    }, DIGEST_SETTLE_MS).unref();
+    }, wait).unref();
   }
 
   async digest(range: DigestRange): Promise<string[]> {

@@ -80,20 +80,23 @@ export class DiskVerifier {
   }
 
   /**
-   * Re-hashes in the background what changed at the source since the last pass, and asks the destination to do the
-   * same (at most every REMOTE_ASK_MS). A pass still under way is left be.
+   * Re-hashes in the background what changed at the source since the last pass (once the last pass has rested, see
+   * RegionDigestCache.backgroundDueAt), and asks the destination to do the same (at most every REMOTE_ASK_MS). A pass
+   * still under way is left be.
    */
   kick(): void {
     const first = this.passes++ === 0;
-    this.localPass ??= this.local
-      .refresh()
-      .then((pass) => {
-        if (first) this.o.log?.(`migration ${this.o.migrationId}: source digests taken: ${describePass(pass)}`);
-      })
-      .catch((err: unknown) =>
-        this.o.log?.(`migration ${this.o.migrationId}: background digests of the source: ${describe(err)}`),
-      )
-      .finally(() => (this.localPass = undefined));
+    if (!this.localPass && performance.now() >= this.local.backgroundDueAt) {
+      this.localPass = this.local
+        .refresh()
+        .then((pass) => {
+          if (first) this.o.log?.(`migration ${this.o.migrationId}: source digests taken: ${describePass(pass)}`);
+        })
+        .catch((err: unknown) =>
+          this.o.log?.(`migration ${this.o.migrationId}: background digests of the source: ${describe(err)}`),
+        )
+        .finally(() => (this.localPass = undefined));
+    }
     if (this.remotePass || performance.now() - this.lastRemoteAsk < REMOTE_ASK_MS) return;
     const asked = (this.lastRemoteAsk = performance.now());
     this.remotePass = this.o

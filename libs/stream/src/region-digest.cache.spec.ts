@@ -170,6 +170,15 @@ describe('RegionDigestCache', () => {
     expect(differing).toEqual([8]);
   });
 
+  it('lets background refreshes rest in proportion to the last pass', async () => {
+    const { path } = await imageFile();
+    const cache = new RegionDigestCache({ path, sizeBytes: SIZE, regionBytes: REGION });
+    expect(cache.backgroundDueAt).toBe(-Infinity);
+    const before = performance.now();
+    const pass = await cache.refresh();
+    expect(cache.backgroundDueAt).toBeGreaterThanOrEqual(before + 4 * pass.ms);
+  });
+
   it('keeps the regions of a failed refresh stale', async () => {
     const { path, image } = await imageFile();
     let fail = true;

@@ -9,6 +9,12 @@ import { hashRegions, type DataRange } from './region.hasher.js';
  */
 export const MAP_HOLES_FROM_BYTES = 64 * 1024 * 1024;
 
+/**
+ * Background passes rest at least this many times as long as the last pass took: they take at most a fifth of a core
+ * from the guest and the copy, however much the guest writes.
+ */
+const BACKGROUND_REST_FACTOR = 4;
+
 export interface RegionDigestCacheOptions {
   path: string;
   sizeBytes: number;
@@ -54,6 +60,7 @@ export class RegionDigestCache {
   /** Regions written since their digest was taken, or never hashed: what the next refresh reads. */
   private readonly stale: BlockMap;
   private queue: Promise<unknown> = Promise.resolve();
+  private lastPass = { endedAt: -Infinity, ms: 0 };
   private readonly mapData: (path: string, sizeBytes: number) => Promise<readonly DataRange[] | undefined>;
 
   constructor(private readonly o: RegionDigestCacheOptions) {
@@ -72,6 +79,14 @@ export class RegionDigestCache {
   /** Regions the next refresh will hash. */
   get staleRegions(): number {
     return this.stale.count;
+  }
+
+  /**
+   * When a background refresh may start (a performance.now() time): after a rest proportional to the last pass, so
+   * a guest that writes all the time does not have its regions hashed all the time. The final ask does not wait.
+   */
+  get backgroundDueAt(): number {
+    return this.lastPass.endedAt + BACKGROUND_REST_FACTOR * this.lastPass.ms;
   }
 
   /** A write of [offset, offset + length) reached the file: its regions are hashed again at the next refresh. */
@@ -130,7 +145,9 @@ export class RegionDigestCache {
       } finally {
         await fh.close();
       }
-      return { regions: taken.count, bytesRead, ms: performance.now() - started };
+      const ms = performance.now() - started;
+      this.lastPass = { endedAt: performance.now(), ms };
+      return { regions: taken.count, bytesRead, ms };
     } catch (err) {
       this.stale.unionInPlace(taken);
       throw err;
