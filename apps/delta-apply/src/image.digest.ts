@@ -57,14 +57,14 @@ export interface DigestedImage {
  * The destination image's region digests, kept from the first ask on (a RegionDigestCache): every frame applied
  * marks the regions it touched (`touch`, from the present tracker), which are hashed again in the background a little
  * later and in any case at the next ask; the others keep their digest. So the final ask of a migration, at the pause,
- * hashes only the regions the last frames touched, where it used to read the whole image.
+ * hashes only the regions the last frames touched, not the whole image.
  *
  * Trusted: that every change to the image comes through the applied frames. A write to the image file by anything
  * else after its region was hashed is not seen (see DiskVerifier in disk-transfer for what the comparison catches).
  * Kept in memory only: after a restart of delta-apply the first ask hashes the whole image again, which also sees
  * whatever happened to it while the process was down.
  *
- * Asks whose range is not whole regions (from offset 0, or any multiple of regionBytes) are hashed directly, as before.
+ * Asks whose range is not whole regions (from offset 0, or any multiple of regionBytes) are hashed directly.
  * One region size is kept at a time; an ask with another size starts over with it.
  */
 export class ImageDigests {

@@ -52,11 +52,12 @@ export function differingRegions(local: string[], remote: string[]): number[] {
  * once it is in the image; QEMU's write-blocking mirror writes the source image before it tells the export), the
  * destination's follow the frames it applies. What it still catches: anything that makes the destination's bytes
  * differ from the source's through the migration's own path (a frame lost, corrupted, applied at the wrong place or
- * out of order, a codec or apply bug, a block the dirty map missed), in any region, touched lately or not. What it
- * does not catch: a write the tracking missed after the region's digest was taken, at either end (another process
- * writing an image file behind the export's or delta-apply's back, a bit flipping on the disk): that region keeps the
- * digest of its earlier bytes. A delta-apply restart loses its digests, so it hashes its whole image again when next
- * asked, which does see whatever changed while it was down.
+ * out of order, a codec or apply bug, a dirty bit lost between a write and its resend: the regions written are marked
+ * in a map of their own), in any region, touched lately or not. What it does not catch: a write the tracking missed
+ * after the region's digest was taken, at either end (a write the gate never reported, which the dirty map misses
+ * too; another process writing an image file behind the export's or delta-apply's back; a bit flipping on the disk):
+ * that region keeps the digest of its earlier bytes. A delta-apply restart loses its digests, so it hashes its whole
+ * image again when next asked, which does see whatever changed while it was down.
  */
 export class DiskVerifier {
   readonly regionBytes: number;
