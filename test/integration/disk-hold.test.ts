@@ -185,6 +185,62 @@ describe('disk migration with hold (two-site bed, real services)', () => {
     await client.disconnect();
   });
 
+  it('a destination region changed while delta-apply was down fails the finalize, naming it; the source writes again', async () => {
+    const imagePath = join(bed.dir, 'corrupted.img');
+    const destPath = join(bed.dir, 'site-b', 'corrupted-dest.img');
+    await makeImage(imagePath, 64 * MiB, 8); // data at 0, 7, 14, ... 49 MiB
+    const client = await exportImage(bed, 'corrupted', imagePath);
+    const migrationId = randomUUID();
+    const seen = watch(bed, migrationId);
+    await callControl(bed.nc, on(DiskTransferVerb.Migrate), {
+      migrationId,
+      exportName: 'corrupted',
+      toSite: Site.B,
+      destPath,
+      hold: true,
+    });
+    await waitUntil(() => seen.last?.phase === 'holding', { what: 'phase holding', timeoutMs: 30_000, intervalMs: 50 });
+    // Writes kept in step, so some regions are hashed again at the end and most are not.
+    await client.write(MiB, randomBytes(64 * 1024));
+
+    // Garbage in a region copied by the bulk pass that nothing writes afterwards (region 12 of 4 MiB: 48-52 MiB),
+    // written behind delta-apply's back while it is down. Its digests are in memory only, so the restarted service
+    // hashes the whole image again at the first ask, and the comparison covers every region.
+    await bed.crashAndRestartDeltaApply(0, async () => {
+      const fh = await open(destPath, 'r+');
+      try {
+        await fh.write(randomBytes(4096), 0, 4096, 49 * MiB + 8192);
+      } finally {
+        await fh.close();
+      }
+    });
+    await client.write(2 * MiB, randomBytes(64 * 1024));
+    await waitUntil(async () => (await readAt(destPath, 2 * MiB, 16)).equals(await readAt(imagePath, 2 * MiB, 16)), {
+      what: 'the write after the restart at the destination',
+      timeoutMs: 30_000,
+      intervalMs: 50,
+    });
+
+    const t0 = performance.now();
+    const failure = await callControl(bed.nc, on(DiskTransferVerb.Finalize), { migrationId }, 60_000).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    console.info(`[disk-hold] finalize that found the corrupted region: ${Math.round(performance.now() - t0)} ms`);
+    expect(failure).toMatchObject({
+      code: ErrorCode.Conflict,
+      message: expect.stringMatching(
+        /differs from the source in 1 region\(s\) of 4194304 bytes \(first at 50331648\)/,
+      ) as unknown,
+    });
+    const state = await callControl<State>(bed.nc, on(DiskTransferVerb.Progress), { migrationId });
+    expect(state.phase).toBe('failed');
+    // A failed migration does not leave the source frozen: the VM stays here and writes.
+    expect(await settledWithin(client.write(0, Buffer.alloc(4096, 1)), 2_000)).toBeUndefined();
+    seen.sub.unsubscribe();
+    await client.disconnect();
+  });
+
   it('an abort while holding fails the migration and the source keeps writing', async () => {
     const imagePath = join(bed.dir, 'abort-held.img');
     await makeImage(imagePath, 16 * MiB, 2);

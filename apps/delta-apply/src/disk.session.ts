@@ -8,16 +8,10 @@ import {
   type PrepareDiskReply,
   type WireError,
 } from '@wanmig/protocol';
-import {
-  digestRegions,
-  FileChunkTarget,
-  FileWatermarkStore,
-  RecordSink,
-  StreamReceiver,
-  type DigestRange,
-} from '@wanmig/stream';
+import { FileChunkTarget, FileWatermarkStore, RecordSink, StreamReceiver, type DigestRange } from '@wanmig/stream';
 import { ClosableSink } from './closable.sink.js';
 import { MigrationStateError } from './errors.js';
+import { ImageDigests } from './image.digest.js';
 
 import { ManifestStore, type DiskManifest } from './manifest.store.js';
 import type { MigrationPaths } from './migration.paths.js';
@@ -57,6 +51,7 @@ export class DiskSession {
     private readonly presentStore: PresentMapStore,
     private readonly sink: ClosableSink,
     private readonly receiver: StreamReceiver,
+    private readonly digests: ImageDigests,
   ) {
     this.finished = manifest.finished;
   }
@@ -89,7 +84,12 @@ export class DiskSession {
         onError: (err) => logger.warn(`present map of ${migrationId} not saved (will retry): ${describe(err)}`),
       });
       for (const problem of problems) logger.warn(`present map of ${migrationId}: ${problem} (ignored)`);
-      const present = new PresentTrackingTarget(image, presentStore);
+      const digests = new ImageDigests(image, (err) =>
+        logger.warn(
+          `digests of ${migrationId} not taken in the background (the next ask takes them): ${describe(err)}`,
+        ),
+      );
+      const present = new PresentTrackingTarget(image, presentStore, (offset, length) => digests.touch(offset, length));
       const sink = new ClosableSink(new RecordSink(present), migrationId);
       const receiver = new StreamReceiver({
         nc: options.nc,
@@ -98,7 +98,7 @@ export class DiskSession {
         sink,
         store: new FileWatermarkStore(paths.watermark),
       });
-      const session = new DiskSession(manifest, options, image, present, presentStore, sink, receiver);
+      const session = new DiskSession(manifest, options, image, present, presentStore, sink, receiver, digests);
       try {
         await receiver.start();
       } catch (err) {
@@ -169,9 +169,9 @@ export class DiskSession {
     return reply;
   }
 
-  /** Region digests of the image as it is now (a moving target while frames still arrive). */
+  /** Region digests of the image as it is now (a moving target while frames still arrive); see ImageDigests. */
   digest(range: DigestRange): Promise<string[]> {
-    return digestRegions(this.path, range);
+    return this.digests.digest(range);
   }
 
   /**
@@ -184,6 +184,7 @@ export class DiskSession {
       await this.sink.close();
       await Promise.allSettled([...this.background]);
       await this.presentStore.close();
+      this.digests.close();
       this.image.close();
     })();
     return this.closing;

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, MAX_DIGEST_REGIONS } from '@wanmig/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { digestRegions } from '@wanmig/stream';
-import { digestRange, maxDigestRegions } from './image.digest.js';
+import { digestRegions, FileChunkTarget } from '@wanmig/stream';
+import { digestRange, ImageDigests, maxDigestRegions } from './image.digest.js';
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 const expected = (data: Buffer, regionBytes: number, offset: number, length: number): string[] => {
@@ -68,5 +68,95 @@ describe('image digests', () => {
     expect(fit * 67 + 1024).toBeLessThanOrEqual(1024 * 1024);
     expect(() => digestRange(1 << 30, { regionBytes: 4096 * 64 }, fit)).not.toThrow();
     expect(() => digestRange(1 << 30, { regionBytes: 4096 * 4 }, fit)).toThrow(/per reply/);
+  });
+});
+
+describe('ImageDigests (the destination keeps its digests between asks)', () => {
+  const MiB = 1024 * 1024;
+  const REGION = MiB;
+  const SIZE = 6 * REGION + 4096;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'image-digests-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function setup(name: string) {
+    const image = new FileChunkTarget(join(dir, name), SIZE, { create: true });
+    const mirror = Buffer.alloc(SIZE);
+    const errors: unknown[] = [];
+    const digests = new ImageDigests(image, (err) => errors.push(err));
+    /** A frame applied as the present tracker does it: buffered by the image, then touched. */
+    const apply = (offset: number, data: Buffer) => {
+      image.write(offset, data);
+      data.copy(mirror, offset);
+      digests.touch(offset, data.length);
+    };
+    return { image, mirror, digests, apply, errors };
+  }
+
+  it('answers whole-image asks from what it keeps, writes buffered by the image included', async () => {
+    const { image, mirror, digests, apply, errors } = setup('kept.img');
+    try {
+      apply(0, randomBytes(8192));
+      const whole = { offset: 0, length: SIZE, regionBytes: REGION };
+      expect(await digests.digest(whole)).toEqual(expected(mirror, REGION, 0, SIZE));
+      // Still buffered in the image when asked: the digest flushes it into the file first.
+      apply(3 * REGION + 5, randomBytes(100));
+      expect(await digests.digest(whole)).toEqual(expected(mirror, REGION, 0, SIZE));
+      // Regions from an offset that is a whole region, and the short last one, come from the same digests.
+      expect(await digests.digest({ offset: 2 * REGION, length: SIZE - 2 * REGION, regionBytes: REGION })).toEqual(
+        expected(mirror, REGION, 2 * REGION, SIZE - 2 * REGION),
+      );
+      // Any other range is hashed as asked.
+      expect(await digests.digest({ offset: 5, length: 3 * REGION, regionBytes: REGION })).toEqual(
+        expected(mirror, REGION, 5, 3 * REGION),
+      );
+      expect(errors).toEqual([]);
+    } finally {
+      digests.close();
+      image.close();
+    }
+  });
+
+  it('hashes touched regions again in the background, before the next ask', async () => {
+    const { image, mirror, digests, apply, errors } = setup('background.img');
+    try {
+      const whole = { offset: 0, length: SIZE, regionBytes: REGION };
+      await digests.digest(whole);
+      apply(4 * REGION, randomBytes(4096));
+      expect(digests.staleRegions).toBe(1);
+      // No ask: the touched region is hashed again on its own; then an ask returns what it holds.
+      await expect.poll(() => digests.staleRegions).toBe(0);
+      expect(await digests.digest(whole)).toEqual(expected(mirror, REGION, 0, SIZE));
+      expect(errors).toEqual([]);
+    } finally {
+      digests.close();
+      image.close();
+    }
+  });
+
+  it('finds bytes changed behind its back only when it starts over (a new region size, or a restart)', async () => {
+    const { image, mirror, digests } = setup('behind.img');
+    try {
+      const whole = { offset: 0, length: SIZE, regionBytes: REGION };
+      const before = await digests.digest(whole);
+      const other = new FileChunkTarget(image.path, SIZE);
+      other.write(REGION, Buffer.from('written by someone else'));
+      other.close();
+      Buffer.from('written by someone else').copy(mirror, REGION);
+      // Not through the applied frames: not seen.
+      expect(await digests.digest(whole)).toEqual(before);
+      // A restart keeps nothing: the first ask hashes everything, and sees it.
+      const restarted = new ImageDigests(image, () => undefined);
+      expect(await restarted.digest(whole)).toEqual(expected(mirror, REGION, 0, SIZE));
+      restarted.close();
+    } finally {
+      digests.close();
+      image.close();
+    }
   });
 });

@@ -70,6 +70,21 @@ describe('PresentTrackingTarget', () => {
     expect(present.durable.toArray()).toEqual([0, 5]);
   });
 
+  it('tells its listener of every write and zero once the image holds it (the digests follow the frames)', async () => {
+    const image = new FakeImage(Buffer.alloc(SIZE));
+    const told: Array<[number, number, number]> = [];
+    const target = new PresentTrackingTarget(image, new FakeCommitter(), (offset, length) =>
+      told.push([offset, length, image.buffer[offset]]),
+    );
+    await target.write(BLOCK + 3, Buffer.from([9, 9]));
+    await target.zero(2 * BLOCK, BLOCK);
+    await target.write(0, Buffer.alloc(0));
+    expect(told).toEqual([
+      [BLOCK + 3, 2, 9],
+      [2 * BLOCK, BLOCK, 0],
+    ]);
+  });
+
   it('keeps blocks pending when the sync fails', async () => {
     const { image, present, target } = setup();
     await target.write(3 * BLOCK, Buffer.alloc(1));

@@ -32,6 +32,8 @@ export class PresentTrackingTarget implements SyncableTarget {
     private readonly image: ImageTarget,
     /** Where durable blocks go (PresentMapStore): it persists a batch, then adds it to `durable`. */
     private readonly present: PresentMapCommitter,
+    /** Told of every write and zero once the image holds it (or buffers it until its next flush). */
+    private readonly onWritten?: (offset: number, length: number) => void,
   ) {
     this.pending = new BlockMap(present.durable.geometry);
   }
@@ -56,17 +58,22 @@ export class PresentTrackingTarget implements SyncableTarget {
 
   async write(offset: number, data: Buffer): Promise<void> {
     await this.image.write(offset, data);
-    if (data.length > 0) this.pending.markBytes(offset, data.length);
+    if (data.length > 0) this.marked(offset, data.length);
   }
 
   async zero(offset: number, length: number): Promise<void> {
     if (this.image.zero) await this.image.zero(offset, length);
     else await this.image.write(offset, Buffer.alloc(length));
-    if (length > 0) this.pending.markBytes(offset, length);
+    if (length > 0) this.marked(offset, length);
   }
 
   flushPending(): void {
     this.image.flushPending?.();
+  }
+
+  private marked(offset: number, length: number): void {
+    this.pending.markBytes(offset, length);
+    this.onWritten?.(offset, length);
   }
 
   async sync(): Promise<void> {

@@ -32,6 +32,9 @@ export interface DiskExportOptions {
   resumeActivity?: boolean;
 }
 
+/** Told of every write once it is in the image (see WriteGate's onApplied). */
+export type WriteListener = (offset: number, length: number) => void;
+
 /**
  * One disk on the source side: an NBD export over the image, the dirty map every write marks, the
  * gate that freezes writes for the final drain, and the throttle that paces them when the guest
@@ -39,6 +42,7 @@ export interface DiskExportOptions {
  */
 export class DiskExport {
   private constructor(
+    private readonly writeListeners: Set<WriteListener>,
     readonly imagePath: string,
     readonly role: ExportRole,
     readonly dirty: BlockMap,
@@ -53,6 +57,15 @@ export class DiskExport {
 
   get size(): number {
     return this.gate.size;
+  }
+
+  /**
+   * Calls `listener` for every write from now on, as the dirty map is marked: after the write reached the image
+   * (for a mirror target, after QEMU wrote the source image). Returns the unsubscribe.
+   */
+  onWrite(listener: WriteListener): () => void {
+    this.writeListeners.add(listener);
+    return () => this.writeListeners.delete(listener);
   }
 
   static async open(options: DiskExportOptions): Promise<DiskExport> {
@@ -71,7 +84,15 @@ export class DiskExport {
     } else if (options.activityLogPath) {
       activity = ActivityLog.create(options.activityLogPath, dirty.geometry);
     }
-    const gate = new WriteGate(backend, (offset, length) => dirty.markBytes(offset, length), activity);
+    const writeListeners = new Set<WriteListener>();
+    const gate = new WriteGate(
+      backend,
+      (offset, length) => {
+        dirty.markBytes(offset, length);
+        for (const listener of writeListeners) listener(offset, length);
+      },
+      activity,
+    );
     const throttle = new WriteThrottle();
     const server = new NbdServer({
       exports: [
@@ -86,6 +107,7 @@ export class DiskExport {
     try {
       const address = await server.listen(options.listen);
       return new DiskExport(
+        writeListeners,
         options.imagePath,
         role,
         dirty,

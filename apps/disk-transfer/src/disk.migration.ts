@@ -3,7 +3,6 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { BlockMap } from '@wanmig/blockmap';
 import { resumePlan } from './resume.plan.js';
 import { BatchCompressor, CODEC_OFF, ChunkEncoder, Zstd } from '@wanmig/codec';
-import { mapDataExtents } from './data.extents.js';
 import {
   callControl,
   controlSubject,
@@ -18,7 +17,7 @@ import {
 } from '@wanmig/protocol';
 import {
   DEFAULT_GIVE_UP_MS,
-  digestRegions,
+  mapDataExtents,
   recommendedWindowBytes,
   RecordStreamWriter,
   StreamSender,
@@ -27,7 +26,8 @@ import {
 import type { DiskExport } from './disk.export.js';
 import { DiskPhase, type CatchUpRound, type DiskMigrationReport, type DiskProgress } from '@wanmig/protocol';
 import { DrainEstimate, SHRINK_NEEDED } from './drain.estimate.js';
-import { MigrationAbortedError, NotHeldError, VerifyMismatchError } from './errors.js';
+import { DiskVerifier } from './disk.verifier.js';
+import { MigrationAbortedError, NotHeldError } from './errors.js';
 
 export const DEFAULT_DOWNTIME_MS = 300;
 export const DEFAULT_MAX_ROUNDS = 30;
@@ -118,6 +118,8 @@ export class DiskMigration {
   /** Rejects on abort: the verify (one digest of each whole image, seconds to minutes) gives way to it at once. */
   private readonly aborting: Promise<never>;
   private abortWith?: (err: Error) => void;
+  /** With `verify`: both images' digests, kept from the end of the bulk pass on. */
+  private verifier?: DiskVerifier;
 
   constructor(options: DiskMigrationOptions) {
     this.finalizeRequested = new Promise((resolve) => (this.finalizeWanted = resolve));
@@ -244,6 +246,7 @@ export class DiskMigration {
         disk.gate.thaw();
         disk.throttle.release();
       }
+      this.verifier?.stop();
       this.sender?.close();
       await this.fh?.close();
     }
@@ -319,6 +322,7 @@ export class DiskMigration {
     await this.sender.drain();
     await this.checkpoint(true);
     const bulkSeconds = (performance.now() - bulkStart) / 1000;
+    if (this.o.verify) this.startVerifier(subject(DiskVerb.Digest));
 
     const estimate = (this.estimate = DrainEstimate.afterBulk({
       linkBytesPerSecond,
@@ -338,20 +342,20 @@ export class DiskMigration {
     const frozenAt = performance.now();
     let finalDrainBytes = 0;
     if (disk) await disk.gate.freeze();
-    // The image cannot change any more: its digests are taken while the last blocks travel.
-    const local = this.o.verify ? this.localDigests() : undefined;
-    local?.digests.catch(() => undefined);
+    // The image cannot change any more: the regions written since their digest are hashed while the last blocks travel.
+    this.verifier?.settleLocal();
     if (disk) finalDrainBytes = await this.sendDirty(disk.dirty.drain());
     await this.writer.finish();
     const downtimeMs = performance.now() - frozenAt;
 
     let verified: boolean | null = null;
     let verifyMs = 0;
-    if (this.o.verify) {
+    if (this.verifier) {
       this.phase = DiskPhase.Verify;
       this.emit();
       const verifyStart = performance.now();
-      await this.verify(subject(DiskVerb.Digest), local!);
+      // An abort cuts the comparison short: the caller gave the switchover up.
+      await Promise.race([this.verifier.verify(), this.aborting]);
       verified = true;
       verifyMs = performance.now() - verifyStart;
     }
@@ -464,6 +468,8 @@ export class DiskMigration {
     this.lastRoundStalled = this.sender!.stats.probes > before.probes;
     // A round cut short says nothing about the link's pace, nor lets the activity log shrink.
     if (acked) await this.checkpoint();
+    // Out of the pause (a finalize is the pause): the digests follow what this round saw written.
+    if (!this.finalizeAsked) this.verifier?.kick();
     if (acked && !this.lastRoundStalled) {
       estimate.learn({
         rawBytes: this.encoder!.totals.rawBytes - before.raw,
@@ -567,39 +573,22 @@ export class DiskMigration {
     await this.writer!.write(offset, buf);
   }
 
-  private localDigests(): { regionBytes: number; digests: Promise<string[]> } {
-    const regionBytes = Math.max(
-      4 * 1024 * 1024,
-      Math.ceil(this.sizeBytes / 4096 / this.o.blockSize) * this.o.blockSize,
-    );
-    return {
-      regionBytes,
-      digests: digestRegions(this.o.imagePath, { offset: 0, length: this.sizeBytes, regionBytes }),
-    };
-  }
-
-  /** Compares per-region sha256 of both images; any difference is an error. */
-  private async verify(
-    digestSubject: string,
-    localDigests: { regionBytes: number; digests: Promise<string[]> },
-  ): Promise<void> {
-    const { regionBytes } = localDigests;
-    const [remote, local] = await Promise.race([
-      Promise.all([
-        callControl<DiskDigestReply>(
-          this.o.nc,
-          digestSubject,
-          { migrationId: this.o.migrationId, regionBytes },
-          120_000,
-        ),
-        localDigests.digests,
-      ]),
-      this.aborting,
-    ]);
-    const bad = local.map((d, i) => (remote.digests[i] === d ? -1 : i)).filter((i) => i >= 0);
-    if (remote.digests.length !== local.length && bad.length === 0)
-      bad.push(Math.min(local.length, remote.digests.length));
-    if (bad.length > 0) throw new VerifyMismatchError(this.o.migrationId, bad, regionBytes);
+  /**
+   * From the end of the bulk pass on, both images' digests are kept as the copy goes on (see DiskVerifier): the final
+   * comparison then hashes only what was written since.
+   */
+  private startVerifier(digestSubject: string): void {
+    const { nc, migrationId } = this.o;
+    this.verifier = new DiskVerifier({
+      migrationId,
+      imagePath: this.o.imagePath,
+      sizeBytes: this.sizeBytes,
+      blockSize: this.o.blockSize,
+      remote: async (regionBytes) =>
+        (await callControl<DiskDigestReply>(nc, digestSubject, { migrationId, regionBytes }, 120_000)).digests,
+      log: this.o.log,
+    });
+    this.verifier.track(this.o.disk);
   }
 
   private lastEmit = 0;

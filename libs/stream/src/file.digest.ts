@@ -1,18 +1,8 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { DIGEST_READ_BYTES, hashRegions, RegionHash, type DigestRange } from './region.hasher.js';
 
-/** Bytes per read: large and sequential, so a spinning disk streams and the syscall count stays low. */
-export const DIGEST_READ_BYTES = 4 * 1024 * 1024;
-/** Give other work (acks, frames, control requests) a turn at least this often. */
-const YIELD_EVERY_MS = 10;
-
-/** A range of an image cut into regions; both ends of a migration digest the same way to compare. */
-export interface DigestRange {
-  offset: number;
-  length: number;
-  regionBytes: number;
-}
+export { DIGEST_READ_BYTES, type DataRange, type DigestRange } from './region.hasher.js';
 
 /**
  * Hex sha256 of each region of the file over [offset, offset + length); the last region may be
@@ -25,120 +15,12 @@ export async function digestRegions(
   range: DigestRange,
   readBytes = DIGEST_READ_BYTES,
 ): Promise<string[]> {
-  const { offset, length, regionBytes } = range;
-  const end = offset + length;
   const fh = await open(path, 'r');
   try {
-    const buffers = [Buffer.allocUnsafe(readBytes), Buffer.allocUnsafe(readBytes)];
-    const readInto = async (position: number, buffer: Buffer): Promise<Buffer> => {
-      const want = Math.min(readBytes, end - position);
-      let done = 0;
-      while (done < want) {
-        const { bytesRead } = await fh.read(buffer, done, want - done, position + done);
-        if (bytesRead === 0) {
-          buffer.fill(0, done, want);
-          break;
-        }
-        done += bytesRead;
-      }
-      return buffer.subarray(0, want);
-    };
-    const readAt = (position: number, buffer: Buffer): Promise<Buffer> => {
-      const reading = readInto(position, buffer);
-      // Awaited one chunk later: mark it handled now so a failed read is not an unhandled rejection meanwhile.
-      reading.catch(() => undefined);
-      return reading;
-    };
-    const digests: string[] = [];
-    let hash: RegionHash | undefined;
-    let regionEnd = offset;
-    let lastYield = performance.now();
-    let turn = 0;
-    let next = offset < end ? readAt(offset, buffers[turn]) : undefined;
-    for (let position = offset; next;) {
-      const chunk = await next;
-      const following = position + chunk.length;
-      turn ^= 1;
-      next = following < end ? readAt(following, buffers[turn]) : undefined;
-      for (let at = 0; at < chunk.length;) {
-        if (!hash) {
-          hash = new RegionHash();
-          regionEnd = Math.min(end, position + at + regionBytes);
-        }
-        const take = Math.min(chunk.length - at, regionEnd - (position + at));
-        hash.update(chunk.subarray(at, at + take));
-        at += take;
-        if (position + at === regionEnd) {
-          digests.push(hash.digest());
-          hash = undefined;
-        }
-      }
-      position = following;
-      if (performance.now() - lastYield > YIELD_EVERY_MS) {
-        await yieldToLoop();
-        lastYield = performance.now();
-      }
-    }
-    return digests;
+    return (await hashRegions(fh, range, { readBytes })).digests;
   } finally {
     await fh.close();
   }
-}
-
-const ZEROS = Buffer.alloc(DIGEST_READ_BYTES);
-const zeroDigests = new Map<number, string>();
-
-/**
- * sha256 of one region fed in pieces. Pieces of zeros are only counted, and hashed only once non-zero data follows
- * them: a region that is all zeros (a hole, most of a fresh disk) costs a memcmp, and its digest, the same for every
- * region of that length, comes from a cache. The digest is the plain sha256 of the bytes either way.
- */
-class RegionHash {
-  private hash?: Hash;
-  private zeros = 0;
-
-  update(piece: Buffer): void {
-    if (isAllZero(piece)) {
-      this.zeros += piece.length;
-      return;
-    }
-    this.hash ??= createHash('sha256');
-    this.feedZeros(this.hash);
-    this.hash.update(piece);
-  }
-
-  digest(): string {
-    if (!this.hash) return zeroDigest(this.zeros);
-    this.feedZeros(this.hash);
-    return this.hash.digest('hex');
-  }
-
-  private feedZeros(hash: Hash): void {
-    for (; this.zeros > 0; this.zeros -= Math.min(this.zeros, ZEROS.length)) {
-      hash.update(ZEROS.subarray(0, Math.min(this.zeros, ZEROS.length)));
-    }
-  }
-}
-
-function isAllZero(piece: Buffer): boolean {
-  for (let at = 0; at < piece.length; at += ZEROS.length) {
-    const n = Math.min(ZEROS.length, piece.length - at);
-    if (!piece.subarray(at, at + n).equals(ZEROS.subarray(0, n))) return false;
-  }
-  return true;
-}
-
-function zeroDigest(length: number): string {
-  let digest = zeroDigests.get(length);
-  if (digest === undefined) {
-    const hash = createHash('sha256');
-    for (let left = length; left > 0; left -= Math.min(left, ZEROS.length)) {
-      hash.update(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
-    }
-    digest = hash.digest('hex');
-    if (zeroDigests.size < 64) zeroDigests.set(length, digest);
-  }
-  return digest;
 }
 
 /** RAM is digested in regions of this size, then the list of region digests is hashed (see {@link ramDigest}). */

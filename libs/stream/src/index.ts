@@ -9,5 +9,7 @@ export * from './file.target.js';
 export * from './record.sink.js';
 export * from './record.writer.js';
 export * from './file.digest.js';
+export * from './data.extents.js';
+export * from './region-digest.cache.js';
 export * from './byte.pipe.js';
 export * from './stream.digest.js';

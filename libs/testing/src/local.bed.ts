@@ -291,10 +291,11 @@ export class LocalBed {
     });
   }
 
-  /** Kill -9 the destination service and start it again (tests of resume). */
-  async crashAndRestartDeltaApply(pauseMs = 0): Promise<void> {
+  /** Kill -9 the destination service and start it again (tests of resume); `whileDown` runs while it is down. */
+  async crashAndRestartDeltaApply(pauseMs = 0, whileDown?: () => Promise<void>): Promise<void> {
     await this.deltaApply.kill9();
     if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    await whileDown?.();
     this.deltaApply = await LocalBed.startDeltaApply(this.sites, this.dir, this.log);
   }
 

@@ -25,6 +25,17 @@ describe('parseQemuImgMap', () => {
     ]);
   });
 
+  it('clips a map that runs to the end of the last 512-byte sector', () => {
+    const json = JSON.stringify([
+      { start: 0, length: 4096, data: false, zero: true },
+      { start: 4096, length: 4096, data: true, zero: false },
+    ]);
+    expect(parseQemuImgMap(json, 6000, 1)).toEqual([
+      { offset: 0, length: 4096, data: false },
+      { offset: 4096, length: 6000 - 4096, data: true },
+    ]);
+  });
+
   it('gives up on output that does not cover the image in order', () => {
     expect(parseQemuImgMap('not json', MiB, 4096)).toBeUndefined();
     expect(parseQemuImgMap('{}', MiB, 4096)).toBeUndefined();

@@ -18,8 +18,9 @@ const MAP_TIMEOUT_MS = 10_000;
  * and the caller then reads everything. A 2 GiB guest disk holding 150 MB is mapped in a few ms, where reading its
  * holes costs over a second of kernel time spent zero-filling, and more to find the zeroes again.
  *
- * The map is a moment's view: a write after it may land in a range it called a hole. The bulk pass therefore
- * leaves a hole's dirty bits alone, so such writes still go in catch-up.
+ * The map is a moment's view: a write after it may land in a range it called a hole. Its users catch such writes
+ * another way: the disk's bulk pass leaves a hole's dirty bits alone, so they go in catch-up; a RegionDigestCache
+ * marks the region stale before it maps, so it is hashed again.
  */
 export async function mapDataExtents(
   imagePath: string,
@@ -54,14 +55,15 @@ export function parseQemuImgMap(json: string, sizeBytes: number, blockSize: numb
     const { start, length } = e;
     if (typeof start !== 'number' || typeof length !== 'number' || start !== at || length <= 0) return undefined;
     at = start + length;
-    if (e.data !== true || e.zero === true) continue;
+    if (e.data !== true || e.zero === true || start >= sizeBytes) continue;
     const from = Math.floor(start / blockSize) * blockSize;
     const to = Math.min(sizeBytes, Math.ceil(at / blockSize) * blockSize);
     const last = data[data.length - 1];
     if (last && from <= last.to) last.to = Math.max(last.to, to);
     else data.push({ from, to });
   }
-  if (at !== sizeBytes) return undefined;
+  // qemu-img rounds a raw image up to whole 512-byte sectors: a map may run past the size, never fall short.
+  if (at < sizeBytes) return undefined;
   const out: ImageExtent[] = [];
   let end = 0;
   for (const { from, to } of data) {
