@@ -48,7 +48,7 @@ lower level:
   bench memory         plain pre-copy vs wanmig for one guest over the same emulated WAN
     --ram 1GiB --workload web --delay 50ms --bandwidth 200mbit --downtime 300ms --json
   bench qemu           a real QEMU guest moved three ways over the same emulated WAN: QEMU as libvirt
-                       does it (defaults; multifd zstd + xbzrle) and wanmig
+                       does it (defaults; multifd zstd) and wanmig
     --ram 512MiB --delay 50ms --bandwidth 200mbit --warmup 5s --json
     --no-verify          wanmig's move without its disk check in the pause (the product's default checks)
     --runs qemu,qemuTuned,wanmig   make only these runs (ratios need both sides)

@@ -2,7 +2,7 @@ import { QemuRunOutcome, type QemuBenchResult, type QemuRunResult } from './qemu
 
 const RUN_LABELS: Record<QemuRunResult['name'], string> = {
   qemu: 'qemu (libvirt defaults)',
-  qemuTuned: 'qemuTuned (multifd zstd, xbzrle)',
+  qemuTuned: 'qemuTuned (multifd zstd)',
   wanmig: 'wanmig',
 };
 

@@ -4,11 +4,10 @@ import {
   isTerminalPhase,
   MigrationPhase,
   MigrationVerb,
-  QemuIncomingVerb,
   ServiceName,
+  Subjects,
   VmVerb,
   type MigrationView,
-  type QemuIncomingStatusReply,
   type VmView,
 } from '@wanmig/protocol';
 import { ensureGuestImage, LocalBed, Site, sleep, waitUntil } from '@wanmig/testing';
@@ -125,8 +124,8 @@ async function runWanmigRun(o: QemuBenchOptions, log: (line: string) => void): P
       toSite: Site.B,
       verify: !o.noVerify,
     });
-    // The client follows the VM once it pauses: the destination's port, from delta-apply there.
-    const followed = followAtPause(bed, created.id, prober);
+    // The client follows the VM to the destination's port once it runs there.
+    const followed = followAtResume(bed, created.id, prober);
     const done = await waitFinished(api, created.id);
     await followed.catch(() => undefined);
     const wanAfter = bed.sites.wan.stats();
@@ -215,26 +214,20 @@ async function waitFinished(
 }
 
 /**
- * Turns the client to the destination's port once the migration enters STOP_AND_COPY (its CloudEvent): a query
- * then waits there until the destination runs, as a packet to a moved address would.
+ * Turns the client to the destination's port the moment it runs there (memory-precopy's `resumed`, as `wanmig demo`
+ * does): a query sent to a destination still paused would wait on QEMU's user-mode network retrying its connection
+ * to the guest, seconds the VM did not pause.
  */
-async function followAtPause(bed: LocalBed, migrationId: string, prober: CounterProber): Promise<void> {
-  const sub = bed.nc.subscribe(`wanmig.v1.events.migration.${Site.A}.${migrationId}.>`);
+async function followAtResume(bed: LocalBed, migrationId: string, prober: CounterProber): Promise<void> {
+  const sub = bed.nc.subscribe(Subjects.memoryEvents(migrationId));
   try {
     for await (const msg of sub) {
-      const event = msg.json<{ type?: string; data?: { to?: string } }>();
-      const to = event.data?.to;
-      if (event.type !== 'io.wanmig.migration.phase-changed' || !to) continue;
-      if (to === MigrationPhase.StopAndCopy) {
-        const status = await callControl<QemuIncomingStatusReply>(
-          bed.nc,
-          controlSubject(Site.B, ServiceName.DeltaApply, QemuIncomingVerb.Status),
-          { migrationId },
-        );
-        prober.switchTo(status.servicePort);
+      const event = msg.json<{ type?: string; serviceAddress?: string }>();
+      if (event.type === 'resumed' && event.serviceAddress) {
+        prober.switchTo(portOf(event.serviceAddress));
         return;
       }
-      if (isTerminalPhase(to as MigrationPhase)) return;
+      if (event.type === 'failed' || event.type === 'completed') return;
     }
   } finally {
     sub.unsubscribe();
