@@ -7,6 +7,7 @@
  * instead of failing a migration later. Pure: argv in, findings out.
  */
 import { resolve } from 'node:path';
+import type { QemuVmSpec } from './qemu.vm.js';
 import { Accelerator } from './marker.boot.js';
 import { QemuMachine } from './qemu.driver.js';
 
@@ -16,21 +17,11 @@ export interface QemuOption {
   value?: string;
 }
 
-/** The machine a QEMU runs, as its command line gives it (the fields of QemuVmSpec but the VM id). */
-export interface QemuCommandLineMachine {
-  kernel: string;
-  initrd: string;
-  append: string;
-  machine: QemuMachine;
-  /** The first accelerator asked for (QEMU falls back to the next when it cannot start it): QMP knows for sure. */
-  accel: Accelerator;
-  ramMiB: number;
-  cpus: number;
-  diskPath: string;
-  diskNode: string;
-  servicePort: number;
-  guestPort: number;
-}
+/**
+ * The machine a QEMU runs, as its command line gives it (the fields of QemuVmSpec but the VM id). Its `accel` is the
+ * first accelerator asked for (QEMU falls back to the next when it cannot start it): QMP knows for sure.
+ */
+export type QemuCommandLineMachine = Omit<QemuVmSpec, 'vmId'>;
 
 export interface QemuCommandLineReading {
   /** Present when there are no problems. */

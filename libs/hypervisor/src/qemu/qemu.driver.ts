@@ -353,15 +353,8 @@ async function checkSpec(spec: QemuIncomingSpec): Promise<void> {
       problems.push(`port ${port} is not in [0, 65535]`);
     }
   }
-  // The kernel echoes control characters verbatim and QEMU splits nothing: only printable text on the line.
-  if (spec.append !== undefined && !/^[\x20-\x7e]*$/.test(spec.append)) problems.push('append must be printable ASCII');
+  problems.push(...(await bootProblems(spec)));
   if (spec.network) problems.push(...tapNetworkProblems(spec.network));
-  for (const [what, path] of [
-    ['kernel', spec.kernel],
-    ['initrd', spec.initrd],
-  ] as const) {
-    await access(path, constants.R_OK).catch(() => problems.push(`${what} ${path} is not readable`));
-  }
   const disk = await stat(spec.diskPath).catch(() => undefined);
   if (!disk?.isFile()) problems.push(`disk ${spec.diskPath} is not a file`);
   else
@@ -373,6 +366,20 @@ async function checkSpec(spec: QemuIncomingSpec): Promise<void> {
     problems.push(`runDir is too long for a unix socket path: ${longest} is over ${MAX_UNIX_SOCKET_PATH} bytes`);
   }
   if (problems.length > 0) throw new QemuConfigError(problems);
+}
+
+/** What is wrong with a guest's boot: its kernel command line, and kernel and initrd that must be readable here. */
+export async function bootProblems(boot: { kernel: string; initrd: string; append?: string }): Promise<string[]> {
+  const problems: string[] = [];
+  // The kernel echoes control characters verbatim and QEMU splits nothing: only printable text on the line.
+  if (boot.append !== undefined && !/^[\x20-\x7e]*$/.test(boot.append)) problems.push('append must be printable ASCII');
+  for (const [what, path] of [
+    ['kernel', boot.kernel],
+    ['initrd', boot.initrd],
+  ] as const) {
+    await access(path, constants.R_OK).catch(() => problems.push(`${what} ${path} is not readable`));
+  }
+  return problems;
 }
 
 /** A TCP port free on 127.0.0.1 a moment ago (startIncoming retries if QEMU loses the race for it). */

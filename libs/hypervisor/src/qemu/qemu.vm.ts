@@ -9,8 +9,7 @@
  * short connection, except the memory engine's, which holds one for the length of a migration.
  */
 import { spawn } from 'node:child_process';
-import { constants } from 'node:fs';
-import { access, lstat, mkdir, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCode, WanmigError } from '@wanmig/protocol';
@@ -19,7 +18,14 @@ import { Accelerator } from './marker.boot.js';
 import { findQemuBinary } from './qemu.binary.js';
 import { QemuConfigError, QemuStartError } from './qemu.errors.js';
 import { DEFAULT_QEMU_APPEND } from './kernel.append.js';
-import { DEFAULT_QEMU_GUEST_PORT, guestArgs, monitorArgs, QEMU_DISK_NODE, QemuMachine } from './qemu.driver.js';
+import {
+  bootProblems,
+  DEFAULT_QEMU_GUEST_PORT,
+  guestArgs,
+  monitorArgs,
+  QEMU_DISK_NODE,
+  QemuMachine,
+} from './qemu.driver.js';
 import { qmpArgs } from './qemu.process.js';
 import { QmpClient } from './qmp.client.js';
 import type { QmpStatus } from './qmp.types.js';
@@ -303,14 +309,7 @@ async function checkLaunch(runtimeDir: string, launch: QemuLaunchSpec): Promise<
   if (!Number.isSafeInteger(launch.ramMiB) || launch.ramMiB < 16) problems.push(`ramMiB ${launch.ramMiB} is < 16`);
   if (launch.cpus !== undefined && (!Number.isSafeInteger(launch.cpus) || launch.cpus < 1))
     problems.push(`cpus must be a positive integer, got ${launch.cpus}`);
-  if (launch.append !== undefined && !/^[\x20-\x7e]*$/.test(launch.append))
-    problems.push('append must be printable ASCII');
-  for (const [what, path] of [
-    ['kernel', launch.kernel],
-    ['initrd', launch.initrd],
-  ] as const) {
-    await access(path, constants.R_OK).catch(() => problems.push(`${what} ${path} is not readable`));
-  }
+  problems.push(...(await bootProblems(launch)));
   const disk = await stat(launch.diskPath).catch(() => undefined);
   if (!disk?.isFile()) problems.push(`disk ${launch.diskPath} is not a file`);
   const longest = qemuVmPaths(runtimeDir, launch.vmId).monitorSocket;
