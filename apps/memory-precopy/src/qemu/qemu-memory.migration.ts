@@ -307,7 +307,7 @@ export class QemuMemoryMigration {
       destination: { serviceAddress, resumedAt: resumed.resumedAt },
       // QEMU's stream is checked end to end by its digests: the destination runs exactly what the source sent.
       ramVerified: loaded.sink.endVerified,
-      ramCheckMs: checkedAt - pausedAt,
+      ramCheckMs: Math.round(checkedAt - pausedAt),
       answersAtPause: {},
       answersAtDestination: {},
       ...(disk ? { disk, diskFinalizeMs } : {}),
