@@ -112,7 +112,7 @@ describe('wanmig up, vm, migrate, status, events, abort (built CLI)', () => {
       [['vm', 'create', 'x', '--ram', 'lots'], 2, /^wanmig: --ram/],
       [['vm', 'explode'], 2, /^wanmig: unknown vm command/],
       [['vm', 'adopt', 'x', '--disk', 'disk0'], 2, /^wanmig: usage: wanmig vm adopt NAME --qmp SOCKET --disk NODE$/],
-      [['vm', 'create', 'x', '--driver', 'qemu', '--guest', 'test', '--ram', '500MB'], 2, /whole MiB \(try 512MiB\)$/],
+      [['vm', 'create', 'x', '--driver', 'qemu', '--guest', 'test', '--ram', '500MB'], 2, /whole MiB \(try 500MiB\)$/],
       [['vm', 'create', 'x', '--driver', 'qemu'], 2, /^wanmig: --driver qemu needs --guest test/],
     ];
     for (const [args, code, message] of cases) {

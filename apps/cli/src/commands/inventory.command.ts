@@ -69,7 +69,7 @@ export async function vmCreate(argv: string[], out: Out): Promise<number> {
     const guest = values.guest as QemuGuest | undefined;
     if (guest === undefined || !QEMU_GUESTS.includes(guest))
       throw new UsageError(`--driver qemu needs --guest ${QEMU_GUESTS.join('|')} (the guest to launch)`);
-    // QEMU sizes RAM in MiB: 512M is 512,000,000 bytes here (the CLI's sizes are decimal), not a whole number of them.
+    // QEMU sizes RAM in MiB: 500MB is 500,000,000 bytes (MB is decimal, M is MiB), not a whole number of them.
     if (ramBytes % MiB !== 0) {
       const decimal = /^(\d+)\s*([mg])b?$/i.exec(values.ram);
       const hint = decimal ? `${decimal[1]}${decimal[2].toUpperCase()}iB` : `${Math.round(ramBytes / MiB)}MiB`;
