@@ -383,7 +383,7 @@ export async function bootProblems(boot: { kernel: string; initrd: string; appen
 }
 
 /** A TCP port free on 127.0.0.1 a moment ago (startIncoming retries if QEMU loses the race for it). */
-function freeLoopbackPort(): Promise<number> {
+export function freeLoopbackPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);

@@ -10,7 +10,6 @@
  */
 import { spawn } from 'node:child_process';
 import { lstat, mkdir, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCode, WanmigError } from '@wanmig/protocol';
 import { HypervisorError } from '../errors.js';
@@ -21,6 +20,7 @@ import { DEFAULT_QEMU_APPEND } from './kernel.append.js';
 import {
   bootProblems,
   DEFAULT_QEMU_GUEST_PORT,
+  freeLoopbackPort,
   guestArgs,
   monitorArgs,
   QEMU_DISK_NODE,
@@ -34,7 +34,6 @@ import type { QmpStatus } from './qmp.types.js';
 export const QEMU_VM_SUBDIR = 'qemu-vms';
 const NAME = /^[\w.-]{1,64}$/;
 const MAX_UNIX_SOCKET_PATH = 107;
-const LOOPBACK = '127.0.0.1';
 /** How long a launched guest may take to print its ready marker (a TCG boot on a loaded host is slow). */
 export const DEFAULT_QEMU_BOOT_TIMEOUT_MS = 180_000;
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
@@ -333,16 +332,4 @@ function alive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, LOOPBACK, () => {
-      const address = server.address();
-      const port = address !== null && typeof address === 'object' ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port from the kernel'))));
-    });
-  });
 }
