@@ -18,7 +18,16 @@ import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { ensureGuestImage, LocalBed, queryGuestCounter, Site } from '@wanmig/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { apiCall, apiOk, isFinished, waitMigration, type MigrationLike } from '../support/external.client.js';
+import {
+  apiCall,
+  apiOk,
+  isFinished,
+  waitMigration,
+  type MigrationLike,
+  portOf,
+  QEMU_TCG_ENV,
+  type VmLike,
+} from '../support/external.client.js';
 
 const MIB = 1024 * 1024;
 const SETUP_TIMEOUT_MS = 15 * 60_000; // the first guest build debootstraps Debian; later runs find it cached
@@ -26,7 +35,7 @@ const MOVE_TIMEOUT_MS = 300_000;
 const CREATE_TIMEOUT_MS = 240_000;
 /** How long the source's counter is given to move on once it runs again (it counts every 100 ms). */
 const COUNTER_GAP_MS = 1000;
-const TCG = { WANMIG_QEMU_ACCEL: 'tcg' };
+const TCG = QEMU_TCG_ENV;
 /** A downtime budget that makes the pause seconds long on this link: STOP_AND_COPY is there to be aborted. */
 const LONG_PAUSE_DOWNTIME_MS = 30_000;
 /** Site A's switchover holds up to a minute for the go: an orchestrator killed in pre-copy has that long to return. */
@@ -43,22 +52,10 @@ const PHASES = [
   'COMMITTED',
 ];
 
-interface VmLike {
-  vmId: string;
-  site: string;
-  state: string;
-  migrationId?: string;
-  serviceAddress: string;
-}
-
 interface Progress {
   phase: string;
   bulkBytes?: number;
   rawBytesSent: number;
-}
-
-function portOf(address: string): number {
-  return Number(address.split(':').pop());
 }
 
 /** The phase shows, or the migration went past it (the caller's expectation then says which it was). */

@@ -9,27 +9,23 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { callControl, controlSubject, MemoryPrecopyVerb, ServiceName, type MemoryProgress } from '@wanmig/protocol';
 import { ensureGuestImage, LocalBed, queryGuestCounter, Site, waitUntil } from '@wanmig/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { apiCall, apiOk, isFinished, waitMigration, type MigrationLike } from '../support/external.client.js';
+import {
+  apiCall,
+  apiOk,
+  isFinished,
+  waitMigration,
+  type MigrationLike,
+  portOf,
+  QEMU_TCG_ENV,
+  type VmLike,
+} from '../support/external.client.js';
 
 const MIB = 1024 * 1024;
 const SETUP_TIMEOUT_MS = 15 * 60_000; // the first guest build debootstraps Debian; later runs find it cached
 const MOVE_TIMEOUT_MS = 240_000;
-const TCG = { WANMIG_QEMU_ACCEL: 'tcg' };
+const TCG = QEMU_TCG_ENV;
 /** QEMU's stream is under way (of a 256 MiB guest's) once this much of it went through the relay. */
 const STREAM_FLOWING_BYTES = 32 * MIB;
-
-interface VmLike {
-  vmId: string;
-  site: string;
-  driver?: string;
-  state: string;
-  serviceAddress: string;
-  diskBytes: number;
-}
-
-function portOf(address: string): number {
-  return Number(address.split(':').pop());
-}
 
 describe('a QEMU VM through the orchestrators (two sites, real services, real QEMU)', () => {
   let bed: LocalBed;

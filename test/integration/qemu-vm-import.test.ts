@@ -25,29 +25,22 @@ import {
 } from '@wanmig/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../support/cli.runner.js';
-import { apiCall, apiOk, isFinished, waitMigration, type MigrationLike } from '../support/external.client.js';
+import {
+  apiCall,
+  apiOk,
+  isFinished,
+  waitMigration,
+  type MigrationLike,
+  portOf,
+  QEMU_TCG_ENV,
+  type VmLike,
+} from '../support/external.client.js';
 
 const MIB = 1024 * 1024;
 const RAM_MIB = 256;
 const SETUP_TIMEOUT_MS = 15 * 60_000; // the first guest build debootstraps Debian; later runs find it cached
 const MOVE_TIMEOUT_MS = 240_000;
-const TCG = { WANMIG_QEMU_ACCEL: 'tcg' };
-
-interface VmLike {
-  vmId: string;
-  site: string;
-  driver?: string;
-  state: string;
-  serviceAddress: string;
-  ramBytes: number;
-  diskBytes: number;
-  diskPath: string;
-  createdAt: string;
-}
-
-function portOf(address: string): number {
-  return Number(address.split(':').pop());
-}
+const TCG = QEMU_TCG_ENV;
 
 describe('vm.import: a running QEMU taken over and moved (two sites, real services, real QEMU)', () => {
   let bed: LocalBed;

@@ -61,3 +61,25 @@ export async function waitMigration(
 }
 
 export const isFinished = (m: MigrationLike): boolean => m.phase === 'COMMITTED' || m.phase === 'ROLLED_BACK';
+
+/** A VM as the API shows it, the fields tests read. */
+export interface VmLike {
+  vmId: string;
+  site: string;
+  driver?: string;
+  state: string;
+  serviceAddress: string;
+  migrationId?: string;
+  ramBytes: number;
+  diskBytes: number;
+  diskPath: string;
+  createdAt: string;
+}
+
+/** The port of a `host:port` service address (a QEMU VM's forwarded port). */
+export function portOf(address: string): number {
+  return Number(address.split(':').pop());
+}
+
+/** Orchestrator environment for QEMU VMs under TCG (this host's KVM does not run guests: no probe). */
+export const QEMU_TCG_ENV = { WANMIG_QEMU_ACCEL: 'tcg' };
